@@ -1,0 +1,264 @@
+"""Diffusion policy shared by BC and PostBC (they differ only in the training targets).
+
+Two verbs (diffusion_policy's convention): `compute_loss(batch)` for training and `predict_action(obs)` for acting.
+The normalizer is a submodule, so its statistics travel with the weights.
+
+PostBC (arXiv 2512.16911): every time a training target is drawn it is perturbed,
+    a~ = a + alpha * L(s) z,   z ~ N(0, I),   L(s) L(s)^T = Sigma(s),
+where Sigma(s) is the ensemble's posterior covariance of the action chunk at that training state. Scaling convention
+(the paper's exact one was not recoverable): alpha multiplies the posterior *standard deviation*, i.e.
+a~ ~ N(a, alpha^2 Sigma(s)); the perturbation is applied in the policy's normalized action space, which is the same
+as perturbing raw actions with the raw-space covariance because the normalizer is affine per dimension. alpha = 0 is
+plain BC through the same code path.
+
+Shape legend: B batch, S samples per observation, To obs steps, Ta action steps, Da action dim, D = Ta * Da.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from postbc_core.data.normalizer import LinearNormalizer
+from postbc_core.errors import ConfigError
+from postbc_core.policies.schedulers import BETA_SCHEDULES, NoiseSchedule
+
+
+@dataclass
+class PolicyConfig:
+    """Architecture of a diffusion policy (everything needed to rebuild it from a checkpoint)."""
+
+    obs_shapes: dict[str, tuple[int, ...]]
+    """Per-step shape of every observation key; (H, W, 3) uint8 keys are RGB images."""
+    action_dim: int
+    """Da: flattened per-step action size."""
+    n_obs_steps: int = 1
+    """To: observation history length."""
+    action_horizon: int = 4
+    """Ta: action chunk length (paper: 4 state-based, 1 WidowX)."""
+    noise_net: Literal["mlp", "unet"] = "mlp"
+    """Denoiser: residual MLP (state policies) or diffusion_policy's 1-D temporal U-Net (image policies)."""
+    mlp_hidden: tuple[int, ...] = (512, 512, 512)
+    """MLP denoiser widths (paper, Robomimic: 3 x 512..1024)."""
+    unet_down_dims: tuple[int, ...] = (256, 512, 1024)
+    """U-Net channel widths (paper, WidowX: [256, 512, 1024])."""
+    unet_kernel_size: int = 5
+    """U-Net temporal kernel (paper: 5)."""
+    rgb_feature_dim: int = 512
+    """Feature size of each camera's ResNet-18."""
+    crop_ratio: float = 0.9
+    """Random-crop fraction for image augmentation during training (center crop at inference)."""
+    num_train_timesteps: int = 100
+    """DDPM steps at training time (paper: 100)."""
+    num_inference_steps: int = 8
+    """DDIM steps at inference (paper: 8 state, 16 WidowX)."""
+    beta_schedule: str = "squaredcos_cap_v2"
+    """Noise schedule (diffusion_policy's default)."""
+
+    def __post_init__(self):
+        self.obs_shapes = {k: tuple(int(d) for d in v) for k, v in self.obs_shapes.items()}
+        self.mlp_hidden = tuple(self.mlp_hidden)
+        self.unet_down_dims = tuple(self.unet_down_dims)
+        if not self.obs_shapes:
+            raise ConfigError("obs_shapes is empty: pass at least one observation key (e.g. --obs-keys joint_pos)")
+        for name in ("action_dim", "n_obs_steps", "action_horizon", "num_train_timesteps", "num_inference_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_inference_steps > self.num_train_timesteps:
+            raise ConfigError(f"num_inference_steps ({self.num_inference_steps}) cannot exceed "
+                              f"num_train_timesteps ({self.num_train_timesteps})")
+        if self.noise_net not in ("mlp", "unet"):
+            raise ConfigError(f"noise_net must be 'mlp' or 'unet', got {self.noise_net!r}")
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ConfigError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
+        if not 0.1 <= self.crop_ratio <= 1.0:
+            raise ConfigError(f"crop_ratio must be in [0.1, 1], got {self.crop_ratio}")
+
+    @property
+    def rgb_keys(self) -> list[str]:
+        return [k for k, s in self.obs_shapes.items() if is_rgb_shape(s)]
+
+    @property
+    def lowdim_keys(self) -> list[str]:
+        return [k for k, s in self.obs_shapes.items() if not is_rgb_shape(s)]
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["obs_shapes"] = {k: list(v) for k, v in self.obs_shapes.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "PolicyConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"policy config has unknown fields {sorted(unknown)}; the checkpoint was written by a "
+                              "newer postbc_core: upgrade it")
+        return cls(**dict(d))
+
+
+def is_rgb_shape(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 3 and shape[-1] == 3
+
+
+@dataclass
+class TargetNoise:
+    """Per-sample PostBC perturbation of the flattened normalized action chunk.
+
+    chol: (B, D, D) lower-triangular factor of Sigma(s) (full covariance), or (B, D) standard deviations (diagonal).
+    """
+
+    chol: torch.Tensor
+    alpha: float = 1.0
+
+    def sample(self, naction_flat: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Returns a~ = a + alpha * L z with a fresh z (B, D)."""
+        z = torch.randn(naction_flat.shape, device=naction_flat.device, dtype=naction_flat.dtype,
+                        generator=generator)
+        if self.chol.dim() == 3:
+            delta = torch.einsum("bij,bj->bi", self.chol, z)
+        else:
+            delta = self.chol * z
+        return naction_flat + self.alpha * delta
+
+
+class DiffusionPolicy(nn.Module):
+    """Observation-conditioned DDPM over normalized action chunks (B, Ta, Da)."""
+
+    def __init__(self, config: PolicyConfig, normalizer: LinearNormalizer | None = None):
+        super().__init__()
+        from postbc_core.models.noise_nets import ConditionalUnet1D, MLPNoiseNet
+        from postbc_core.models.obs_encoder import ObsEncoder
+
+        self.config = config
+        self.normalizer = normalizer if normalizer is not None else LinearNormalizer()
+        self.obs_encoder = ObsEncoder(config.obs_shapes, config.n_obs_steps, rgb_feature_dim=config.rgb_feature_dim,
+                                      crop_ratio=config.crop_ratio)
+        cond_dim = self.obs_encoder.output_dim
+        if config.noise_net == "mlp":
+            self.noise_net = MLPNoiseNet(config.action_dim, config.action_horizon, cond_dim,
+                                         hidden_dims=config.mlp_hidden)
+        else:
+            self.noise_net = ConditionalUnet1D(config.action_dim, cond_dim, down_dims=config.unet_down_dims,
+                                               kernel_size=config.unet_kernel_size)
+        self.schedule = NoiseSchedule(config.num_train_timesteps, config.beta_schedule)
+        self.action_key = "action"  # normalizer key of the action; set by the trainer when fitting
+
+    # -- helpers ---------------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def chunk_shape(self) -> tuple[int, int]:
+        return self.config.action_horizon, self.config.action_dim
+
+    def normalize_obs(self, obs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Low-dim keys through the normalizer; RGB keys pass through (the encoder scales uint8 images)."""
+        out = {}
+        for k in self.config.obs_shapes:
+            x = obs[k]
+            out[k] = x if k in self.config.rgb_keys else self.normalizer.normalize(k, x.float())
+        return out
+
+    def encode_obs(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """obs[key] (B, To, *shape) raw -> conditioning features (B, F)."""
+        return self.obs_encoder(self.normalize_obs(obs))
+
+    # -- training --------------------------------------------------------------------------------------------------
+    def compute_loss(self, batch: Mapping, target_noise: TargetNoise | None = None,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """Denoising loss. batch = {"obs": {key: (B, To, ...)}, "action": (B, Ta, Da)} in raw units."""
+        naction = self.normalizer.normalize(self.action_key, batch["action"].float())
+        B = naction.shape[0]
+        if target_noise is not None and target_noise.alpha != 0.0:
+            naction = target_noise.sample(naction.reshape(B, -1), generator).reshape(naction.shape)
+        cond = self.encode_obs(batch["obs"])
+        noise = torch.randn(naction.shape, device=naction.device, generator=generator)
+        t = self.schedule.sample_timesteps(B, naction.device, generator)
+        noisy = self.schedule.add_noise(naction, noise, t)
+        pred = self.noise_net(noisy, t, cond)
+        return torch.nn.functional.mse_loss(pred, noise)
+
+    # -- inference -------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_normalized(self, cond: torch.Tensor, noise: torch.Tensor,
+                          num_inference_steps: int | None = None) -> torch.Tensor:
+        """Deterministic DDIM from initial noise (B, Ta, Da) given features (B, F) -> normalized chunk (B, Ta, Da)."""
+        steps = num_inference_steps or self.config.num_inference_steps
+        return self.schedule.ddim_sample(lambda x, t: self.noise_net(x, t, cond), noise, steps)
+
+    @torch.no_grad()
+    def predict_action_torch(self, obs: Mapping[str, torch.Tensor], noise: torch.Tensor | None = None,
+                             generator: torch.Generator | None = None) -> torch.Tensor:
+        """obs[key] (B, To, *shape) tensors -> action chunk (B, Ta, Da) in raw units. noise: (B, Ta, Da) or None."""
+        cond = self.encode_obs(obs)
+        B = cond.shape[0]
+        if noise is None:
+            noise = torch.randn((B, *self.chunk_shape), device=cond.device, generator=generator)
+        naction = self.sample_normalized(cond, noise.to(cond.device, torch.float32))
+        return self.normalizer.unnormalize(self.action_key, naction)
+
+    @torch.no_grad()
+    def predict_action(self, obs: Mapping[str, np.ndarray], noise: np.ndarray | torch.Tensor | None = None,
+                       num_samples: int = 1) -> np.ndarray:
+        """Samples action chunks for one observation or a batch.
+
+        obs[key]: (To, *shape) for one observation or (B, To, *shape) for a batch (RGB: uint8 (..., H, W, 3)).
+        noise: initial DDIM noise in the normalized action space, shaped like the output; given the same noise the
+            result is deterministic (DSRL steers the policy through it). None draws N(0, I).
+        Returns float32 (Ta, Da) | (S, Ta, Da) for one observation, (B, Ta, Da) | (B, S, Ta, Da) for a batch
+        (S = num_samples, only present when > 1).
+        """
+        if num_samples < 1:
+            raise ConfigError(f"num_samples must be >= 1, got {num_samples}")
+        tobs, batched = self._obs_to_tensors(obs)
+        B = next(iter(tobs.values())).shape[0]
+        S = num_samples
+        if S > 1:  # (B, ...) -> (B*S, ...): each sample gets its own noise
+            tobs = {k: v.repeat_interleave(S, dim=0) for k, v in tobs.items()}
+        # The caller's shape: batch and sample axes only where present.
+        user_shape = (B,) * batched + (S,) * (S > 1) + self.chunk_shape
+        tnoise = None
+        if noise is not None:
+            tnoise = noise if torch.is_tensor(noise) else torch.as_tensor(np.asarray(noise))
+            tnoise = tnoise.to(torch.float32)
+            if tuple(tnoise.shape) != user_shape:
+                raise ConfigError(f"noise has shape {tuple(tnoise.shape)}, expected {user_shape} "
+                                  f"([batch], [samples], Ta={self.config.action_horizon}, Da={self.config.action_dim})")
+            if not torch.isfinite(tnoise).all():
+                raise ConfigError("noise contains NaN/inf")
+            tnoise = tnoise.reshape(B * S, *self.chunk_shape).to(self.device)
+        actions = self.predict_action_torch(tobs, noise=tnoise).reshape(user_shape)
+        return actions.cpu().numpy().astype(np.float32)
+
+    def _obs_to_tensors(self, obs: Mapping[str, np.ndarray]) -> tuple[dict[str, torch.Tensor], bool]:
+        cfg = self.config
+        missing = [k for k in cfg.obs_shapes if k not in obs]
+        if missing:
+            raise ConfigError(f"observation is missing keys {missing}; the policy expects {list(cfg.obs_shapes)}")
+        out, batched = {}, None
+        for k, shape in cfg.obs_shapes.items():
+            x = obs[k]
+            x = x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))
+            full = (cfg.n_obs_steps, *shape)
+            if tuple(x.shape) == full:
+                b = False
+                x = x.unsqueeze(0)
+            elif x.dim() == len(full) + 1 and tuple(x.shape[1:]) == full:
+                b = True
+            else:
+                raise ConfigError(f"observation {k!r} has shape {tuple(x.shape)}; expected {full} "
+                                  f"(To={cfg.n_obs_steps}, per-step {shape}) or (B, *{full})")
+            if batched is not None and b != batched:
+                raise ConfigError("observation keys mix batched and unbatched shapes")
+            batched = b
+            if x.is_floating_point() and not torch.isfinite(x).all():
+                raise ConfigError(f"observation {k!r} contains NaN/inf; refusing to act on it")
+            out[k] = x.to(self.device)
+        return out, bool(batched)

@@ -1,0 +1,127 @@
+"""`postbc train` configuration: one flat dataclass (the CLI is generated from it by tyro)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from postbc_core.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    """Train the bootstrap ensemble, its posterior covariance, and a (Post)BC diffusion policy from an episode store."""
+
+    dataset: Path
+    """Episode store (.zarr) to train on."""
+    out: Path = Path("runs/train")
+    """Run directory: policy.safetensors, ensemble.safetensors, train_config.json, tb/ (TensorBoard), metrics.jsonl."""
+    obs_keys: tuple[str, ...] = ()
+    """Observation keys from data/ (low-dim vectors and/or (H, W, 3) uint8 RGB). Required."""
+    action_key: str = "action"
+    """Action key from data/."""
+    n_obs_steps: int = 1
+    """To: observation history length."""
+    action_horizon: int = 4
+    """Ta: action chunk length (paper: 4 state-based, 1 WidowX)."""
+
+    # PostBC
+    alpha: float = 1.0
+    """Posterior noise weight: targets a + alpha * L(s) z (paper 0.25..4, default 1). 0 = plain BC (no ensemble)."""
+    perturbation: Literal["posterior", "isotropic"] = "posterior"
+    """'posterior' = PostBC; 'isotropic' = the sigma-BC baseline: the same average noise magnitude for every state."""
+    ensemble_size: int = 10
+    """K ensemble members (paper: 100 Robomimic, 10 WidowX, 5 Libero)."""
+    ensemble_hidden: tuple[int, ...] = (512, 512, 512)
+    """Ensemble MLP head widths (paper: 3 x 512)."""
+    ensemble_head: Literal["mse", "gaussian"] = "mse"
+    """Deterministic (MSE) or Gaussian (NLL) members; the covariance is over the members' means either way."""
+    bootstrap: Literal["trajectory", "state_action"] = "trajectory"
+    """Resample whole demonstrations (default) or individual windows for each member."""
+    covariance: Literal["full", "diagonal"] = "full"
+    """Full covariance of the action chunk (default) or its diagonal."""
+    cov_jitter: float = 1e-6
+    """Diagonal jitter for the Cholesky factorization (raised x10 per retry where needed, with a log line)."""
+    ensemble_steps: int = 3000
+    """Gradient steps for the ensemble."""
+    ensemble_batch_size: int = 256
+    """Windows per member per step."""
+    ensemble_lr: float = 1e-3
+    """Ensemble learning rate (AdamW)."""
+
+    # Diffusion policy
+    noise_net: Literal["mlp", "unet"] = "mlp"
+    """Denoiser: 'mlp' (state policies) or 'unet' (diffusion_policy's 1-D U-Net; image policies)."""
+    mlp_hidden: tuple[int, ...] = (512, 512, 512)
+    """MLP denoiser widths."""
+    unet_down_dims: tuple[int, ...] = (256, 512, 1024)
+    """U-Net widths (paper, WidowX: 256, 512, 1024)."""
+    unet_kernel_size: int = 5
+    """U-Net kernel size."""
+    num_train_timesteps: int = 100
+    """DDPM training steps (paper: 100)."""
+    num_inference_steps: int = 8
+    """DDIM inference steps (paper: 8 state, 16 WidowX)."""
+    steps: int = 20000
+    """Gradient steps for the diffusion policy."""
+    batch_size: int = 256
+    """Windows per step (per rank under torchrun)."""
+    lr: float = 1e-4
+    """Diffusion policy learning rate (AdamW; diffusion_policy's default)."""
+    weight_decay: float = 1e-6
+    """AdamW weight decay (diffusion_policy's default)."""
+    warmup_steps: int = 500
+    """Linear learning-rate warm-up, then cosine decay."""
+    ema_power: float = 0.75
+    """EMA warm-up power (diffusion_policy's EMAModel)."""
+    ema_max_decay: float = 0.9999
+    """EMA decay ceiling."""
+
+    # Run
+    val_ratio: float = 0.0
+    """Fraction of episodes held out for validation loss (split by episode; at least one when > 0)."""
+    seed: int = 0
+    """Seeds data order, bootstrap resamples, initialisation and target noise."""
+    device: str = "auto"
+    """'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'."""
+    log_every: int = 100
+    """Steps between log lines / TensorBoard points."""
+    save_every: int = 0
+    """Steps between intermediate policy checkpoints (0 = only the final one)."""
+    progress: bool = True
+    """Show progress bars."""
+
+    def __post_init__(self):
+        self.dataset = Path(self.dataset)
+        self.out = Path(self.out)
+        self.obs_keys = tuple(self.obs_keys)
+        for name in ("n_obs_steps", "action_horizon", "ensemble_steps", "ensemble_batch_size", "steps", "batch_size",
+                     "num_train_timesteps", "num_inference_steps", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not self.obs_keys:
+            raise ConfigError("--obs-keys is required (e.g. --obs-keys joint_pos gripper_pos); "
+                              "`postbc data info DATASET` lists the keys")
+        if self.alpha < 0 or self.alpha != self.alpha:
+            raise ConfigError(f"--alpha must be >= 0 (0 = BC; paper: 0.25..4), got {self.alpha}")
+        if self.alpha > 0 and self.ensemble_size < 2:
+            raise ConfigError(f"--ensemble-size must be >= 2 to estimate a covariance, got {self.ensemble_size}")
+        if not 0.0 <= self.val_ratio < 1.0:
+            raise ConfigError(f"--val-ratio must be in [0, 1), got {self.val_ratio}")
+        if self.num_inference_steps > self.num_train_timesteps:
+            raise ConfigError(f"--num-inference-steps ({self.num_inference_steps}) cannot exceed "
+                              f"--num-train-timesteps ({self.num_train_timesteps})")
+        if not 0.0 <= self.ema_max_decay < 1.0:
+            raise ConfigError(f"--ema-max-decay must be in [0, 1), got {self.ema_max_decay}")
+        if self.save_every < 0 or self.warmup_steps < 0 or self.cov_jitter <= 0:
+            raise ConfigError("--save-every and --warmup-steps must be >= 0 and --cov-jitter > 0")
+
+    @property
+    def is_bc(self) -> bool:
+        return self.alpha == 0.0
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}

@@ -1,0 +1,106 @@
+"""Fit the PostBC bootstrap ensemble and predict with it over every training window.
+
+All K members train at once as one batched module; member k draws its batches from its own bootstrap resample
+(trajectory level: resample whole demonstrations; state-action level: resample windows). Under torchrun each rank
+trains a contiguous block of members; resamples are drawn for all K from the run seed, so member k sees the same
+data whatever the world size.
+
+Shapes: K members (Kr on this rank), N training windows, B windows per member per step, D = Ta * Da.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from postbc_core.errors import ConfigError
+from postbc_core.training.batches import to_torch
+from postbc_core.training.distributed import DistInfo, all_gather_cat, shard_range
+from postbc_core.training.loop import LoopConfig, RunLogger, run_loop
+
+log = logging.getLogger(__name__)
+
+
+def bootstrap_counts(window_episode: np.ndarray, n_episodes: int, num_members: int, mode: str,
+                     rng: np.random.Generator) -> np.ndarray:
+    """(K, N) multiplicity of every training window in each member's bootstrap resample."""
+    N = len(window_episode)
+    counts = np.zeros((num_members, N), dtype=np.float32)
+    episodes_present = np.unique(window_episode)
+    for k in range(num_members):
+        if mode == "trajectory":
+            drawn = rng.choice(episodes_present, size=len(episodes_present), replace=True)
+            per_episode = np.bincount(drawn, minlength=n_episodes)
+            counts[k] = per_episode[window_episode]
+        elif mode == "state_action":
+            counts[k] = np.bincount(rng.integers(0, N, N), minlength=N)
+        else:
+            raise ConfigError(f"bootstrap must be 'trajectory' or 'state_action', got {mode!r}")
+    return counts
+
+
+def normalize_for_ensemble(policy, batch: dict) -> tuple[dict, torch.Tensor]:
+    """Raw torch batch -> (normalized obs (B, To, ...), normalized flattened action (B, D)) via the policy's
+    normalizer, so the ensemble's covariance lives in the same space as the diffusion targets."""
+    nobs = policy.normalize_obs(batch["obs"])
+    naction = policy.normalizer.normalize(policy.action_key, batch["action"]).flatten(1)
+    return nobs, naction
+
+
+def fit_ensemble(dataset, policy, cfg, dist: DistInfo, logger: RunLogger):
+    """Trains this rank's block of members; returns (EnsembleRegressor for the block, members range)."""
+    from postbc_core.models.ensemble import EnsembleRegressor
+
+    K, B = cfg.ensemble_size, cfg.ensemble_batch_size
+    rng = np.random.default_rng(cfg.seed)
+    counts = bootstrap_counts(dataset.episode_index, int(dataset.episode_index.max()) + 1, K, cfg.bootstrap, rng)
+    members = shard_range(K, dist.rank, dist.world_size)
+    if len(members) == 0:
+        raise ConfigError(f"ensemble_size {K} is smaller than the number of ranks {dist.world_size}")
+    torch.manual_seed(cfg.seed * 1000 + members.start)
+    D = cfg.action_horizon * policy.config.action_dim
+    model = EnsembleRegressor(len(members), policy.config.obs_shapes, cfg.n_obs_steps, D,
+                              hidden_dims=cfg.ensemble_hidden, head=cfg.ensemble_head,
+                              rgb_feature_dim=policy.config.rgb_feature_dim,
+                              crop_ratio=policy.config.crop_ratio).to(dist.device)
+    weights = torch.from_numpy(counts[members.start:members.stop])
+    gen = torch.Generator().manual_seed(cfg.seed + 7919 * (members.start + 1))
+    Kr = len(members)
+
+    def step(_: int) -> dict[str, torch.Tensor]:
+        idx = torch.multinomial(weights, B, replacement=True, generator=gen)  # (Kr, B)
+        batch = to_torch(dataset.get_batch(idx.reshape(-1).numpy()), dist.device)
+        nobs, naction = normalize_for_ensemble(policy, batch)
+        nobs = {k: v.reshape(Kr, B, *v.shape[1:]) for k, v in nobs.items()}
+        per_member = model.loss(nobs, naction.reshape(Kr, B, -1))  # (Kr,)
+        # Summing keeps each member's gradient equal to that of its own mean loss.
+        return {"loss": per_member.sum(), "member_loss_mean": per_member.mean().detach()}
+
+    model.train()
+    loop = LoopConfig(steps=cfg.ensemble_steps, lr=cfg.ensemble_lr, weight_decay=cfg.weight_decay,
+                      warmup_steps=min(cfg.warmup_steps, cfg.ensemble_steps // 10), log_every=cfg.log_every)
+    run_loop(model.parameters(), step, loop, logger, tag="ensemble")
+    return model.eval(), members
+
+
+@torch.no_grad()
+def predict_windows(model, dataset, policy, dist: DistInfo, batch_size: int = 1024) -> torch.Tensor:
+    """Member means over all N training windows, gathered across ranks -> (K, N, D) float32 on CPU."""
+    outs = []
+    for s in range(0, len(dataset), batch_size):
+        idx = np.arange(s, min(s + batch_size, len(dataset)))
+        batch = to_torch(dataset.get_batch(idx), dist.device)
+        nobs, _ = normalize_for_ensemble(policy, batch)
+        outs.append(model(nobs).mean.float().cpu())
+    preds = torch.cat(outs, dim=1)  # (Kr, N, D)
+    return all_gather_cat(preds, dist, dim=0)
+
+
+def gather_ensemble_state(model, dist: DistInfo) -> dict[str, torch.Tensor]:
+    """Full K-member state dict on every rank: each tensor is stacked over members on dim 0."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if not dist.enabled:
+        return state
+    return {k: all_gather_cat(v, dist, dim=0) for k, v in state.items()}
