@@ -122,7 +122,7 @@ def coverage_metrics(states: np.ndarray, bc: np.ndarray, post: np.ndarray, n_dem
     demo_std = 2 * STYLE_HALF_WIDTH / np.sqrt(12)
     lo, hi = demonstrator_mean(states) - STYLE_HALF_WIDTH, demonstrator_mean(states) + STYLE_HALF_WIDTH
 
-    def range_coverage(samples):  # fraction of [lo, hi] covered by the samples' 5..95% interval
+    def range_coverage(samples, lo, hi):  # fraction of [lo, hi] covered by the samples' 5..95% interval
         q5, q95 = np.quantile(samples, 0.05, axis=1), np.quantile(samples, 0.95, axis=1)
         return np.clip(np.minimum(q95, hi) - np.maximum(q5, lo), 0, None) / (hi - lo)
 
@@ -135,8 +135,8 @@ def coverage_metrics(states: np.ndarray, bc: np.ndarray, post: np.ndarray, n_dem
             "n_states": int(mask.sum()),
             "bc_std": float(sb.mean()), "postbc_std": float(sp.mean()),
             "spread_ratio": float(np.median(sp / sb)),
-            "bc_range_coverage": float(range_coverage(bc[mask]).mean()),
-            "postbc_range_coverage": float(range_coverage(post[mask]).mean()),
+            "bc_range_coverage": float(range_coverage(bc[mask], lo[mask], hi[mask]).mean()),
+            "postbc_range_coverage": float(range_coverage(post[mask], lo[mask], hi[mask]).mean()),
             "w1_bc_postbc": float(np.mean([_wasserstein1(b, p) for b, p in zip(bc[mask], post[mask])])),
         }
     return out

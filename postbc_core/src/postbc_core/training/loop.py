@@ -31,14 +31,14 @@ class LoopConfig:
 
 
 class RunLogger:
-    """TensorBoard + metrics.jsonl + tqdm, active on the main rank only."""
+    """TensorBoard + metrics.jsonl + tqdm, active on the main rank only (run_dir None: progress bar only)."""
 
-    def __init__(self, run_dir: Path, info: DistInfo, progress: bool = True):
+    def __init__(self, run_dir: Path | None, info: DistInfo, progress: bool = True):
         self.info = info
         self.progress = progress and info.is_main
         self.writer = None
         self.jsonl = None
-        if info.is_main:
+        if info.is_main and run_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -46,7 +46,7 @@ class RunLogger:
             self.jsonl = open(run_dir / "metrics.jsonl", "a")
 
     def scalars(self, tag: str, step: int, values: dict[str, float]) -> None:
-        if not self.info.is_main:
+        if self.writer is None:
             return
         for k, v in values.items():
             self.writer.add_scalar(f"{tag}/{k}", v, step)

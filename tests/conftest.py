@@ -1,0 +1,17 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def coverage_store(tmp_path_factory):
+    """The 1-D coverage demonstrations (32 episodes, keys state/action/timestamp)."""
+    from postbc_core.analysis.coverage import write_coverage_dataset
+
+    return write_coverage_dataset(tmp_path_factory.mktemp("cov") / "demos.zarr")
