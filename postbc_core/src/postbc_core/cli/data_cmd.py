@@ -1,0 +1,153 @@
+"""`postbc data <verb>`: inspect, validate and reshape episode stores.
+
+Each verb is a plain typed function (tyro builds its command line from the signature) that prints a
+readable result and returns an exit code. User errors propagate as PostBCError (the main CLI prints
+them and exits 2).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import tyro
+
+from postbc_core.data import tools
+from postbc_core.data.validate import validate_store
+
+Positional = tyro.conf.Positional
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def info(path: Positional[str], json_output: bool = False) -> int:
+    """Summarise an episode store: episodes, steps, keys, lengths, labels, sources.
+
+    Args:
+        path: The store directory (e.g. data/demos.zarr).
+        json_output: Print the summary as JSON instead of text.
+    """
+    d = tools.info(path)
+    if json_output:
+        print(json.dumps(d, indent=2, sort_keys=True))
+        return 0
+    print(f"{d['path']}  (format {d['format']} v{d['format_version']}, created by {d['created_by']})")
+    print(f"episodes: {d['episodes']}   steps: {d['steps']}   stored: {_fmt_bytes(d['bytes_stored'])}")
+    if d["episode_length"]:
+        el = d["episode_length"]
+        print(f"episode length: min {el['min']}  median {el['median']:.0f}  mean {el['mean']:.1f}  max {el['max']}")
+    s = d["success"]
+    print(f"success: {s['success']}   failure: {s['failure']}   unknown: {s['unknown']}")
+    if d["sources"]:
+        print("sources: " + ", ".join(f"{k} {v}" for k, v in sorted(d["sources"].items())))
+    if d["tasks"]:
+        print("tasks: " + ", ".join(f"{k or '(none)'!s} {v}" for k, v in sorted(d["tasks"].items())))
+    width = max((len(k) for k in d["keys"]), default=3)
+    print(f"{'key':<{width}}  {'per-step shape':<16} {'dtype':<8} {'chunks':<20} {'stored':>10}  compressor")
+    for k, v in sorted(d["keys"].items()):
+        print(f"{k:<{width}}  {str(tuple(v['shape'])):<16} {v['dtype']:<8} {str(tuple(v['chunks'])):<20} "
+              f"{_fmt_bytes(v['bytes_stored']):>10}  {v['compressor']}")
+    for w in d["warnings"]:
+        print(f"warning: {w}")
+    return 0
+
+
+def validate(path: Positional[str], skip_values: bool = False) -> int:
+    """Check a store's layout, dtypes, lengths, metadata and values; exit 1 if it has errors.
+
+    Args:
+        path: The store directory.
+        skip_values: Skip the NaN/inf scan of float arrays (faster on large stores).
+    """
+    report = validate_store(path, scan_values=not skip_values)
+    print(report)
+    return 0 if report.ok else 1
+
+
+def merge(sources: Positional[tuple[str, ...]], out: str) -> int:
+    """Concatenate stores with the same keys into a new store.
+
+    Args:
+        sources: Stores to merge, in order.
+        out: The new store (must not exist).
+    """
+    path = tools.merge(list(sources), out)
+    print(f"merged {len(sources)} store(s) into {path}: {tools.info(path)['episodes']} episodes")
+    return 0
+
+
+def split(src: Positional[str], out_dir: Positional[str], val_fraction: float = 0.1, seed: int = 0) -> int:
+    """Split a store by episode into OUT_DIR/train.zarr and OUT_DIR/val.zarr.
+
+    Args:
+        src: The store to split (left unchanged).
+        out_dir: Directory for train.zarr and val.zarr.
+        val_fraction: Fraction of episodes for validation (at least one on each side).
+        seed: Random seed of the episode assignment.
+    """
+    paths = tools.split(src, out_dir, val_fraction=val_fraction, seed=seed)
+    for name, p in paths.items():
+        print(f"{name}: {p} ({tools.info(p)['episodes']} episodes)")
+    return 0
+
+
+def drop(src: Positional[str], episodes: tuple[int, ...], out: str | None = None) -> int:
+    """Remove episodes (by index; negative counts from the end).
+
+    Args:
+        src: The store.
+        episodes: Episode indices to remove.
+        out: Write the result here instead of rewriting SRC in place.
+    """
+    path = tools.drop(src, list(episodes), out=out)
+    print(f"dropped {len(set(episodes))} episode(s): {path} now has {tools.info(path)['episodes']} episodes")
+    return 0
+
+
+def export(src: Positional[str], out: Positional[str], keys: tuple[str, ...] | None = None,
+           rename: tuple[str, ...] = ()) -> int:
+    """Export to a plain diffusion_policy ReplayBuffer store (OUT ending in .zarr.zip gives a zip store).
+
+    Args:
+        src: The postbc store.
+        out: The exported store (directory, or .zarr.zip).
+        keys: Data keys to export (default: all).
+        rename: Key renames as OLD=NEW (e.g. cmd_joint_pos=action).
+    """
+    path = tools.export_diffusion_policy(src, out, keys=list(keys) if keys is not None else None, rename=rename)
+    print(f"exported {src} to {path}")
+    return 0
+
+
+def import_(src: Positional[str], out: Positional[str], rename: tuple[str, ...] = (), task: str = "",
+            source: str = "import") -> int:
+    """Import a diffusion_policy ReplayBuffer store (directory or .zarr.zip) as a new postbc store.
+
+    Args:
+        src: The diffusion_policy store.
+        out: The new postbc store (must not exist).
+        rename: Key renames as OLD=NEW (e.g. action=cmd_joint_pos).
+        task: Task name recorded for every episode.
+        source: Source label recorded for every episode.
+    """
+    path = tools.import_diffusion_policy(src, out, rename=rename, task=task, source=source)
+    d = tools.info(path)
+    print(f"imported {src} into {path}: {d['episodes']} episodes, {d['steps']} steps, keys {sorted(d['keys'])}")
+    return 0
+
+
+DATA_COMMANDS: dict[str, Callable[..., int]] = {
+    "info": info,
+    "validate": validate,
+    "merge": merge,
+    "split": split,
+    "drop": drop,
+    "export": export,
+    "import": import_,
+}

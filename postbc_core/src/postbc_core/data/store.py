@@ -1,0 +1,1099 @@
+"""Zarr episode store: one on-disk format for demonstrations, policy rollouts and RL replay.
+
+Layout (zarr format 2, readable by zarr-python 2 and 3 and by diffusion_policy's ReplayBuffer):
+
+    <store>/.zattrs              {"format": "postbc-episodes", "format_version": 1, "created_by": ...}
+    <store>/data/<key>           (T_total, ...) every step of every episode, concatenated along axis 0
+    <store>/meta/episode_ends    (N,) int64 cumulative end index of each episode (written LAST on commit)
+    <store>/meta/<field>         (N,) per-episode metadata: success, source, task, operator, start/end_time
+
+Shape legend: T steps of one episode, T_total steps of the whole store, N episodes.
+
+Crash safety: every file is written to a temporary name and renamed into place, so a chunk is either
+its old or its new content. An episode becomes visible only when its `meta/episode_ends` entry is
+written, after its data and metadata; anything past the last committed episode is dropped on the next
+open in append mode (`EpisodeStore.recovery` says what). One writer at a time: a `<store>.lock` file
+next to the store holds an exclusive `flock`, which the kernel releases if the writer dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import math
+import os
+import shutil
+import socket
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numcodecs
+import numpy as np
+import zarr
+
+from postbc_core.errors import StoreError, StoreValidationError
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "postbc-episodes"
+FORMAT_VERSION = 1
+SOURCES = ("teleop", "policy", "finetune", "scripted", "import", "synthetic")
+"""Accepted values of the per-episode `source` field ("" means unknown)."""
+
+# Fixed-width unicode meta fields: (dtype, max characters). Fixed width (not variable-length object
+# strings) because `<U` round-trips through zarr-python 2 and 3 with zarr_format=2 without an object
+# codec; the width is fixed when the store is created, so longer values are refused, not truncated.
+STRING_META = {"source": 16, "task": 256, "operator": 64}
+META_FIELDS: dict[str, tuple[np.dtype, Any]] = {
+    "success": (np.dtype(np.int8), -1),
+    "source": (np.dtype(f"<U{STRING_META['source']}"), ""),
+    "task": (np.dtype(f"<U{STRING_META['task']}"), ""),
+    "operator": (np.dtype(f"<U{STRING_META['operator']}"), ""),
+    "start_time": (np.dtype(np.float64), math.nan),
+    "end_time": (np.dtype(np.float64), math.nan),
+}
+META_CHUNK = 1024  # rows per chunk of the per-episode arrays
+LOWDIM_CHUNK_BYTES = 1 << 20  # ~1 MiB time chunks for low-dim arrays
+DEFAULT_FLUSH_BYTES = 32 << 20  # a writer keeps at most ~32 MiB of steps in memory
+TMP_SUFFIX = ".postbc-tmp"
+
+ZARR_MAJOR = int(zarr.__version__.split(".")[0])
+
+# Test hook: called with a point name ("flushed", "meta_written", "episode_ends_resized") during
+# writes, so a test can kill the process exactly there. Never set outside tests.
+_TEST_HOOK: Callable[[str], None] | None = None
+
+
+def _hook(point: str) -> None:
+    if _TEST_HOOK is not None:
+        _TEST_HOOK(point)
+
+
+def _version_string() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"postbc_core {version('postbc-core')}"
+    except Exception:  # not installed as a distribution (e.g. run from a source tree)
+        return "postbc_core unknown"
+
+
+class MissingKeyError(StoreError, KeyError):
+    """A data key that the store does not record."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# zarr 2 / zarr 3 compatibility (the robot's ROS Humble Python 3.10 gets zarr 2; zarr 3 needs 3.11)
+# ----------------------------------------------------------------------------------------------
+
+def _atomic_write_bytes(path: Path, data) -> None:
+    """Write `data` to `path` via a temporary file in the same directory and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+if ZARR_MAJOR >= 3:
+    import asyncio
+
+    from zarr.storage import LocalStore as _LocalStore
+
+    class AtomicLocalStore(_LocalStore):
+        """zarr 3 LocalStore whose every write is tmp file + os.replace (a killed writer leaves
+        either the old or the new chunk, never a torn one), whatever the installed zarr 3 does."""
+
+        async def _set(self, key: str, value, exclusive: bool = False) -> None:
+            if not self._is_open:
+                await self._open()
+            self._check_writable()
+            path = self.root / key
+            if exclusive and path.exists():
+                return
+            await asyncio.to_thread(_atomic_write_bytes, path, value.as_buffer_like())
+
+    def _open_group(path: Path, mode: str):
+        if mode == "r":
+            return zarr.open_group(store=_LocalStore(path, read_only=True), mode="r")
+        return zarr.open_group(store=AtomicLocalStore(path), mode=mode, zarr_format=2)
+
+    def _create_array(group, name, *, shape, chunks, dtype, compressor, fill_value):
+        return group.create_array(
+            name, shape=shape, chunks=chunks, dtype=dtype,
+            compressors=compressor if compressor is not None else None, fill_value=fill_value,
+        )
+
+    def array_compressor(arr) -> str:
+        comps = getattr(arr, "compressors", ())
+        return ", ".join(repr(c) for c in comps) if comps else "none"
+
+    def array_nbytes_stored(arr) -> int:
+        return int(arr.nbytes_stored())
+
+    def open_zip_group(path: Path):
+        from zarr.storage import ZipStore
+
+        return zarr.open_group(store=ZipStore(path, mode="r"), mode="r")
+
+else:  # zarr-python 2: DirectoryStore already writes via a temporary file + os.replace
+    def _open_group(path: Path, mode: str):
+        return zarr.open_group(zarr.DirectoryStore(str(path)), mode=mode)
+
+    def _create_array(group, name, *, shape, chunks, dtype, compressor, fill_value):
+        return group.create_dataset(
+            name, shape=shape, chunks=chunks, dtype=dtype, compressor=compressor, fill_value=fill_value,
+        )
+
+    def array_compressor(arr) -> str:
+        return repr(arr.compressor) if arr.compressor is not None else "none"
+
+    def array_nbytes_stored(arr) -> int:
+        return int(arr.nbytes_stored)
+
+    def open_zip_group(path: Path):
+        return zarr.open_group(zarr.ZipStore(str(path), mode="r"), mode="r")
+
+
+def open_group_readonly(path: str | os.PathLike):
+    """Open a zarr group read-only: a directory store, or a zip store when the path ends in .zip."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path}: no such store (check the path)")
+    if path.is_file() and path.suffix == ".zip":
+        return open_zip_group(path)
+    try:
+        return _open_group(path, "r")
+    except Exception as exc:  # zarr raises several types for "not a group"
+        raise StoreError(f"{path}: not a zarr group ({type(exc).__name__}: {exc})") from exc
+
+
+def _group_arrays(group) -> dict[str, Any]:
+    return {name: group[name] for name in sorted(group.array_keys())}
+
+
+def _has(group, name: str) -> bool:
+    try:
+        return name in group
+    except Exception:
+        return False
+
+
+def is_image_like(step_shape: tuple[int, ...]) -> bool:
+    """Per-step arrays with 2+ dims (rgb (H,W,C), depth (H,W)) are frames: one chunk per frame."""
+    return len(step_shape) >= 2
+
+
+def data_array_layout(step_shape: tuple[int, ...], dtype: np.dtype):
+    """(chunks without the time axis length filled in, compressor) for a data array."""
+    if is_image_like(step_shape):
+        return (1, *step_shape), numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+    step_bytes = max(1, int(np.prod(step_shape, dtype=np.int64)) * dtype.itemsize)
+    t_chunk = max(1, LOWDIM_CHUNK_BYTES // step_bytes)
+    return (t_chunk, *step_shape), numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
+
+
+def _lowdim_compressor():
+    return numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
+
+
+def create_data_array(data_group, key: str, step_shape: tuple[int, ...], dtype: np.dtype, length: int = 0):
+    chunks, comp = data_array_layout(step_shape, dtype)
+    return _create_array(data_group, key, shape=(length, *step_shape), chunks=chunks, dtype=dtype,
+                         compressor=comp, fill_value=False if dtype == np.bool_ else 0)
+
+
+def _resize(arr, length: int) -> None:
+    arr.resize((length, *arr.shape[1:]))
+
+
+# ----------------------------------------------------------------------------------------------
+# layout analysis shared with validate.py
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class LayoutAnalysis:
+    """How many `episode_ends` entries are committed and what lies past them."""
+
+    n_committed: int
+    committed_steps: int
+    errors: list[str]
+    tail_end_entries: int  # episode_ends entries past the committed ones (resized, value not written)
+
+
+def analyze_layout(ends: np.ndarray, data_lengths: Mapping[str, int]) -> LayoutAnalysis:
+    """Find the committed prefix of `ends` (diffusion_policy cumulative convention).
+
+    A commit appends ONE entry, after all data is on disk, so only the final entry may be unwritten:
+    it is uncommitted when it is not strictly increasing or lies past every data array's length.
+    Any other inconsistency is corruption, reported in `errors` (never silently dropped).
+    """
+    ends = np.asarray(ends)
+    errors: list[str] = []
+    n = int(ends.shape[0])
+    lengths = {k: int(v) for k, v in data_lengths.items()}
+    max_len = max(lengths.values()) if lengths else 0
+    k = n
+    tail = 0
+    if n:
+        prev = np.concatenate([[0], ends[:-1]])
+        bad = np.nonzero(ends <= prev)[0]
+        last = int(ends[-1])
+        last_unwritten = (n - 1 in bad) or last > max_len
+        if last_unwritten:
+            k, tail = n - 1, 1
+        inner_bad = [int(i) for i in bad if i < k]
+        for i in inner_bad[:5]:
+            before = int(ends[i - 1]) if i else 0
+            errors.append(
+                f"meta/episode_ends is not strictly increasing at episode {i} "
+                f"({before} -> {int(ends[i])}); every episode needs at least one step"
+            )
+        if len(inner_bad) > 5:
+            errors.append(f"meta/episode_ends: {len(inner_bad) - 5} more non-increasing entries")
+        if k:
+            committed = int(ends[k - 1])
+            for key, length in lengths.items():
+                if length < committed:
+                    errors.append(
+                        f"ragged data: data/{key} has {length} steps but meta/episode_ends commits "
+                        f"{committed} (every data array needs one row per step)"
+                    )
+            if not lengths:
+                errors.append(f"meta/episode_ends commits {committed} steps but data/ has no arrays")
+    committed_steps = int(ends[k - 1]) if k else 0
+    return LayoutAnalysis(n_committed=k, committed_steps=committed_steps, errors=errors, tail_end_entries=tail)
+
+
+def check_format_attrs(attrs: Mapping[str, Any], path) -> tuple[list[str], list[str], bool]:
+    """(errors, warnings, is_postbc) for the root attributes."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    fmt = attrs.get("format")
+    if fmt is None:
+        warnings.append(
+            "no 'format' root attribute: a plain diffusion_policy ReplayBuffer store, not a postbc store "
+            "(convert it with `postbc data import`)"
+        )
+        return errors, warnings, False
+    if fmt != FORMAT_NAME:
+        errors.append(f"root attribute format={fmt!r} is not {FORMAT_NAME!r}: not a postbc episode store")
+        return errors, warnings, False
+    ver = attrs.get("format_version")
+    if not isinstance(ver, int) or isinstance(ver, bool):
+        errors.append(f"unknown format_version {ver!r} (expected an integer); the store's root attributes are damaged")
+    elif ver > FORMAT_VERSION:
+        errors.append(
+            f"format_version {ver} is newer than this postbc_core supports ({FORMAT_VERSION}): "
+            "upgrade postbc_core to read this store"
+        )
+    elif ver < 1:
+        errors.append(f"unknown format_version {ver} (this postbc_core reads version {FORMAT_VERSION})")
+    return errors, warnings, True
+
+
+# ----------------------------------------------------------------------------------------------
+# lock
+# ----------------------------------------------------------------------------------------------
+
+def lock_path_for(path: str | os.PathLike) -> Path:
+    """The writer lock lives beside the store (inside it zarr would warn about an unknown member,
+    and beside it the lock survives the directory swap of an in-place `drop`)."""
+    p = Path(os.path.abspath(path))
+    return p.with_name(p.name + ".lock")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_lock_owner(store_path) -> dict | None:
+    """Content of the store's lock file ({pid, host, since}) or None."""
+    try:
+        return json.loads(lock_path_for(store_path).read_text() or "null")
+    except (OSError, ValueError):
+        return None
+
+
+class WriterLock:
+    """Exclusive single-writer lock (`flock` on `<store>.lock`; the kernel drops it when the owner dies)."""
+
+    def __init__(self, store_path: str | os.PathLike):
+        self.store_path = Path(store_path)
+        self.path = lock_path_for(store_path)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = _read_fd_json(fd)
+                os.close(fd)
+                raise StoreError(self._busy_message(owner)) from None
+            except OSError as exc:  # filesystem without flock: fall back to the recorded pid
+                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    os.close(fd)
+                    raise
+                owner = _read_fd_json(fd)
+                if owner and owner.get("host") == socket.gethostname() and _pid_alive(int(owner.get("pid", -1))) \
+                        and int(owner.get("pid", -1)) != os.getpid():
+                    os.close(fd)
+                    raise StoreError(self._busy_message(owner)) from None
+            # The previous owner may have unlinked the file between our open and flock: retry then.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        owner = _read_fd_json(fd)
+        if owner:
+            log.warning(
+                "%s: taking over the stale writer lock %s left by pid %s on %s (that process is gone)",
+                self.store_path, self.path, owner.get("pid"), owner.get("host"),
+            )
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._fd = fd
+
+    def _busy_message(self, owner: dict | None) -> str:
+        who = "another process"
+        if owner:
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(owner.get("since", 0))))
+            who = f"pid {owner.get('pid')} on {owner.get('host')} (since {since})"
+        return (
+            f"{self.store_path} is open for writing by {who}; only one writer at a time. Close that writer "
+            f"first (or open this store read-only with mode='r'). If no writer is running, delete {self.path}."
+        )
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        with contextlib.suppress(OSError):
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> WriterLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_fd_json(fd: int) -> dict | None:
+    try:
+        raw = os.pread(fd, 4096, 0)
+        return json.loads(raw) if raw.strip() else None
+    except (OSError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------------------------
+# recovery report
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class RecoveryReport:
+    """What was found past the last committed episode (and dropped when `applied`)."""
+
+    path: str
+    n_episodes: int  # committed episodes kept
+    n_steps: int  # committed steps kept
+    dropped_steps: dict[str, int] = field(default_factory=dict)  # data key -> uncommitted steps
+    dropped_meta_rows: dict[str, int] = field(default_factory=dict)  # meta field -> partial rows
+    dropped_episode_ends: int = 0  # episode_ends entries resized but never written
+    removed_tmp_files: int = 0  # leftover temporary files of interrupted writes
+    applied: bool = False  # True: the tail was truncated (append mode); False: only reported
+
+    @property
+    def empty(self) -> bool:
+        return not (self.dropped_steps or self.dropped_meta_rows or self.dropped_episode_ends or self.removed_tmp_files)
+
+    def __str__(self) -> str:
+        parts = []
+        if self.dropped_steps:
+            parts.append("uncommitted steps " + ", ".join(f"data/{k}: {v}" for k, v in sorted(self.dropped_steps.items())))
+        if self.dropped_meta_rows:
+            parts.append("partial metadata rows " + ", ".join(f"meta/{k}: {v}" for k, v in sorted(self.dropped_meta_rows.items())))
+        if self.dropped_episode_ends:
+            parts.append(f"{self.dropped_episode_ends} unwritten meta/episode_ends entry")
+        if self.removed_tmp_files:
+            parts.append(f"{self.removed_tmp_files} leftover temporary file(s)")
+        what = "; ".join(parts) or "nothing"
+        verb = "dropped" if self.applied else "found (not modified: opened read-only; open in append mode to recover)"
+        return (f"{self.path}: recovered an interrupted write: kept {self.n_episodes} committed episode(s) "
+                f"({self.n_steps} steps); {verb}: {what}")
+
+
+# ----------------------------------------------------------------------------------------------
+# the store
+# ----------------------------------------------------------------------------------------------
+
+class EpisodeStore:
+    """A zarr episode store (see the module docstring). Use `create` / `open`, then close (or `with`)."""
+
+    FORMAT_VERSION = FORMAT_VERSION
+
+    def __init__(self, path: Path, mode: str, root, lock: WriterLock | None):
+        self.path = path
+        self.mode = mode
+        self._root = root
+        self._lock = lock
+        self._writer: EpisodeWriter | None = None
+        self._closed = False
+        self.recovery: RecoveryReport | None = None
+        attrs = dict(root.attrs)
+        self.attrs = attrs
+        self.is_postbc = attrs.get("format") == FORMAT_NAME
+        self._load_state()
+
+    # ---- construction ----
+    @classmethod
+    def create(cls, path: str | os.PathLike, *, overwrite: bool = False) -> EpisodeStore:
+        """Create an empty store at `path` (error if something is there, unless `overwrite`)."""
+        path = Path(path)
+        lock = WriterLock(path)
+        lock.acquire()
+        try:
+            if path.exists():
+                if not overwrite:
+                    raise StoreError(f"{path} already exists: pass overwrite=True to replace it, or pick a new path")
+                log.warning("%s: overwriting the existing store", path)
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            root = _open_group(path, "w")
+            root.attrs.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "created_by": _version_string()})
+            root.require_group("data")
+            meta = root.require_group("meta")
+            _create_array(meta, "episode_ends", shape=(0,), chunks=(META_CHUNK,), dtype=np.int64,
+                          compressor=_lowdim_compressor(), fill_value=0)
+            for name, (dtype, fill) in META_FIELDS.items():
+                _create_array(meta, name, shape=(0,), chunks=(META_CHUNK,), dtype=dtype,
+                              compressor=_lowdim_compressor(), fill_value=fill)
+            return cls(path, "a", root, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, mode: str = "r") -> EpisodeStore:
+        """Open a store: mode "r" read-only, "a" append (creates the store if missing; recovers a tail)."""
+        path = Path(path)
+        if mode not in ("r", "a"):
+            raise StoreError(f"mode {mode!r} is not supported: use 'r' (read-only) or 'a' (append)")
+        if mode == "a" and not path.exists():
+            return cls.create(path)
+        if not path.exists():
+            raise StoreError(f"{path}: no episode store here (check the path; open with mode='a' to create one)")
+        if path.is_file():
+            raise StoreError(f"{path} is a file, not a store directory (zip stores: use `postbc data import`)")
+        lock = None
+        if mode == "a":
+            lock = WriterLock(path)
+            lock.acquire()
+        try:
+            try:
+                root = _open_group(path, "r" if mode == "r" else "r+")
+            except Exception as exc:
+                raise StoreError(f"{path}: not a zarr group ({type(exc).__name__}: {exc})") from exc
+            errors, _warn, is_postbc = check_format_attrs(dict(root.attrs), path)
+            if errors:
+                raise StoreValidationError(path, errors)
+            if mode == "a" and not is_postbc:
+                raise StoreError(
+                    f"{path} has no postbc format attributes (a plain diffusion_policy store?): convert it with "
+                    "`postbc data import` before appending to it"
+                )
+            missing = [p for p in ("data", "meta") if not _has(root, p)]
+            if not missing and not _has(root["meta"], "episode_ends"):
+                missing.append("meta/episode_ends")
+            if missing:
+                raise StoreValidationError(path, [f"missing {m} (not an episode store, or a damaged one)" for m in missing])
+            store = cls(path, mode, root, lock)
+            store._recover()
+            return store
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+
+    # ---- state ----
+    def _load_state(self) -> None:
+        self._data = self._root["data"]
+        self._meta = self._root["meta"]
+        self._arrays = _group_arrays(self._data)
+        # Only the known per-episode fields (diffusion_policy stores may hold other meta arrays).
+        self._meta_arrays = {k: v for k, v in _group_arrays(self._meta).items() if k in META_FIELDS}
+        self._ends_arr = self._meta["episode_ends"]
+        raw = np.asarray(self._ends_arr[:])
+        lengths = {k: a.shape[0] for k, a in self._arrays.items()}
+        an = analyze_layout(raw, lengths)
+        self._analysis = an
+        self._raw_ends = raw
+        self._ends = raw[: an.n_committed].astype(np.int64)
+
+    def _recover(self) -> None:
+        an = self._analysis
+        errors = list(an.errors)
+        if self._ends_arr.dtype != np.int64:
+            errors.append(f"meta/episode_ends has dtype {self._ends_arr.dtype}, expected int64")
+        n, steps = an.n_committed, an.committed_steps
+        short = {k: a.shape[0] for k, a in self._meta_arrays.items() if a.shape[0] < n}
+        for k, length in short.items():
+            errors.append(f"meta/{k} has {length} rows but {n} episodes are committed")
+        if errors:
+            raise StoreValidationError(self.path, errors + ["run `postbc data validate` for a full report"])
+        report = RecoveryReport(path=str(self.path), n_episodes=n, n_steps=steps, applied=self.mode == "a")
+        report.dropped_steps = {k: a.shape[0] - steps for k, a in self._arrays.items() if a.shape[0] > steps}
+        report.dropped_meta_rows = {k: a.shape[0] - n for k, a in self._meta_arrays.items() if a.shape[0] > n}
+        report.dropped_episode_ends = int(self._raw_ends.shape[0]) - n
+        if self.mode == "a":
+            report.removed_tmp_files = _remove_tmp_files(self.path)
+            if report.dropped_episode_ends:
+                # Zero before shrinking: zarr keeps a partial chunk's bytes past the new shape, and a
+                # stale value could later pass for a committed entry when the array grows again.
+                self._ends_arr[n:] = 0
+                _resize(self._ends_arr, n)
+            for k in report.dropped_meta_rows:
+                _resize(self._meta_arrays[k], n)
+            for k in report.dropped_steps:
+                _resize(self._arrays[k], steps)
+            self._raw_ends = self._ends.copy()
+        if report.empty:
+            return
+        self.recovery = report
+        if self.mode == "r":
+            owner = read_lock_owner(self.path)
+            if owner and owner.get("host") == socket.gethostname() and _pid_alive(int(owner.get("pid", -1))):
+                log.info("%s: %s steps past the last committed episode are being written by pid %s",
+                         self.path, max(report.dropped_steps.values(), default=0), owner.get("pid"))
+                return
+        log.warning("%s", report)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"{self.path}: the store is closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.mode != "a":
+            raise StoreError(f"{self.path} is open read-only: open it with mode='a' to write")
+
+    # ---- read API ----
+    @property
+    def n_episodes(self) -> int:
+        return int(self._ends.shape[0])
+
+    @property
+    def n_steps(self) -> int:
+        return int(self._ends[-1]) if self._ends.shape[0] else 0
+
+    @property
+    def episode_ends(self) -> np.ndarray:
+        """(N,) int64 cumulative end index of each committed episode."""
+        return self._ends.copy()
+
+    @property
+    def episode_lengths(self) -> np.ndarray:
+        """(N,) int64 steps per committed episode."""
+        return np.diff(self._ends, prepend=0).astype(np.int64)
+
+    @property
+    def keys(self) -> list[str]:
+        """Names of the data arrays (the per-step keys)."""
+        return sorted(self._arrays)
+
+    def schema(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """key -> (per-step shape, dtype)."""
+        return {k: (tuple(a.shape[1:]), np.dtype(a.dtype)) for k, a in self._arrays.items()}
+
+    def data(self, key: str):
+        """The zarr array data/<key> (all steps; rows past `n_steps` are uncommitted)."""
+        self._check_open()
+        try:
+            return self._arrays[key]
+        except KeyError:
+            raise MissingKeyError(f"{self.path}: no data key {key!r}; the store records {self.keys}") from None
+
+    def __getitem__(self, key: str):
+        return self.data(key)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._arrays
+
+    def __len__(self) -> int:
+        return self.n_episodes
+
+    def _episode_range(self, i: int) -> tuple[int, int]:
+        n = self.n_episodes
+        if not -n <= i < n:
+            raise StoreError(f"{self.path}: episode index {i} out of range (the store has {n} episodes)")
+        i %= n
+        start = int(self._ends[i - 1]) if i else 0
+        return start, int(self._ends[i])
+
+    def _select_keys(self, keys: Iterable[str] | None) -> list[str]:
+        if keys is None:
+            return self.keys
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        for k in keys:
+            self.data(k)
+        return keys
+
+    def episode(self, i: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Episode `i` (negative counts from the end): key -> (T, ...) array."""
+        self._check_open()
+        start, end = self._episode_range(i)
+        return {k: np.asarray(self._arrays[k][start:end]) for k in self._select_keys(keys)}
+
+    def load(self, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """All committed steps in memory: key -> (T_total, ...) array."""
+        self._check_open()
+        return {k: np.asarray(self._arrays[k][: self.n_steps]) for k in self._select_keys(keys)}
+
+    def meta_table(self) -> dict[str, np.ndarray]:
+        """Per-episode metadata arrays (committed rows only): field -> (N,) array."""
+        self._check_open()
+        n = self.n_episodes
+        return {k: np.asarray(a[:n]) for k, a in self._meta_arrays.items()}
+
+    def episode_meta(self, i: int) -> dict[str, Any]:
+        """Metadata of episode `i`: success (True/False/None), source, task, operator, start/end_time,
+        start/end (step indices), length, index."""
+        self._check_open()
+        start, end = self._episode_range(i)
+        i %= self.n_episodes
+        out: dict[str, Any] = {"index": i, "start": start, "end": end, "length": end - start}
+        for name, (dtype, fill) in META_FIELDS.items():
+            arr = self._meta_arrays.get(name)
+            value = arr[i] if arr is not None else fill
+            if name == "success":
+                value = None if int(value) < 0 else bool(int(value))
+            elif dtype.kind == "U":
+                value = str(value)
+            else:
+                value = float(value)
+            out[name] = value
+        return out
+
+    # ---- write API ----
+    def set_label(self, i: int, success: bool | None) -> None:
+        """Relabel episode `i`'s success after the fact (None = unknown)."""
+        self._check_writable()
+        self._episode_range(i)
+        i %= self.n_episodes
+        value = _success_code(success)
+        old = int(self._meta_arrays["success"][i])
+        self._meta_arrays["success"][i] = value
+        log.info("%s: episode %d success label %s -> %s", self.path, i, _success_name(old), _success_name(value))
+
+    def episode_writer(self, *, task: str = "", source: str = "", operator: str = "",
+                       start_time: float | None = None, flush_bytes: int = DEFAULT_FLUSH_BYTES,
+                       background: bool = True) -> EpisodeWriter:
+        """Start recording an episode (start_time None = now). Use as a context manager: commits on a
+        normal exit, discards on an exception. Full blocks of ~flush_bytes are written to disk by a
+        worker thread when `background` (see EpisodeWriter)."""
+        self._check_writable()
+        if self._writer is not None and self._writer.is_open:
+            raise StoreError(f"{self.path}: an episode writer is already open; commit() or discard() it first")
+        self._writer = EpisodeWriter(self, task=task, source=source, operator=operator,
+                                     start_time=time.time() if start_time is None else float(start_time),
+                                     flush_bytes=flush_bytes, background=background)
+        return self._writer
+
+    def add_episode(self, data: Mapping[str, np.ndarray], *, success: bool | None = None, task: str = "",
+                    source: str = "", operator: str = "", start_time: float | None = None,
+                    end_time: float | None = None) -> int:
+        """Write a whole episode (key -> (T, ...) array) and commit it; returns its index.
+        Unknown times (None) are stored as NaN."""
+        w = self.episode_writer(task=task, source=source, operator=operator,
+                                start_time=math.nan if start_time is None else start_time)
+        try:
+            w.extend(data)
+            return w.commit(success, end_time=math.nan if end_time is None else end_time)
+        except BaseException:
+            if w.is_open:
+                w.discard()
+            raise
+
+    # ---- lifecycle ----
+    def close(self) -> None:
+        """Discard an open writer's uncommitted steps (with a warning) and release the lock."""
+        if self._closed:
+            return
+        try:
+            if self._writer is not None and self._writer.is_open:
+                log.warning("%s: closing with an open episode writer: discarding its %d uncommitted step(s)",
+                            self.path, self._writer.n_steps)
+                self._writer.discard()
+        finally:
+            self._closed = True
+            if self._lock is not None:
+                self._lock.release()
+
+    def __enter__(self) -> EpisodeStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        with contextlib.suppress(Exception):
+            if not self._closed and self._lock is not None:
+                self._lock.release()
+
+    def __repr__(self) -> str:
+        return f"EpisodeStore({str(self.path)!r}, mode={self.mode!r}, episodes={self.n_episodes}, steps={self.n_steps})"
+
+    # ---- internals used by the writer ----
+    def _ensure_arrays(self, schema: Mapping[str, tuple[tuple[int, ...], np.dtype]]) -> None:
+        """Create data arrays for the first committed episode's schema (replacing empty leftovers)."""
+        for key, (shape, dtype) in schema.items():
+            arr = self._arrays.get(key)
+            if arr is not None and (tuple(arr.shape[1:]) != shape or arr.dtype != dtype):
+                if self.n_episodes or arr.shape[0]:
+                    raise StoreError(f"{self.path}: data/{key} exists with another shape/dtype")
+                del self._data[key]
+                arr = None
+            if arr is None:
+                self._arrays[key] = create_data_array(self._data, key, shape, dtype)
+        for key in [k for k in self._arrays if k not in schema]:
+            if self.n_episodes or self._arrays[key].shape[0]:
+                raise StoreError(f"{self.path}: data/{key} is recorded but missing from this episode")
+            del self._data[key]
+            del self._arrays[key]
+
+
+def _remove_tmp_files(root: Path) -> int:
+    n = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if name.endswith(TMP_SUFFIX) or name.endswith(".partial"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(dirpath, name))
+                    n += 1
+    return n
+
+
+def _success_code(success: bool | None) -> int:
+    if success is None:
+        return -1
+    if isinstance(success, (bool, np.bool_)) or success in (0, 1):
+        return int(bool(success))
+    raise StoreError(f"success label {success!r} must be True, False or None (unknown)")
+
+
+def _success_name(code: int) -> str:
+    return {-1: "unknown", 0: "failure", 1: "success"}.get(code, str(code))
+
+
+def _check_key_name(key: str) -> None:
+    if not isinstance(key, str) or not key or "/" in key or key.startswith(".") or key != key.strip():
+        raise StoreError(f"data key {key!r} is not a valid name: use a non-empty name without '/' or a leading '.'")
+
+
+def _check_dtype(key: str, dtype: np.dtype) -> None:
+    if dtype.kind not in "biuf":
+        raise StoreError(
+            f"data key {key!r} has dtype {dtype} ({dtype.kind!r}): only numeric and bool arrays are stored; "
+            "put strings in the episode metadata (task, operator)"
+        )
+
+
+def _first_nonfinite(arr: np.ndarray) -> int | None:
+    """Index along axis 0 of the first row holding NaN/inf, or None."""
+    if arr.dtype.kind != "f":
+        return None
+    ok = np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1) if arr.ndim > 1 else np.isfinite(arr)
+    if ok.all():
+        return None
+    return int(np.argmin(ok))
+
+
+class EpisodeWriter:
+    """Streams one episode into the store: steps are buffered and flushed to the data arrays in
+    blocks of ~`flush_bytes`; `commit` writes the metadata and then `meta/episode_ends` (the commit point).
+
+    With `background=True` (default) a full block is written by a worker thread while recording goes
+    on (so `append` does not stall a recorder loop for the ~1 s an image block takes); at most one
+    block is in flight, so memory stays below ~2 x flush_bytes. A failed background write re-raises
+    on the next call.
+    """
+
+    def __init__(self, store: EpisodeStore, *, task: str, source: str, operator: str, start_time: float,
+                 flush_bytes: int, background: bool = True):
+        for name, value in (("task", task), ("source", source), ("operator", operator)):
+            if not isinstance(value, str):
+                raise StoreError(f"{name} must be a string, got {type(value).__name__}")
+            if len(value) > STRING_META[name]:
+                raise StoreError(f"{name} is {len(value)} characters long; the store keeps at most {STRING_META[name]}")
+        if source and source not in SOURCES:
+            raise StoreError(f"source {source!r} is not one of {', '.join(SOURCES)} (or '' for unknown)")
+        self._store = store
+        self._meta = {"task": task, "source": source, "operator": operator, "start_time": float(start_time)}
+        self._flush_bytes = int(flush_bytes)
+        self._start = store.n_steps
+        self._schema: dict[str, tuple[tuple[int, ...], np.dtype]] | None = store.schema() if store.n_episodes else None
+        self._buffer: dict[str, list[np.ndarray]] = {}
+        self._buffered = 0  # steps in self._buffer
+        self._buffered_bytes = 0
+        self._n_total = 0  # steps recorded (buffered, in flight or on disk)
+        self._queued = 0  # steps handed to the disk writer (in flight or on disk)
+        self._written = 0  # steps on disk
+        self._touched: set[str] = set()
+        self._background = bool(background)
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
+        self._state = "open"
+
+    @property
+    def n_steps(self) -> int:
+        """Steps recorded so far (on disk + buffered)."""
+        return self._n_total
+
+    @property
+    def is_open(self) -> bool:
+        return self._state == "open"
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise StoreError(f"{self._store.path}: this episode writer is already {self._state}")
+        self._store._check_writable()
+
+    def _coerce(self, key: str, value: Any, leading: int) -> np.ndarray:
+        """Array for `key` with `leading` time axes (0 per step, 1 for blocks); checks dtype/shape/finite."""
+        is_numpy = isinstance(value, (np.ndarray, np.generic))
+        arr = np.asarray(value)
+        spec = self._schema.get(key) if self._schema is not None else None
+        if spec is not None and not is_numpy and arr.dtype != spec[1]:
+            # Plain Python numbers/lists carry no dtype of their own: cast when the kind allows.
+            if not np.can_cast(arr.dtype, spec[1], casting="same_kind"):
+                raise StoreError(f"key {key!r}: value of type {arr.dtype} cannot be stored as {spec[1]}")
+            arr = arr.astype(spec[1])
+        step_shape = tuple(arr.shape[leading:])
+        if spec is None:
+            _check_key_name(key)
+            _check_dtype(key, arr.dtype)
+            if key.endswith("_rgb") and (arr.dtype != np.uint8 or len(step_shape) != 3 or step_shape[-1] != 3):
+                raise StoreError(f"key {key!r}: '*_rgb' keys hold uint8 images of per-step shape (H, W, 3), got "
+                                 f"shape {step_shape} dtype {arr.dtype} (convert, or use another key name)")
+        if spec is not None and (step_shape != spec[0] or arr.dtype != spec[1]):
+            raise StoreError(
+                f"key {key!r}: expected per-step shape {spec[0]} dtype {spec[1]} (fixed by the store's first "
+                f"episode), got shape {step_shape} dtype {arr.dtype}"
+            )
+        return arr
+
+    def _check_keys(self, keys: Iterable[str]) -> None:
+        if self._schema is None:
+            return
+        got, want = set(keys), set(self._schema)
+        if got != want:
+            missing, extra = sorted(want - got), sorted(got - want)
+            msg = [f"step {self.n_steps}: keys do not match the store's key set {sorted(want)}"]
+            if missing:
+                msg.append(f"missing {missing}")
+            if extra:
+                msg.append(f"unexpected {extra}")
+            raise StoreError(f"{self._store.path}: " + "; ".join(msg))
+
+    def append(self, **step: Any) -> None:
+        """Record one time step: key -> per-step array (no time axis)."""
+        self.append_step(step)
+
+    def append_step(self, step: Mapping[str, Any]) -> None:
+        """Record one time step: key -> per-step array (no time axis)."""
+        self._check_open()
+        if not step:
+            raise StoreError("append_step() got an empty step")
+        self._check_keys(step)
+        arrays = {k: self._coerce(k, v, 0) for k, v in step.items()}
+        for k, a in arrays.items():
+            if _first_nonfinite(a[None]) is not None:
+                raise StoreError(f"key {k!r}: step {self.n_steps} holds NaN/inf; non-finite values are not stored "
+                                 "(the step was rejected; committed episodes are untouched)")
+        self._add({k: np.array(a)[None] for k, a in arrays.items()}, 1)
+
+    def extend(self, steps: Mapping[str, Any]) -> None:
+        """Record several steps: key -> (T, ...) array, the same T for every key."""
+        self._check_open()
+        if not steps:
+            raise StoreError("extend() got no keys")
+        self._check_keys(steps)
+        arrays = {k: self._coerce(k, v, 1) for k, v in steps.items()}
+        lengths = {k: (a.shape[0] if a.ndim else None) for k, a in arrays.items()}
+        if None in lengths.values() or len(set(lengths.values())) != 1:
+            raise StoreError(f"extend(): every key needs the same leading time length, got {lengths}")
+        for k, a in arrays.items():
+            bad = _first_nonfinite(a)
+            if bad is not None:
+                raise StoreError(f"key {k!r}: step {self.n_steps + bad} holds NaN/inf; non-finite values are not "
+                                 "stored (none of these steps were recorded; committed episodes are untouched)")
+        n = next(iter(lengths.values()))
+        if n == 0:
+            return
+        self._add({k: np.array(a) for k, a in arrays.items()}, n)
+
+    def _add(self, arrays: dict[str, np.ndarray], n: int) -> None:
+        if self._schema is None:
+            self._schema = {k: (tuple(a.shape[1:]), a.dtype) for k, a in arrays.items()}
+        for k, a in arrays.items():
+            self._buffer.setdefault(k, []).append(a)
+            self._buffered_bytes += a.nbytes
+        self._buffered += n
+        self._n_total += n
+        if self._buffered_bytes >= self._flush_bytes:
+            self._wait_pending()
+            self._hand_off(background=self._background)
+
+    def _wait_pending(self) -> None:
+        fut, self._pending = self._pending, None
+        if fut is not None:
+            fut.result()  # re-raises a failed background write
+
+    def _hand_off(self, *, background: bool) -> None:
+        """Move the buffer to disk (in the worker thread when `background`)."""
+        if not self._buffered:
+            return
+        store = self._store
+        if store.n_episodes == 0 and self._queued == 0:
+            store._ensure_arrays(self._schema)
+        blocks = {k: np.concatenate(v, axis=0) for k, v in self._buffer.items()}
+        n, at = self._buffered, self._start + self._queued
+        self._touched.update(blocks)
+        self._buffer = {}
+        self._buffered = self._buffered_bytes = 0
+        self._queued += n
+        if background:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postbc-episode-flush")
+            self._pending = self._executor.submit(self._write_blocks, blocks, at, n)
+        else:
+            self._write_blocks(blocks, at, n)
+
+    def _write_blocks(self, blocks: dict[str, np.ndarray], at: int, n: int) -> None:
+        store = self._store
+        for key in sorted(blocks):
+            arr = store._arrays[key]
+            if arr.shape[0] != at:
+                raise StoreError(f"{store.path}: data/{key} has {arr.shape[0]} rows, expected {at}: "
+                                 "was the store modified by someone else?")
+            _resize(arr, at + n)
+            arr[at: at + n] = blocks[key]
+        self._written = at + n - self._start
+        _hook("flushed")
+
+    def flush(self) -> None:
+        """Write every recorded step to the data arrays now (still uncommitted); blocks until done."""
+        self._check_open()
+        self._wait_pending()
+        self._hand_off(background=False)
+
+    def _shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def commit(self, success: bool | None = None, *, end_time: float | None = None) -> int:
+        """Flush, write the episode's metadata, then `meta/episode_ends` (the commit point). Returns the
+        new episode's index. end_time None = now."""
+        self._check_open()
+        code = _success_code(success)
+        if self.n_steps == 0:
+            raise StoreError(f"{self._store.path}: cannot commit an empty episode (no steps); discard() it instead")
+        self.flush()
+        self._shutdown()
+        store = self._store
+        end = self._start + self._written
+        for key, arr in store._arrays.items():
+            if arr.shape[0] != end:
+                raise StoreError(f"{store.path}: data/{key} has {arr.shape[0]} rows, expected {end} before commit")
+        n = store.n_episodes
+        values = dict(self._meta, success=code, end_time=time.time() if end_time is None else float(end_time))
+        for name, (dtype, fill) in META_FIELDS.items():
+            arr = store._meta_arrays.get(name)
+            if arr is None:  # a store created by an older writer without this field: add it
+                arr = _create_array(store._meta, name, shape=(n,), chunks=(META_CHUNK,), dtype=dtype,
+                                    compressor=_lowdim_compressor(), fill_value=fill)
+                store._meta_arrays[name] = arr
+            _resize(arr, n + 1)
+            arr[n] = values[name]
+        _hook("meta_written")
+        ends = store._ends_arr
+        _resize(ends, n + 1)
+        _hook("episode_ends_resized")
+        ends[n] = end
+        store._ends = np.append(store._ends, np.int64(end))
+        store._raw_ends = store._ends
+        self._state = "committed"
+        log.debug("%s: committed episode %d (%d steps)", store.path, n, self.n_steps)
+        return n
+
+    def discard(self) -> None:
+        """Drop this episode's steps (flushed ones are truncated from the data arrays)."""
+        if self._state != "open":
+            return
+        store = self._store
+        with contextlib.suppress(Exception):  # a failed block write is moot: we truncate anyway
+            self._wait_pending()
+        self._shutdown()
+        for key in self._touched:
+            arr = store._arrays.get(key)
+            if arr is not None and arr.shape[0] > self._start:
+                _resize(arr, self._start)
+        if self.n_steps:
+            log.info("%s: discarded an uncommitted episode of %d step(s)", store.path, self.n_steps)
+        self._buffer.clear()
+        self._buffered = self._buffered_bytes = self._n_total = self._queued = self._written = 0
+        self._state = "discarded"
+
+    def __enter__(self) -> EpisodeWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._state != "open":
+            return
+        if exc_type is not None:
+            self.discard()
+        elif self.n_steps == 0:
+            log.warning("%s: episode writer closed with no steps: nothing committed", self._store.path)
+            self.discard()
+        else:
+            self.commit()

@@ -1,0 +1,419 @@
+"""Dataset tools over episode stores: info, merge, split, drop, diffusion_policy export/import.
+
+Every tool validates its inputs first (naming the problem), writes its output under a temporary
+name beside the destination and renames it into place at the end, so a failure never leaves a
+half-written store at the destination (nor, for an in-place `drop`, loses the original).
+Copies stream episode by episode in bounded blocks, so image stores need not fit in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import uuid
+import zipfile
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from postbc_core.data.store import (
+    FORMAT_NAME,
+    TMP_SUFFIX,
+    EpisodeStore,
+    WriterLock,
+    _check_key_name,
+    _create_array,
+    _lowdim_compressor,
+    _open_group,
+    array_compressor,
+    array_nbytes_stored,
+    create_data_array,
+    open_group_readonly,
+)
+from postbc_core.data.validate import ValidationReport, check_group, validate_store
+from postbc_core.errors import ConfigError, StoreError
+
+log = logging.getLogger(__name__)
+
+COPY_BLOCK_BYTES = 32 << 20  # rows copied per block: ~32 MiB of steps
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+def _open_validated(path: str | os.PathLike, *, scan_values: bool = True) -> EpisodeStore:
+    """Validate `path` (raise StoreValidationError naming every problem), then open it read-only."""
+    report = validate_store(path, scan_values=scan_values)
+    report.raise_for_problems()
+    for w in report.warnings:
+        log.warning("%s: %s", path, w)
+    return EpisodeStore.open(path, "r")
+
+
+def _tmp_sibling(out: Path, tag: str) -> Path:
+    return out.parent / f".{out.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _require_absent(out: Path) -> None:
+    if out.exists():
+        raise StoreError(f"output {out} already exists: remove it or choose another path")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _block_rows(arrays: Iterable[Any]) -> int:
+    row = sum(max(1, int(np.prod(a.shape[1:], dtype=np.int64)) * np.dtype(a.dtype).itemsize) for a in arrays)
+    return max(1, COPY_BLOCK_BYTES // max(row, 1))
+
+
+def _copy_episodes(src: EpisodeStore, dst: EpisodeStore, episodes: Iterable[int],
+                   rename: Mapping[str, str] | None = None) -> int:
+    """Append episodes of `src` to `dst` with their metadata; returns how many were copied."""
+    rename = dict(rename or {})
+    keys = src.keys
+    block = _block_rows(src.data(k) for k in keys)
+    n = 0
+    for i in episodes:
+        meta = src.episode_meta(i)
+        w = dst.episode_writer(task=meta["task"], source=meta["source"], operator=meta["operator"],
+                               start_time=meta["start_time"], flush_bytes=COPY_BLOCK_BYTES)
+        try:
+            for a in range(meta["start"], meta["end"], block):
+                b = min(meta["end"], a + block)
+                w.extend({rename.get(k, k): np.asarray(src.data(k)[a:b]) for k in keys})
+            w.commit(meta["success"], end_time=meta["end_time"])
+        except BaseException:
+            w.discard()
+            raise
+        n += 1
+    return n
+
+
+def _schema_str(schema) -> str:
+    return ", ".join(f"{k} {shape} {dt}" for k, (shape, dt) in sorted(schema.items()))
+
+
+def parse_rename(rename: Mapping[str, str] | Sequence[str] | None) -> dict[str, str]:
+    """A key mapping from a dict or from "OLD=NEW" strings."""
+    if rename is None:
+        return {}
+    if isinstance(rename, Mapping):
+        return dict(rename)
+    out = {}
+    for item in rename:
+        old, sep, new = str(item).partition("=")
+        if not sep or not old or not new:
+            raise ConfigError(f"rename entry {item!r} must look like OLD=NEW (e.g. action=cmd_joint_pos)")
+        out[old] = new
+    return out
+
+
+def _check_rename(rename: Mapping[str, str], available: Sequence[str], where: str) -> None:
+    missing = [k for k in rename if k not in available]
+    if missing:
+        raise ConfigError(f"rename names key(s) {missing} that {where} does not have (available: {list(available)})")
+    final = [rename.get(k, k) for k in available]
+    dup = sorted(k for k, c in Counter(final).items() if c > 1)
+    if dup:
+        raise ConfigError(f"rename would give several arrays the name(s) {dup}")
+    for k in final:
+        try:
+            _check_key_name(k)
+        except StoreError as exc:
+            raise ConfigError(str(exc)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# info
+# ---------------------------------------------------------------------------------------------
+
+def info(path: str | os.PathLike) -> dict[str, Any]:
+    """Summary of a store: episodes, steps, per-key shape/dtype/chunks/compressor/bytes, episode length
+    statistics, success counts, sources, tasks, format version and validation warnings."""
+    report = validate_store(path, scan_values=False)
+    report.raise_for_problems()
+    with EpisodeStore.open(path, "r") as store:
+        lengths = store.episode_lengths
+        meta = store.meta_table()
+        keys = {}
+        for k in store.keys:
+            arr = store.data(k)
+            keys[k] = {
+                "shape": list(arr.shape[1:]),
+                "dtype": str(np.dtype(arr.dtype)),
+                "chunks": list(arr.chunks),
+                "compressor": array_compressor(arr),
+                "bytes": int(store.n_steps * np.prod(arr.shape[1:], dtype=np.int64) * np.dtype(arr.dtype).itemsize),
+                "bytes_stored": array_nbytes_stored(arr),
+            }
+        success = meta.get("success", np.full(store.n_episodes, -1, np.int8))
+        return {
+            "path": str(path),
+            "format": store.attrs.get("format"),
+            "format_version": store.attrs.get("format_version"),
+            "created_by": store.attrs.get("created_by"),
+            "episodes": store.n_episodes,
+            "steps": store.n_steps,
+            "episode_length": None if not lengths.size else {
+                "min": int(lengths.min()), "max": int(lengths.max()),
+                "mean": float(lengths.mean()), "median": float(np.median(lengths)),
+            },
+            "success": {"success": int((success == 1).sum()), "failure": int((success == 0).sum()),
+                        "unknown": int((success < 0).sum())},
+            "sources": dict(Counter(str(s) or "unknown" for s in meta.get("source", []))),
+            "tasks": dict(Counter(str(s) for s in meta.get("task", []))),
+            "keys": keys,
+            "bytes_stored": int(sum(v["bytes_stored"] for v in keys.values())),
+            "warnings": list(report.warnings),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# merge / split / drop
+# ---------------------------------------------------------------------------------------------
+
+def _build(out: Path, fill) -> Path:
+    """Create a store under a temporary sibling of `out`, fill it with `fill(store)`, rename into place."""
+    tmp = _tmp_sibling(out, "tmp")
+    try:
+        with EpisodeStore.create(tmp) as dst:
+            fill(dst)
+        os.rename(tmp, out)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return out
+
+
+def merge(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Concatenate the episodes of `sources` (same keys, shapes and dtypes) into a new store `out`."""
+    sources = [Path(s) for s in sources]
+    out = Path(out)
+    if not sources:
+        raise ConfigError("merge needs at least one source store")
+    _require_absent(out)
+    stores = []
+    try:
+        for s in sources:
+            stores.append(_open_validated(s))
+        ref = next((st for st in stores if st.n_episodes), None)
+        for st in stores:
+            if st.n_episodes and st.schema() != ref.schema():
+                raise StoreError(
+                    f"cannot merge: {st.path} records [{_schema_str(st.schema())}] but {ref.path} records "
+                    f"[{_schema_str(ref.schema())}]; every source needs the same keys, per-step shapes and dtypes"
+                )
+
+        def fill(dst):
+            for st in stores:
+                _copy_episodes(st, dst, range(st.n_episodes))
+
+        _build(out, fill)
+        log.info("merged %d store(s) (%d episodes) into %s", len(stores), sum(s.n_episodes for s in stores), out)
+        return out
+    finally:
+        for st in stores:
+            st.close()
+
+
+def split(src: str | os.PathLike, out_dir: str | os.PathLike, val_fraction: float = 0.1,
+          seed: int = 0) -> dict[str, Path]:
+    """Split by episode into out_dir/train.zarr and out_dir/val.zarr (diffusion_policy's get_val_mask:
+    at least one episode on each side)."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"val_fraction={val_fraction} must be in (0, 1)")
+    out_dir = Path(out_dir)
+    paths = {"train": out_dir / "train.zarr", "val": out_dir / "val.zarr"}
+    for p in paths.values():
+        _require_absent(p)
+    with _open_validated(src) as store:
+        if store.n_episodes < 2:
+            raise StoreError(f"{src} has {store.n_episodes} episode(s); splitting needs at least 2")
+        from postbc_core.data.sampler import get_val_mask  # lazy: the sampler module imports torch
+
+        val = get_val_mask(store.n_episodes, val_fraction, seed=seed)
+        tmps = {}
+        try:
+            for name, mask in (("train", ~val), ("val", val)):
+                tmps[name] = _tmp_sibling(paths[name], "tmp")
+                with EpisodeStore.create(tmps[name]) as dst:
+                    _copy_episodes(store, dst, np.nonzero(mask)[0].tolist())
+            for name in paths:
+                os.rename(tmps[name], paths[name])
+        except BaseException:
+            for p in tmps.values():
+                _remove(p)
+            raise
+        log.info("split %s: %d train / %d val episodes", src, int((~val).sum()), int(val.sum()))
+    return paths
+
+
+def drop(src: str | os.PathLike, episodes: Iterable[int], out: str | os.PathLike | None = None) -> Path:
+    """Remove `episodes` (indices, negative from the end). out=None: in place, by building the result
+    beside `src` and swapping directories (the original stays intact until the swap)."""
+    src = Path(src)
+    lock = None
+    if out is None:
+        lock = WriterLock(src)  # no recorder may append while the store is rewritten
+        lock.acquire()
+    try:
+        with _open_validated(src) as store:
+            n = store.n_episodes
+            idx = sorted({int(e) for e in episodes})
+            bad = [e for e in idx if not -n <= e < n]
+            if bad:
+                raise ConfigError(f"episode index(es) {bad} out of range: {src} has {n} episodes")
+            drop_set = {e % n for e in idx}
+            if not drop_set:
+                raise ConfigError("no episodes given to drop")
+            if len(drop_set) == n:
+                log.warning("dropping all %d episodes of %s: the result is an empty store", n, src)
+            keep = [i for i in range(n) if i not in drop_set]
+            if out is not None:
+                out = Path(out)
+                _require_absent(out)
+                _build(out, lambda dst: _copy_episodes(store, dst, keep))
+                log.info("%s: wrote %d of %d episodes to %s", src, len(keep), n, out)
+                return out
+            tmp = _tmp_sibling(src, "tmp")
+            try:
+                with EpisodeStore.create(tmp) as dst:
+                    _copy_episodes(store, dst, keep)
+            except BaseException:
+                _remove(tmp)
+                raise
+        old = _tmp_sibling(src, "old")
+        os.rename(src, old)
+        try:
+            os.rename(tmp, src)
+        except BaseException:
+            os.rename(old, src)
+            _remove(tmp)
+            raise
+        shutil.rmtree(old)
+        log.info("%s: dropped episode(s) %s in place (%d left)", src, sorted(drop_set), len(keep))
+        return src
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+# ---------------------------------------------------------------------------------------------
+# diffusion_policy interop
+# ---------------------------------------------------------------------------------------------
+
+def _is_zip(path: Path) -> bool:
+    return path.name.endswith(".zip")
+
+
+def export_diffusion_policy(src: str | os.PathLike, out: str | os.PathLike, keys: Sequence[str] | None = None,
+                            rename: Mapping[str, str] | Sequence[str] | None = None) -> Path:
+    """Write a plain diffusion_policy ReplayBuffer store (data/<key>, meta/episode_ends only).
+    `out` ending in .zip (e.g. demo.zarr.zip) gives a zip store."""
+    out = Path(out)
+    rename = parse_rename(rename)
+    _require_absent(out)
+    with _open_validated(src) as store:
+        keys = store.keys if keys is None else list(keys)
+        for k in keys:
+            store.data(k)
+        _check_rename(rename, keys, str(src))
+        tmp = _tmp_sibling(out, "tmp")
+        zip_tmp = _tmp_sibling(out, "tmpzip") if _is_zip(out) else None
+        try:
+            root = _open_group(tmp, "w")
+            data = root.require_group("data")
+            n = store.n_steps
+            for k in keys:
+                arr = store.data(k)
+                dst = create_data_array(data, rename.get(k, k), tuple(arr.shape[1:]), np.dtype(arr.dtype), length=n)
+                block = max(1, _block_rows([arr]) // dst.chunks[0]) * dst.chunks[0]  # whole chunks per write
+                for a in range(0, n, block):
+                    dst[a: min(n, a + block)] = arr[a: min(n, a + block)]
+            meta = root.require_group("meta")
+            ends = _create_array(meta, "episode_ends", shape=(store.n_episodes,),
+                                 chunks=(max(1, store.n_episodes),), dtype=np.int64,
+                                 compressor=_lowdim_compressor(), fill_value=0)
+            if store.n_episodes:
+                ends[:] = store.episode_ends
+            if zip_tmp is not None:
+                _zip_dir(tmp, zip_tmp)
+                _remove(tmp)
+                os.rename(zip_tmp, out)
+            else:
+                os.rename(tmp, out)
+        except BaseException:
+            _remove(tmp)
+            if zip_tmp is not None:
+                _remove(zip_tmp)
+            raise
+    log.info("exported %s (%d episodes, keys %s) to %s", src, store.n_episodes, [rename.get(k, k) for k in keys], out)
+    return out
+
+
+def _zip_dir(src_dir: Path, zip_path: Path) -> None:
+    """Zip a directory store (uncompressed members: chunks are compressed already; zarr's ZipStore
+    convention), keys relative to the store root."""
+    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for dirpath, _dirs, files in sorted(os.walk(src_dir)):
+            for name in sorted(files):
+                if name.endswith(TMP_SUFFIX) or name.endswith(".partial"):
+                    continue
+                full = Path(dirpath) / name
+                zf.write(full, full.relative_to(src_dir).as_posix())
+
+
+def import_diffusion_policy(src: str | os.PathLike, out: str | os.PathLike,
+                            rename: Mapping[str, str] | Sequence[str] | None = None, task: str = "",
+                            source: str = "import") -> Path:
+    """Convert a diffusion_policy ReplayBuffer store (directory or .zarr.zip) into a new postbc store.
+    Every episode gets `task`, `source`, success unknown and unknown (NaN) times."""
+    src, out = Path(src), Path(out)
+    rename = parse_rename(rename)
+    _require_absent(out)
+    root = open_group_readonly(src)
+    if root.attrs.get("format") == FORMAT_NAME:
+        log.info("%s is already a postbc store; importing copies it with the given task/source", src)
+    report = ValidationReport(path=str(src))
+    check_group(root, report, import_mode=True)
+    report.raise_for_problems()
+    for w in report.warnings:
+        log.warning("%s: %s", src, w)
+    data = {k: root["data"][k] for k in sorted(root["data"].array_keys())}
+    _check_rename(rename, list(data), str(src))
+    extra_meta = sorted(k for k in root["meta"].array_keys() if k != "episode_ends")
+    if extra_meta:
+        log.info("%s: meta arrays %s are not imported (only episode_ends is)", src, extra_meta)
+    ends = np.asarray(root["meta"]["episode_ends"][:]).astype(np.int64)
+    block = _block_rows(data.values())
+
+    def fill(dst: EpisodeStore) -> None:
+        start = 0
+        for end in ends:
+            w = dst.episode_writer(task=task, source=source, start_time=float("nan"), flush_bytes=COPY_BLOCK_BYTES)
+            try:
+                for a in range(start, int(end), block):
+                    b = min(int(end), a + block)
+                    w.extend({rename.get(k, k): np.asarray(arr[a:b]) for k, arr in data.items()})
+                w.commit(None, end_time=float("nan"))
+            except BaseException:
+                w.discard()
+                raise
+            start = int(end)
+
+    _build(out, fill)
+    log.info("imported %s (%d episodes, %d steps) into %s", src, len(ends), int(ends[-1]) if len(ends) else 0, out)
+    return out
