@@ -124,3 +124,31 @@ def test_members_differ_and_covariance_shrinks_with_data():
     assert float(preds_small.std(0).mean()) > 1e-3
     assert not torch.allclose(preds_small[0], preds_small[1])
     assert large < 0.5 * small, (small, large)
+
+
+def test_train_image_policy_end_to_end(tmp_path):
+    """RGB + state observations: per-member ResNet-18 encoders in the ensemble, U-Net denoiser in the policy."""
+    from postbc_core.data import EpisodeStore
+
+    rng = np.random.default_rng(0)
+    store_path = tmp_path / "img.zarr"
+    with EpisodeStore.create(store_path) as store:
+        for _ in range(4):
+            T = 6
+            store.add_episode({"front_rgb": rng.integers(0, 256, (T, 16, 16, 3), dtype=np.uint8),
+                               "joint_pos": rng.normal(size=(T, 6)).astype(np.float32),
+                               "cmd_joint_pos": rng.normal(size=(T, 7)).astype(np.float32)}, source="teleop")
+    out = tmp_path / "run"
+    r = run_cli("train", "--dataset", str(store_path), "--out", str(out), "--obs-keys", "front_rgb", "joint_pos",
+                "--action-key", "cmd_joint_pos", "--action-horizon", "1", "--n-obs-steps", "2",
+                "--noise-net", "unet", "--unet-down-dims", "16", "32", "--ensemble-size", "2", "--ensemble-hidden",
+                "16", "--ensemble-steps", "2", "--ensemble-batch-size", "4", "--steps", "2", "--batch-size", "4",
+                "--log-every", "1", "--no-progress", "--device", "cpu", "--num-inference-steps", "4")
+    assert r.returncode == 0, r.stderr[-3000:]
+    policy = load_policy(out)
+    assert policy.config.rgb_keys == ["front_rgb"] and policy.config.noise_net == "unet"
+    obs = {"front_rgb": rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8),
+           "joint_pos": np.zeros((2, 6), np.float32)}
+    assert policy.predict_action(obs).shape == (1, 7)
+    layout, _ = tensor_layout(out / "ensemble.safetensors")
+    assert any("rgb" in k or "conv1" in k for k in layout), "ensemble has no image encoder weights"

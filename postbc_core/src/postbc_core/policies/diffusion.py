@@ -26,6 +26,7 @@ from torch import nn
 
 from postbc_core.data.normalizer import LinearNormalizer
 from postbc_core.errors import ConfigError
+from postbc_core.models.obs_encoder import is_rgb_shape
 from postbc_core.policies.schedulers import BETA_SCHEDULES, NoiseSchedule
 
 
@@ -100,10 +101,6 @@ class PolicyConfig:
             raise ConfigError(f"policy config has unknown fields {sorted(unknown)}; the checkpoint was written by a "
                               "newer postbc_core: upgrade it")
         return cls(**dict(d))
-
-
-def is_rgb_shape(shape: tuple[int, ...]) -> bool:
-    return len(shape) == 3 and shape[-1] == 3
 
 
 @dataclass

@@ -99,8 +99,10 @@ def predict_windows(model, dataset, policy, dist: DistInfo, batch_size: int = 10
 
 
 def gather_ensemble_state(model, dist: DistInfo) -> dict[str, torch.Tensor]:
-    """Full K-member state dict on every rank: each tensor is stacked over members on dim 0."""
+    """Full K-member state dict: parameters are stacked over members on dim 0 and gathered across ranks;
+    buffers (image statistics) are shared constants and taken as they are."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if not dist.enabled:
         return state
-    return {k: all_gather_cat(v, dist, dim=0) for k, v in state.items()}
+    stacked = {name for name, _ in model.named_parameters()}
+    return {k: all_gather_cat(v, dist, dim=0) if k in stacked else v for k, v in state.items()}

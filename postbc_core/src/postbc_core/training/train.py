@@ -22,7 +22,8 @@ import torch
 from postbc_core.data.normalizer import LinearNormalizer
 from postbc_core.errors import ConfigError
 from postbc_core.policies.checkpoint import ENSEMBLE_FILE, POLICY_FILE, save_checkpoint, save_policy
-from postbc_core.policies.diffusion import DiffusionPolicy, PolicyConfig, is_rgb_shape
+from postbc_core.models.obs_encoder import is_rgb_shape
+from postbc_core.policies.diffusion import DiffusionPolicy, PolicyConfig
 from postbc_core.training.config import TrainConfig
 from postbc_core.training.diffusion_fit import fit_policy
 from postbc_core.training.distributed import barrier, cleanup, init_distributed
