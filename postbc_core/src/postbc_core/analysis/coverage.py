@@ -155,7 +155,7 @@ def run_coverage(cfg: CoverageConfig) -> dict:
         ends = np.asarray(store.episode_ends)
     s_demo, a_demo = d["state"][:, 0], d["action"][:, 0]
     episode = np.searchsorted(ends, np.arange(len(s_demo)), side="right")
-    states = np.concatenate([np.linspace(-0.9, -0.1, 9), np.linspace(0.15, 0.4, 6), np.linspace(0.65, 0.95, 7)])
+    states = np.concatenate([np.linspace(-0.9, -0.1, 9), np.linspace(0.2, 0.45, 6), np.linspace(0.65, 0.95, 7)])
     # Demonstrations whose sweep passes within 0.05 of the query state.
     n_demos = np.array([len(np.unique(episode[np.abs(s_demo - q) < 0.05])) for q in states])
     bc = _sample(runs["bc"], states, cfg.samples, cfg.seed)
