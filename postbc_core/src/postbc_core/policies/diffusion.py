@@ -201,7 +201,9 @@ class DiffusionPolicy(nn.Module):
         naction = self.sample_normalized(cond, noise.to(cond.device, torch.float32))
         return self.normalizer.unnormalize(self.action_key, naction)
 
-    @torch.no_grad()
+    # inference_mode (not no_grad): ~30% less per-op overhead at batch 1, and the result leaves as numpy, so no
+    # inference tensor can leak into a later autograd graph.
+    @torch.inference_mode()
     def predict_action(self, obs: Mapping[str, np.ndarray], noise: np.ndarray | torch.Tensor | None = None,
                        num_samples: int = 1) -> np.ndarray:
         """Samples action chunks for one observation or a batch.

@@ -50,6 +50,7 @@ class NoiseSchedule:
         self.clip_sample_range = clip_sample_range
         betas = make_betas(num_train_timesteps, beta_schedule)
         self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)  # (T,) float64
+        self._ddim_cache: dict[int, list[tuple[int, float, float, float, float]]] = {}
 
     # -- training -----------------------------------------------------------------------------------------------
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -72,6 +73,8 @@ class NoiseSchedule:
 
     def ddim_coefficients(self, num_inference_steps: int) -> list[tuple[int, float, float, float, float]]:
         """Per step (t, sqrt(abar_t), sqrt(1-abar_t), sqrt(abar_prev), sqrt(1-abar_prev)) as Python floats."""
+        if num_inference_steps in self._ddim_cache:
+            return self._ddim_cache[num_inference_steps]
         ratio = self.num_train_timesteps // num_inference_steps
         out = []
         for t in self.ddim_timesteps(num_inference_steps):
@@ -79,6 +82,7 @@ class NoiseSchedule:
             prev = t - ratio
             abar_prev = float(self.alphas_cumprod[prev]) if prev >= 0 else 1.0  # set_alpha_to_one
             out.append((t, math.sqrt(abar_t), math.sqrt(1 - abar_t), math.sqrt(abar_prev), math.sqrt(1 - abar_prev)))
+        self._ddim_cache[num_inference_steps] = out
         return out
 
     def ddim_sample(self, eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x_T: torch.Tensor,
