@@ -17,7 +17,7 @@ Shape legend: B batch, S samples per observation, To obs steps, Ta action steps,
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Mapping
 
 import numpy as np
@@ -26,7 +26,8 @@ from torch import nn
 
 from postbc_core.data.normalizer import LinearNormalizer
 from postbc_core.errors import ConfigError
-from postbc_core.models.obs_encoder import is_rgb_shape
+from postbc_core.models.noise_nets import ConditionalUnet1D, MLPNoiseNet
+from postbc_core.models.obs_encoder import ObsEncoder, is_rgb_shape
 from postbc_core.policies.schedulers import BETA_SCHEDULES, NoiseSchedule
 
 
@@ -129,9 +130,6 @@ class DiffusionPolicy(nn.Module):
 
     def __init__(self, config: PolicyConfig, normalizer: LinearNormalizer | None = None):
         super().__init__()
-        from postbc_core.models.noise_nets import ConditionalUnet1D, MLPNoiseNet
-        from postbc_core.models.obs_encoder import ObsEncoder
-
         self.config = config
         self.normalizer = normalizer if normalizer is not None else LinearNormalizer()
         self.obs_encoder = ObsEncoder(config.obs_shapes, config.n_obs_steps, rgb_feature_dim=config.rgb_feature_dim,
