@@ -151,3 +151,13 @@ def test_train_image_policy_end_to_end(tmp_path):
     assert policy.predict_action(obs).shape == (1, 7)
     layout, _ = tensor_layout(out / "ensemble.safetensors")
     assert any("rgb" in k or "conv1" in k for k in layout), "ensemble has no image encoder weights"
+
+
+def test_intermediate_checkpoints_follow_save_every(coverage_store, tmp_path):
+    out = tmp_path / "ckpt"
+    r = run_cli("train", "--dataset", str(coverage_store), "--out", str(out), *TINY, "--alpha", "0",
+                "--steps", "45", "--save-every", "20", "--val-ratio", "0.1")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000020.safetensors",
+                                                                       "step_0000040.safetensors"]
+    assert load_policy(out / "checkpoints" / "step_0000040.safetensors").info["step"] == 40

@@ -20,6 +20,8 @@ from postbc_core.training.ema import EMA
 from postbc_core.training.loop import LoopConfig, RunLogger, run_loop
 from postbc_core.training.posterior import Posterior
 
+VAL_EVERY = 1000  # steps between validation losses (each is a full pass over the held-out windows)
+
 
 class _LossModule(nn.Module):
     """DDP hooks gradient sync into forward(); compute_loss is routed through it."""
@@ -66,15 +68,16 @@ def fit_policy(policy, dataset, posterior: Posterior | None, cfg, dist: DistInfo
         noise = TargetNoise(factor[torch.from_numpy(idx).to(dist.device)], alpha) if factor is not None else None
         return {"loss": module(batch, noise, gen)}
 
-    def periodic(step_no: int) -> None:
-        if val_dataset is not None and len(val_dataset) and dist.is_main:
+    def after_step(step_no: int) -> None:
+        ema.update(policy)
+        # Validation every VAL_EVERY steps and at the end; intermediate checkpoints every save_every steps.
+        if val_dataset is not None and len(val_dataset) and dist.is_main and (
+                step_no % VAL_EVERY == 0 or step_no == cfg.steps):
             logger.scalars("policy_val", step_no, {"loss": validation_loss(ema.model, val_dataset, dist.device)})
         if save_fn is not None and cfg.save_every and step_no % cfg.save_every == 0 and step_no < cfg.steps:
             save_fn(ema.model, step_no)
 
-    n_every = min(x for x in (cfg.save_every or cfg.steps, 1000 if val_dataset is not None else cfg.steps))
     loop = LoopConfig(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay,
                       warmup_steps=min(cfg.warmup_steps, cfg.steps // 10), log_every=cfg.log_every)
-    run_loop(policy.parameters(), step, loop, logger, tag="policy", after_step=lambda _: ema.update(policy),
-             every=(n_every, periodic))
+    run_loop(policy.parameters(), step, loop, logger, tag="policy", after_step=after_step)
     return ema

@@ -70,12 +70,11 @@ def cosine_with_warmup(warmup: int, total: int) -> Callable[[int], float]:
 
 
 def run_loop(params: Iterable[nn.Parameter], step_fn: Callable[[int], dict[str, torch.Tensor]], cfg: LoopConfig,
-             logger: RunLogger, tag: str, after_step: Callable[[int], None] | None = None,
-             every: tuple[int, Callable[[int], None]] | None = None) -> dict[str, float]:
+             logger: RunLogger, tag: str, after_step: Callable[[int], None] | None = None) -> dict[str, float]:
     """Runs `cfg.steps` optimisation steps; step_fn(step) returns {"loss": scalar tensor, other metrics...}.
 
-    after_step(step) runs after every optimizer step (EMA); every = (n, fn) runs fn(step) each n steps and at the
-    end (validation, intermediate checkpoints). Returns the last logged metrics.
+    after_step(steps_done) runs after every optimizer step (EMA, periodic validation and checkpoints).
+    Returns the last logged metrics.
     """
     params = [p for p in params if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -96,8 +95,6 @@ def run_loop(params: Iterable[nn.Parameter], step_fn: Callable[[int], dict[str, 
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         sched.step()
-        if after_step is not None:
-            after_step(step)
         for k, v in out.items():
             running[k] = running.get(k, 0.0) + float(v.detach())
         n_since += 1
@@ -109,7 +106,7 @@ def run_loop(params: Iterable[nn.Parameter], step_fn: Callable[[int], dict[str, 
             logger.scalars(tag, step + 1, last)
             bar.set_postfix(loss=f"{last['loss']:.4g}")
             running, n_since, t0 = {}, 0, time.perf_counter()
-        if every is not None and ((step + 1) % every[0] == 0 or step + 1 == cfg.steps):
-            every[1](step + 1)
+        if after_step is not None:
+            after_step(step + 1)
     bar.close()
     return last
