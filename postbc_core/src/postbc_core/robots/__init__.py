@@ -1,0 +1,43 @@
+"""Robot interface and backends. Heavy backends load on first use: SimRobot imports mujoco, InterbotixRobot imports
+interbotix_xs_modules only in connect()."""
+
+from postbc_core.robots.base import (
+    JOINT_NAMES,
+    N_JOINTS,
+    EEDeltaAction,
+    JointAction,
+    Robot,
+    SentCommand,
+)
+
+_LAZY = {
+    "SafetyLayer": "postbc_core.robots.safety",
+    "SafetyLimits": "postbc_core.robots.safety",
+    "SafetyStats": "postbc_core.robots.safety",
+    "SimRobot": "postbc_core.robots.sim_robot",
+    "InterbotixRobot": "postbc_core.robots.interbotix",
+    "InterbotixConfig": "postbc_core.robots.interbotix",
+}
+
+__all__ = [
+    "JOINT_NAMES",
+    "N_JOINTS",
+    "EEDeltaAction",
+    "InterbotixConfig",
+    "InterbotixRobot",
+    "JointAction",
+    "Robot",
+    "SafetyLayer",
+    "SafetyLimits",
+    "SafetyStats",
+    "SentCommand",
+    "SimRobot",
+]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'postbc_core.robots' has no attribute {name!r}")

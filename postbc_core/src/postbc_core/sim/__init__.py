@@ -1,0 +1,6 @@
+"""MuJoCo twin of the WidowX 250s: the robot model, tasks behind a registry, gymnasium envs (postbc_core.sim.env)."""
+
+from postbc_core.sim.base import PHYSICS_DT, Task, TaskConfig, WidowXSim
+from postbc_core.sim.registry import TASKS, list_tasks, make
+
+__all__ = ["PHYSICS_DT", "TASKS", "Task", "TaskConfig", "WidowXSim", "list_tasks", "make"]

@@ -1,0 +1,354 @@
+"""MuJoCo twin of the WidowX 250s: the robot (`WidowXSim`) and the task base class (`Task`, `TaskConfig`).
+
+`WidowXSim` owns one MjModel/MjData: reset, one control period of physics per command, the robot observation of
+robots/base.py, and offscreen rendering. A `Task` adds objects (its own XML in sim/assets, which includes
+scene.xml), seeded randomisation, success, rewards and the action modes. Units: metres, radians, seconds.
+Shape legend: H, W image height/width.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from postbc_core.errors import ConfigError, PostBCError
+from postbc_core.robots import kinematics
+from postbc_core.robots.base import JOINT_NAMES
+
+if sys.platform.startswith("linux"):
+    # Headless offscreen rendering by default; must be decided before mujoco is imported. A user's choice wins.
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+import mujoco  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+SCENE_XML = ASSETS / "scene.xml"
+PHYSICS_DT = 0.002  # s, 500 Hz; must match <option timestep> in wx250s.xml
+EE_SITE = "ee_gripper_link"
+CAMERAS = ("front", "wrist")
+GRIPPER_ACTUATOR = "gripper"
+
+
+class WidowXSim:
+    """One simulated wx250s. `step_control` runs `n_substeps = round(1 / (control_hz * 0.002))` physics steps."""
+
+    def __init__(self, xml_path: str | Path = SCENE_XML, *, control_hz: float = 10.0):
+        if not 1.0 <= control_hz <= 50.0:
+            raise ConfigError(f"control_hz={control_hz} is outside 1..50 Hz; the WidowX runs at 5-10 Hz")
+        self.model = mujoco.MjModel.from_xml_path(str(xml_path))
+        if abs(self.model.opt.timestep - PHYSICS_DT) > 1e-12:
+            raise ConfigError(f"{xml_path}: timestep {self.model.opt.timestep} != {PHYSICS_DT}; fix the <option>")
+        self.data = mujoco.MjData(self.model)
+        self.control_hz = float(control_hz)
+        self.n_substeps = max(1, round(1.0 / (control_hz * PHYSICS_DT)))
+        m = self.model
+        joints = [m.joint(n) for n in JOINT_NAMES]
+        self._qadr = np.array([j.qposadr[0] for j in joints])
+        self._dadr = np.array([j.dofadr[0] for j in joints])
+        self._left_q = m.joint("left_finger").qposadr[0]
+        self._right_q = m.joint("right_finger").qposadr[0]
+        self._act = np.array([m.actuator(n).id for n in JOINT_NAMES])
+        self._grip_act = m.actuator(GRIPPER_ACTUATOR).id
+        self._ctrl_lo = m.actuator_ctrlrange[:, 0].copy()
+        self._ctrl_hi = m.actuator_ctrlrange[:, 1].copy()
+        self._site = m.site(EE_SITE).id
+        self._base = m.body("base_link").id
+        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self.reset()
+
+    # -- state ------------------------------------------------------------------------------------------------
+    def reset(self, qpos=None, gripper: float | None = None) -> dict[str, np.ndarray]:
+        """Zero the physics state, put the arm at qpos (6,) rad (default HOME_QPOS) with the gripper open."""
+        q = kinematics.HOME_QPOS if qpos is None else self._check_target(qpos, "reset qpos")
+        g = float(kinematics.GRIPPER_LIMITS[1] if gripper is None else gripper)
+        mujoco.mj_resetData(self.model, self.data)
+        self.data.qpos[self._qadr] = q
+        self.data.qpos[self._left_q], self.data.qpos[self._right_q] = g, -g
+        self.data.ctrl[self._act] = q
+        self.data.ctrl[self._grip_act] = g
+        mujoco.mj_forward(self.model, self.data)
+        return self.observation()
+
+    def _check_target(self, value, what: str) -> np.ndarray:
+        a = np.asarray(value, dtype=np.float64).reshape(-1)
+        if a.shape != (6,):
+            raise PostBCError(f"{what} must have shape (6,), got {np.shape(value)}")
+        if not np.all(np.isfinite(a)):
+            raise PostBCError(f"{what} contains non-finite values {a}; the safety layer must reject these upstream")
+        return a
+
+    def step_control(self, joint_target, gripper_target: float) -> None:
+        """Hold the position targets (6,) rad and gripper opening (m) for one control period (1 / control_hz s)."""
+        q = self._check_target(joint_target, "joint_target")
+        g = float(gripper_target)
+        if not np.isfinite(g):
+            raise PostBCError(f"gripper_target={gripper_target} is not finite")
+        ctrl = np.empty(self.model.nu)
+        ctrl[self._act], ctrl[self._grip_act] = q, g
+        clipped = np.clip(ctrl, self._ctrl_lo, self._ctrl_hi)
+        if np.any(np.abs(clipped - ctrl) > 1e-9):
+            # MuJoCo would clamp silently; say so (the safety layer normally clamps before this point).
+            logger.warning("command %s outside the actuator ranges, clamped to %s", np.round(ctrl, 4),
+                           np.round(clipped, 4))
+        self.data.ctrl[:] = clipped
+        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+
+    @property
+    def time(self) -> float:
+        return float(self.data.time)
+
+    def joint_pos(self) -> np.ndarray:
+        return self.data.qpos[self._qadr].copy()
+
+    def gripper_pos(self) -> float:
+        return float(self.data.qpos[self._left_q])
+
+    def ee_pose(self) -> np.ndarray:
+        """EE site pose (7,) [x y z, qw qx qy qz] in the base_link frame."""
+        Rb = self.data.xmat[self._base].reshape(3, 3)
+        pb = self.data.xpos[self._base]
+        p = Rb.T @ (self.data.site_xpos[self._site] - pb)
+        R = Rb.T @ self.data.site_xmat[self._site].reshape(3, 3)
+        return np.concatenate([p, kinematics.mat_to_quat(R)])
+
+    def observation(self) -> dict[str, np.ndarray]:
+        """Robot keys of robots/base.py: joint_pos/vel/effort (6,), gripper_pos (1,), ee_pose (7,), timestamp ()."""
+        d = self.data
+        return {
+            "joint_pos": d.qpos[self._qadr].copy(),
+            "joint_vel": d.qvel[self._dadr].copy(),
+            "joint_effort": d.actuator_force[self._act].copy(),
+            "gripper_pos": np.array([d.qpos[self._left_q]]),
+            "ee_pose": self.ee_pose(),
+            "timestamp": np.array(d.time, dtype=np.float64),
+        }
+
+    # -- objects ----------------------------------------------------------------------------------------------
+    def free_joint_qadr(self, body: str) -> int:
+        b = self.model.body(body)
+        if self.model.body_jntnum[b.id] != 1 or self.model.jnt_type[self.model.body_jntadr[b.id]] != 0:
+            raise PostBCError(f"body {body!r} has no free joint")
+        return int(self.model.jnt_qposadr[self.model.body_jntadr[b.id]])
+
+    def body_pose(self, body: str) -> np.ndarray:
+        """World pose (7,) [x y z, qw qx qy qz] of a body (after the last mj_step/mj_forward)."""
+        b = self.model.body(body).id
+        return np.concatenate([self.data.xpos[b], self.data.xquat[b]])
+
+    def set_free_body_pose(self, body: str, pos, quat=(1.0, 0.0, 0.0, 0.0)) -> None:
+        adr = self.free_joint_qadr(body)
+        self.data.qpos[adr:adr + 3] = pos
+        self.data.qpos[adr + 3:adr + 7] = np.asarray(quat) / np.linalg.norm(quat)
+        dadr = int(self.model.jnt_dofadr[self.model.body_jntadr[self.model.body(body).id]])
+        self.data.qvel[dadr:dadr + 6] = 0.0
+        mujoco.mj_forward(self.model, self.data)
+
+    def in_contact(self, geoms_a: set[int], geoms_b: set[int]) -> bool:
+        """True if any active contact pairs a geom of geoms_a with one of geoms_b."""
+        for c in self.data.contact[: self.data.ncon]:
+            g1, g2 = int(c.geom1), int(c.geom2)
+            if (g1 in geoms_a and g2 in geoms_b) or (g2 in geoms_a and g1 in geoms_b):
+                return True
+        return False
+
+    def body_geoms(self, body: str) -> set[int]:
+        b = self.model.body(body).id
+        return {i for i in range(self.model.ngeom) if self.model.geom_bodyid[i] == b}
+
+    # -- rendering --------------------------------------------------------------------------------------------
+    def render(self, camera: str, width: int, height: int, depth: bool = False):
+        """RGB (H, W, 3) uint8 and, if depth, depth (H, W) uint16 mm (0 = no return); else (rgb, None)."""
+        if camera not in CAMERAS and mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:
+            raise ConfigError(f"unknown camera {camera!r}; available: {CAMERAS}")
+        key = (int(width), int(height))
+        r = self._renderers.get(key)
+        if r is None:
+            r = self._renderers[key] = mujoco.Renderer(self.model, height=key[1], width=key[0])
+        r.update_scene(self.data, camera=camera)
+        rgb = r.render().copy()
+        dep = None
+        if depth:
+            r.enable_depth_rendering()
+            try:
+                metres = r.render()
+            finally:
+                r.disable_depth_rendering()
+            # 0 marks "no return" as a RealSense does: the far clipping plane (sky) and anything beyond 65.535 m.
+            far = self.model.vis.map.zfar * self.model.stat.extent
+            mm = np.round(metres * 1000.0)
+            dep = np.where((mm > 65535) | (metres >= 0.999 * far), 0, mm).astype(np.uint16)
+        return rgb, dep
+
+    def close(self) -> None:
+        for r in self._renderers.values():
+            r.close()
+        self._renderers.clear()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+ACTION_MODES = ("joint", "ee_delta")
+REWARD_TYPES = ("sparse", "dense")
+# ee_delta action bounds per control step: +-5 cm and +-0.25 rad (Bridge teleop deltas are ~1-2 cm per step).
+EE_DELTA_MAX = np.array([0.05, 0.05, 0.05, 0.25, 0.25, 0.25])
+
+
+@dataclass
+class TaskConfig:
+    """Settings shared by every sim task (task files subclass it to add their own)."""
+
+    control_hz: float = 10.0
+    """Control rate (Hz), 5..10 like the real WidowX; physics runs round(1 / (hz * 0.002)) steps per action."""
+    image_size: tuple[int, int] = (128, 128)
+    """Rendered (height, width) in pixels."""
+    cameras: tuple[str, ...] = ()
+    """Cameras rendered into the observation as `<name>_rgb`: any of ("front", "wrist"); () = state only."""
+    depth: bool = False
+    """Also render `<name>_depth` (H, W) uint16 mm for each camera."""
+    reward_type: str = "sparse"
+    """"sparse": 1 on success else 0; "dense": shaped reward in [0, 1] (1 on success)."""
+    max_steps: int = 80
+    """Episode time limit in control steps (truncation)."""
+    action_mode: str = "joint"
+    """"joint": 6 absolute joint targets + gripper (m); "ee_delta": [dx dy dz droll dpitch dyaw] + gripper (m)."""
+    terminate_on_success: bool = True
+    """End the episode (terminated=True) as soon as success() holds."""
+
+    def __post_init__(self):
+        if not 5.0 <= self.control_hz <= 10.0:
+            raise ConfigError(f"control_hz={self.control_hz}: use 5..10 Hz (the WidowX's control rates)")
+        self.image_size = tuple(int(v) for v in self.image_size)
+        if len(self.image_size) != 2 or min(self.image_size) < 8 or max(self.image_size) > 480:
+            raise ConfigError(f"image_size={self.image_size}: give (height, width), each 8..480 px")
+        self.cameras = tuple(self.cameras)
+        bad = [c for c in self.cameras if c not in CAMERAS]
+        if bad:
+            raise ConfigError(f"cameras={self.cameras}: unknown {bad}; choose from {CAMERAS}")
+        if self.reward_type not in REWARD_TYPES:
+            raise ConfigError(f"reward_type={self.reward_type!r}: choose one of {REWARD_TYPES}")
+        if self.action_mode not in ACTION_MODES:
+            raise ConfigError(f"action_mode={self.action_mode!r}: choose one of {ACTION_MODES}")
+        if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
+            raise ConfigError(f"max_steps={self.max_steps}: must be a positive integer")
+
+
+class Task:
+    """A task on the WidowX twin. Subclasses set `name`, `xml`, `config_cls`, `object_body` and implement
+    `_randomize`, `success`, `dense_reward` (and optionally `_extras`)."""
+
+    name: str = ""
+    xml: str = ""
+    config_cls: type[TaskConfig] = TaskConfig
+    object_body: str = ""
+
+    def __init__(self, config: TaskConfig | None = None, **overrides):
+        if config is None:
+            names = {f.name for f in fields(self.config_cls)}
+            unknown = sorted(set(overrides) - names)
+            if unknown:
+                raise ConfigError(f"{self.name}: unknown setting(s) {unknown}; available: {sorted(names)}")
+            config = self.config_cls(**overrides)
+        elif overrides:
+            raise ConfigError(f"{self.name}: pass either a config or overrides, not both ({sorted(overrides)})")
+        self.config = config
+        self.sim = WidowXSim(ASSETS / self.xml, control_hz=config.control_hz)
+        self.np_random = np.random.default_rng()
+        self.steps = 0
+        self._left_pad = {self.sim.model.geom("left_pad").id}
+        self._right_pad = {self.sim.model.geom("right_pad").id}
+        self._obj_geoms = self.sim.body_geoms(self.object_body)
+
+    # -- actions ----------------------------------------------------------------------------------------------
+    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) of the (7,) action for the configured action mode."""
+        g = kinematics.GRIPPER_LIMITS
+        if self.config.action_mode == "joint":
+            lim = kinematics.JOINT_LIMITS
+            return np.r_[lim[:, 0], g[0]], np.r_[lim[:, 1], g[1]]
+        return np.r_[-EE_DELTA_MAX, g[0]], np.r_[EE_DELTA_MAX, g[1]]
+
+    def action_to_joint_target(self, action) -> tuple[np.ndarray, float]:
+        """Action (7,) -> (joint targets (6,) rad, gripper target m) for the configured action mode."""
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if a.shape != (7,):
+            raise PostBCError(f"{self.name}: action must have shape (7,), got {np.shape(action)}")
+        if not np.all(np.isfinite(a)):
+            raise PostBCError(f"{self.name}: action contains non-finite values {a}")
+        if self.config.action_mode == "joint":
+            return a[:6], float(a[6])
+        return kinematics.apply_ee_delta(self.sim.joint_pos(), a[:6]), float(a[6])
+
+    # -- episode ----------------------------------------------------------------------------------------------
+    def reset(self, seed: int | None = None) -> dict[str, np.ndarray]:
+        if seed is not None:
+            self.np_random = np.random.default_rng(seed)
+        self.sim.reset()
+        self._randomize(self.np_random)
+        self.steps = 0
+        return self.observation()
+
+    def step(self, action):
+        """One control step: returns (obs, reward, terminated, truncated, info)."""
+        q, g = self.action_to_joint_target(action)
+        self.sim.step_control(q, g)
+        self.steps += 1
+        ok = self.success()
+        reward = 1.0 if ok else (self.dense_reward() if self.config.reward_type == "dense" else 0.0)
+        terminated = ok and self.config.terminate_on_success
+        truncated = self.steps >= self.config.max_steps and not terminated
+        info = {"success": ok, "is_success": ok, "joint_target": q, "gripper_target": g}
+        return self.observation(), float(reward), bool(terminated), bool(truncated), info
+
+    def observation(self, render: bool = True) -> dict[str, np.ndarray]:
+        obs = self.sim.observation()
+        obs["object_pose"] = self.sim.body_pose(self.object_body)
+        obs.update(self._extras())
+        obs["success"] = np.array(self.success())
+        if render:
+            h, w = self.config.image_size
+            for cam in self.config.cameras:
+                rgb, dep = self.sim.render(cam, w, h, depth=self.config.depth)
+                obs[f"{cam}_rgb"] = rgb
+                if dep is not None:
+                    obs[f"{cam}_depth"] = dep
+        return obs
+
+    def reward(self) -> float:
+        if self.success():
+            return 1.0
+        return self.dense_reward() if self.config.reward_type == "dense" else 0.0
+
+    def grasped(self) -> bool:
+        """Both finger pads touch the task object."""
+        s = self.sim
+        return s.in_contact(self._left_pad, self._obj_geoms) and s.in_contact(self._right_pad, self._obj_geoms)
+
+    def ee_pos_world(self) -> np.ndarray:
+        return self.sim.data.site_xpos[self.sim._site].copy()
+
+    def close(self) -> None:
+        self.sim.close()
+
+    # -- per task ---------------------------------------------------------------------------------------------
+    def _randomize(self, rng: np.random.Generator) -> None:
+        raise NotImplementedError
+
+    def success(self) -> bool:
+        raise NotImplementedError
+
+    def dense_reward(self) -> float:
+        raise NotImplementedError
+
+    def _extras(self) -> dict[str, np.ndarray]:
+        return {}
+
+
+def yaw_quat(yaw: float) -> np.ndarray:
+    """Quaternion [w x y z] of a rotation by yaw (rad) about world z."""
+    return np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])

@@ -1,0 +1,55 @@
+"""lift_cube: grasp a 3 cm cube placed at a random pose on the table and lift it `lift_height` above the table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from postbc_core.errors import ConfigError
+from postbc_core.sim.base import Task, TaskConfig, yaw_quat
+
+CUBE_HALF = 0.015  # m, lift_cube.xml
+SPAWN_X = (0.22, 0.36)  # m, reachable with the gripper pointing down
+SPAWN_Y = (-0.12, 0.12)
+
+
+@dataclass
+class LiftCubeConfig(TaskConfig):
+    max_steps: int = 80
+    """Episode time limit in control steps (8 s at 10 Hz)."""
+    lift_height: float = 0.05
+    """Success: cube bottom at least this far (m) above the table."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.01 <= self.lift_height <= 0.2:
+            raise ConfigError(f"lift_height={self.lift_height} m: use 0.01..0.2")
+
+
+class LiftCube(Task):
+    name = "lift_cube"
+    xml = "lift_cube.xml"
+    config_cls = LiftCubeConfig
+    object_body = "cube"
+
+    def _randomize(self, rng):
+        pos = [rng.uniform(*SPAWN_X), rng.uniform(*SPAWN_Y), CUBE_HALF]
+        self.sim.set_free_body_pose("cube", pos, yaw_quat(rng.uniform(-np.pi / 4, np.pi / 4)))
+
+    def height(self) -> float:
+        """Cube bottom above the table (m)."""
+        return float(self.sim.body_pose("cube")[2] - CUBE_HALF)
+
+    def success(self) -> bool:
+        return self.height() >= self.config.lift_height
+
+    def dense_reward(self) -> float:
+        d = np.linalg.norm(self.ee_pos_world() - self.sim.body_pose("cube")[:3])
+        reach = 1.0 - np.tanh(10.0 * d)
+        lift = np.clip(self.height() / self.config.lift_height, 0.0, 1.0)
+        return float(0.3 * reach + 0.2 * self.grasped() + 0.5 * lift)
+
+    def _extras(self):
+        cube = self.sim.body_pose("cube")[:3]
+        return {"ee_to_object": cube - self.ee_pos_world(), "object_height": np.array([self.height()])}

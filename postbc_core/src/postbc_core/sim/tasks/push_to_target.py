@@ -1,0 +1,64 @@
+"""push_to_target: push a puck across the table onto a target disc."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from postbc_core.errors import ConfigError
+from postbc_core.sim.base import Task, TaskConfig
+
+PUCK_HALF_HEIGHT = 0.015  # m, push_to_target.xml
+REGION_X = (0.22, 0.38)
+REGION_Y = (-0.15, 0.15)
+TARGET_DIST = (0.08, 0.16)  # m, initial puck-target distance (never starts inside the success radius)
+
+
+@dataclass
+class PushToTargetConfig(TaskConfig):
+    max_steps: int = 80
+    """Episode time limit in control steps (8 s at 10 Hz)."""
+    success_radius: float = 0.03
+    """Success: puck centre within this horizontal distance (m) of the target centre."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.005 <= self.success_radius < TARGET_DIST[0]:
+            raise ConfigError(f"success_radius={self.success_radius} m: use 0.005..{TARGET_DIST[0]}")
+
+
+class PushToTarget(Task):
+    name = "push_to_target"
+    xml = "push_to_target.xml"
+    config_cls = PushToTargetConfig
+    object_body = "puck"
+
+    def _randomize(self, rng):
+        mocap = self.sim.model.body("target").mocapid[0]
+        while True:
+            puck = np.array([rng.uniform(*REGION_X), rng.uniform(*REGION_Y)])
+            ang, dist = rng.uniform(-np.pi, np.pi), rng.uniform(*TARGET_DIST)
+            target = puck + dist * np.array([np.cos(ang), np.sin(ang)])
+            if REGION_X[0] <= target[0] <= REGION_X[1] and REGION_Y[0] <= target[1] <= REGION_Y[1]:
+                break
+        self.sim.data.mocap_pos[mocap] = [*target, 0.0]
+        self.sim.set_free_body_pose("puck", [*puck, PUCK_HALF_HEIGHT])
+
+    def target_pos(self) -> np.ndarray:
+        return self.sim.data.mocap_pos[self.sim.model.body("target").mocapid[0]].copy()
+
+    def distance(self) -> float:
+        return float(np.linalg.norm(self.sim.body_pose("puck")[:2] - self.target_pos()[:2]))
+
+    def success(self) -> bool:
+        return self.distance() < self.config.success_radius
+
+    def dense_reward(self) -> float:
+        reach = 1.0 - np.tanh(10.0 * np.linalg.norm(self.ee_pos_world() - self.sim.body_pose("puck")[:3]))
+        return float(0.3 * reach + 0.7 * (1.0 - np.tanh(10.0 * self.distance())))
+
+    def _extras(self):
+        t = self.target_pos()
+        return {"target_pos": t, "object_to_target": t - self.sim.body_pose("puck")[:3],
+                "ee_to_object": self.sim.body_pose("puck")[:3] - self.ee_pos_world()}

@@ -1,0 +1,205 @@
+"""MuJoCo twin: every registered task (make, reset, random steps, determinism, success reachable), the robot's
+joint limits in physics, rendering, and the gymnasium wrappers (single and vectorised)."""
+
+import logging
+import os
+import sys
+
+import numpy as np
+import pytest
+
+if sys.platform.startswith("linux"):
+    os.environ.setdefault("MUJOCO_GL", "egl")  # before the first mujoco import anywhere in this process
+pytest.importorskip("mujoco")
+gym = pytest.importorskip("gymnasium")
+
+from postbc_core.errors import ConfigError, PostBCError  # noqa: E402
+from postbc_core.robots import kinematics as K  # noqa: E402
+from postbc_core.sim import TASKS, WidowXSim, list_tasks, make  # noqa: E402
+from postbc_core.sim.env import GYM_IDS, WidowXEnv  # noqa: E402
+
+ROBOT_KEYS = {"joint_pos": (6,), "joint_vel": (6,), "joint_effort": (6,), "gripper_pos": (1,), "ee_pose": (7,),
+              "timestamp": ()}
+
+
+def rollout(task, seed, n, action_seed=0):
+    obs = [task.reset(seed=seed)]
+    lo, hi = task.action_bounds()
+    rng = np.random.default_rng(action_seed)
+    for _ in range(n):
+        o, r, te, tr, info = task.step(rng.uniform(lo, hi))
+        assert np.isfinite(r) and isinstance(info["success"], bool)
+        obs.append(o)
+    return obs
+
+
+def test_registry_lists_tasks_and_rejects_unknown():
+    assert set(list_tasks()) == {"lift_cube", "put_in_bowl", "push_to_target"}
+    with pytest.raises(ConfigError, match="lift_cube.*push_to_target.*put_in_bowl"):
+        make("stack_blocks")
+    with pytest.raises(ConfigError, match="colour"):
+        make("lift_cube", colour="red")
+
+
+@pytest.mark.parametrize("kw, field", [({"control_hz": 30}, "control_hz"), ({"reward_type": "shaped"}, "reward_type"),
+                                       ({"action_mode": "cartesian"}, "action_mode"), ({"cameras": ("top",)}, "cameras"),
+                                       ({"max_steps": 0}, "max_steps"), ({"image_size": (4, 4)}, "image_size")])
+def test_task_config_validation(kw, field):
+    with pytest.raises(ConfigError, match=field):
+        make("lift_cube", **kw)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_task_random_rollout_finite_and_deterministic(name):
+    task = make(name)
+    a = rollout(task, seed=7, n=200)
+    for key, shape in ROBOT_KEYS.items():
+        assert a[0][key].shape == shape, key
+    assert a[0]["object_pose"].shape == (7,)
+    for o in a:
+        for k, v in o.items():
+            assert np.all(np.isfinite(v)), (k, v)
+    np.testing.assert_allclose(a[-1]["timestamp"], 200 * 0.1, atol=1e-9)
+    b = rollout(make(name), seed=7, n=200)  # a fresh instance, same seed and actions
+    for oa, ob in zip(a, b):
+        for k in oa:
+            np.testing.assert_array_equal(oa[k], ob[k], err_msg=k)
+    c = task.reset(seed=8)
+    assert not np.allclose(c["object_pose"], a[0]["object_pose"]), "different seeds must randomise the object"
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_initial_state_not_success_and_success_reachable(name):
+    task = make(name)
+    for seed in range(20):
+        task.reset(seed=seed)
+        assert not task.success(), seed
+        assert task.reward() == 0.0
+    sim = task.sim
+    if name == "lift_cube":
+        sim.set_free_body_pose("cube", [0.3, 0.0, 0.015 + task.config.lift_height + 0.01])
+    elif name == "put_in_bowl":
+        bowl = sim.body_pose("bowl")[:3]
+        sim.set_free_body_pose("corn", bowl + [0.0, 0.0, 0.02])
+        sim.step_control(sim.joint_pos(), K.GRIPPER_LIMITS[1])  # let it settle on the bowl floor
+    else:
+        sim.set_free_body_pose("puck", [*task.target_pos()[:2], 0.015])
+    assert task.success(), name
+    task.config.reward_type = "dense"
+    assert task.reward() == 1.0
+    assert bool(task.observation(render=False)["success"])
+
+
+def test_dense_reward_in_unit_interval():
+    for name in sorted(TASKS):
+        task = make(name, reward_type="dense")
+        obs = rollout(task, seed=1, n=5)
+        assert 0.0 <= task.dense_reward() <= 1.0 and obs
+
+
+def test_scripted_lift_succeeds():
+    """Physics can actually grasp and lift: top-down IK waypoints over the cube."""
+    task = make("lift_cube")
+    task.reset(seed=0)
+    cube = task.sim.body_pose("cube")
+    yaw = 2 * np.arctan2(cube[6], cube[3])
+    down = K.mat_to_quat(K.euler_to_mat([0, 0, yaw]) @ K.euler_to_mat([0, np.pi / 2, 0]))
+    q, info = task.sim.joint_pos(), {}
+    for dz, grip, n in [(0.08, 0.037, 10), (0.0, 0.037, 10), (0.0, 0.015, 5), (0.10, 0.015, 10)]:
+        q = K.ik(cube[:3] + [0, 0, dz], down, q_init=q).q
+        for _ in range(n):
+            _, _, _, _, info = task.step(np.r_[q, grip])
+    assert info["success"] and task.grasped()
+
+
+def test_commanding_joint_limits_stays_within_limits():
+    sim = WidowXSim()
+    for j in range(6):
+        for side in (0, 1):
+            sim.reset()
+            target = K.HOME_QPOS.copy()
+            target[j] = K.JOINT_LIMITS[j, side]
+            for _ in range(15):
+                sim.step_control(target, K.GRIPPER_LIMITS[side])
+                q, g = sim.joint_pos(), sim.gripper_pos()
+                assert np.all(q >= K.JOINT_LIMITS[:, 0] - 5e-3) and np.all(q <= K.JOINT_LIMITS[:, 1] + 5e-3), (j, q)
+                assert K.GRIPPER_LIMITS[0] - 1e-3 <= g <= K.GRIPPER_LIMITS[1] + 1e-3
+    # All joints at once, including poses that jam the arm into the table.
+    for side in (0, 1):
+        sim.reset()
+        for _ in range(30):
+            sim.step_control(K.JOINT_LIMITS[:, side], K.GRIPPER_LIMITS[side])
+            q = sim.joint_pos()
+            assert np.all(q >= K.JOINT_LIMITS[:, 0] - 1e-2) and np.all(q <= K.JOINT_LIMITS[:, 1] + 1e-2), q
+
+
+def test_position_servo_tracks_and_substeps():
+    sim = WidowXSim(control_hz=5)
+    assert sim.n_substeps == 100
+    target = K.HOME_QPOS + np.array([0.2, -0.2, 0.2, 0.2, -0.2, 0.2])
+    for _ in range(3):
+        sim.step_control(target, 0.02)
+    np.testing.assert_allclose(sim.joint_pos(), target, atol=2e-3)
+    np.testing.assert_allclose(sim.observation()["timestamp"], 0.6, atol=1e-9)
+    np.testing.assert_allclose(sim.ee_pose()[:3], K.fk(sim.joint_pos())[0], atol=1e-9)
+
+
+def test_nan_targets_rejected():
+    sim = WidowXSim()
+    with pytest.raises(PostBCError, match="non-finite"):
+        sim.step_control([0, np.nan, 0, 0, 0, 0], 0.02)
+    with pytest.raises(PostBCError):
+        sim.step_control(K.HOME_QPOS, float("nan"))
+    assert sim.time == 0.0
+
+
+def test_images_non_blank_both_cameras():
+    task = make("put_in_bowl", cameras=("front", "wrist"), image_size=(32, 32), depth=True)
+    obs = task.reset(seed=0)
+    for cam in ("front", "wrist"):
+        rgb, depth = obs[f"{cam}_rgb"], obs[f"{cam}_depth"]
+        assert rgb.shape == (32, 32, 3) and rgb.dtype == np.uint8
+        assert rgb.std() > 10, cam  # not a flat colour
+        assert depth.shape == (32, 32) and depth.dtype == np.uint16
+        valid = depth[depth > 0]
+        assert valid.size > 100 and valid.min() > 10 and valid.max() < 3000, cam  # table within ~3 m
+
+
+def test_gym_env_spaces_clamping_and_ee_delta(caplog):
+    env = gym.make(GYM_IDS["lift_cube"], action_mode="ee_delta")
+    obs, info = env.reset(seed=3)
+    assert env.observation_space.contains(obs) and info["success"] is False
+    z0 = obs["ee_pose"][2]
+    for _ in range(3):
+        obs, r, te, tr, info = env.step(np.array([0, 0, 0.02, 0, 0, 0, 0.037], np.float32))
+    assert env.observation_space.contains(obs)
+    assert obs["ee_pose"][2] - z0 == pytest.approx(0.06, abs=5e-3)
+    with caplog.at_level(logging.WARNING, logger="postbc_core.sim.env"):
+        env.step(np.array([0, 0, 0.5, 0, 0, 0, 0.037]))  # 50 cm: outside the +-5 cm box
+    assert "clamped" in caplog.text
+    with pytest.raises(PostBCError):
+        env.step(np.full(7, np.nan))
+    env.close()
+
+
+def test_sync_vector_env_seeded():
+    def make_fn(name):
+        return lambda: WidowXEnv(name)
+
+    venv = gym.vector.SyncVectorEnv([make_fn("push_to_target"), make_fn("push_to_target")])
+    obs, _ = venv.reset(seed=[0, 1])
+    assert obs["object_pose"].shape == (2, 7)
+    assert not np.allclose(obs["object_pose"][0], obs["object_pose"][1])
+    acts = np.tile(np.r_[K.HOME_QPOS, 0.037].astype(np.float32), (2, 1))
+    for _ in range(3):
+        obs, r, te, tr, info = venv.step(acts)
+    assert np.all(np.isfinite(obs["joint_pos"])) and r.shape == (2,)
+    venv.close()
+
+
+def test_async_vector_env():
+    venv = gym.vector.AsyncVectorEnv([lambda: WidowXEnv("lift_cube")] * 2)
+    obs, _ = venv.reset(seed=0)
+    obs, r, te, tr, info = venv.step(venv.action_space.sample())
+    assert obs["joint_pos"].shape == (2, 6) and np.all(np.isfinite(obs["joint_pos"]))
+    venv.close()
