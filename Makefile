@@ -24,7 +24,8 @@ help:
 
 setup: $(STAMP)
 
-$(STAMP): $(REQS) postbc_core/pyproject.toml
+$(STAMP): $(REQS) postbc_core/pyproject.toml scripts/system_deps.sh
+	bash scripts/system_deps.sh
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found; install Python >= 3.10 (apt-get install python3 python3-venv)"; exit 1; }
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "error: Python >= 3.10 required, found " + sys.version.split()[0])'
 	@$(PY) -m venv --help >/dev/null 2>&1 || { echo "installing python3-venv"; apt-get update -qq && apt-get install -y -qq python3-venv; }
