@@ -33,20 +33,39 @@ def _train(args: list[str], prog: str) -> int:
     return 0
 
 
-def _data(args: list[str], prog: str) -> int:
-    import tyro
+def _verb_group(module: str, table: str) -> Callable[[list[str], str], int]:
+    """`postbc GROUP VERB ...`: VERB picks a typed function from `module.table`; tyro builds its flags."""
 
-    from postbc_core.cli.data_cmd import DATA_COMMANDS
+    def run(args: list[str], prog: str) -> int:
+        import importlib
 
-    if not args or args[0] in ("-h", "--help") or args[0] not in DATA_COMMANDS:
-        verbs = ", ".join(DATA_COMMANDS)
-        if args and args[0] not in ("-h", "--help"):
-            print(f"error: unknown data command {args[0]!r}; choose one of: {verbs}", file=sys.stderr)
+        import tyro
+
+        commands = getattr(importlib.import_module(module), table)
+        verbs = ", ".join(commands)
+        if not args or args[0] in ("-h", "--help"):
+            print(f"usage: {prog} {{{verbs}}} ...  (`{prog} VERB --help` for each)")
+            return 0
+        if args[0] not in commands:
+            print(f"error: unknown {prog.split()[-1]} command {args[0]!r}; choose one of: {verbs}", file=sys.stderr)
             return 2
-        print(f"usage: {prog} {{{verbs}}} ...  (`{prog} VERB --help` for each)")
-        return 0
-    verb = args[0]
-    return int(tyro.cli(DATA_COMMANDS[verb], args=args[1:], prog=f"{prog} {verb}") or 0)
+        verb = args[0]
+        return int(tyro.cli(commands[verb], args=args[1:], prog=f"{prog} {verb}") or 0)
+
+    return run
+
+
+def _single(module: str, name: str) -> Callable[[list[str], str], int]:
+    """`postbc NAME ...` backed by one typed function `module.name`."""
+
+    def run(args: list[str], prog: str) -> int:
+        import importlib
+
+        import tyro
+
+        return int(tyro.cli(getattr(importlib.import_module(module), name), args=args, prog=prog) or 0)
+
+    return run
 
 
 def _coverage(args: list[str], prog: str) -> int:
@@ -101,7 +120,12 @@ def _demo(args: list[str], prog: str) -> int:
 
 COMMANDS: dict[str, tuple[Callable[[list[str], str], int], str]] = {
     "train": (_train, "train ensemble + posterior + diffusion policy from an episode store"),
-    "data": (_data, "inspect, validate and convert episode stores"),
+    "data": (_verb_group("postbc_core.cli.data_cmd", "DATA_COMMANDS"), "inspect, validate and convert episode stores"),
+    "sim": (_verb_group("postbc_core.cli.sim_cmd", "SIM_COMMANDS"), "simulated WidowX: scripted demonstrations"),
+    "eval": (_single("postbc_core.cli.eval_cmd", "evaluate"),
+             "roll out a checkpoint in the sim: success rate (Wilson 95%), returns, videos"),
+    "replay": (_single("postbc_core.cli.eval_cmd", "replay"),
+               "re-execute a recorded episode in the sim: video, plots, divergence"),
     "coverage": (_coverage, "plot BC vs PostBC samples on the 1-D coverage problem"),
     "demo": (_demo, "run the main job on the embedded default"),
 }
