@@ -1,0 +1,325 @@
+"""Policy evaluation in the MuJoCo twin: N task instances stepped in lockstep by one batched `PolicyRunner`.
+
+Why a batched loop over `Task` objects rather than gymnasium.vector.SyncVectorEnv: every episode i gets the seed
+`seed + i` whichever env slot runs it and finished slots are refilled at once (SyncVectorEnv autoresets with
+gymnasium-chosen seeds one step late), rendering is switched on per episode (only the video episodes render the
+front camera, so state-only evaluations stay fast), and the raw task observation (with task extras and success) is at
+hand for recording. The physics is the same code the gymnasium envs wrap.
+
+Success rate: Wilson score interval (Wilson, E. B. (1927), "Probable inference, the law of succession, and
+statistical inference", JASA 22(158):209-212; recommended over the normal/Wald interval by Brown, Cai & DasGupta
+(2001), "Interval estimation for a binomial proportion", Statistical Science 16(2):101-133).
+
+Shape legend: N environments, T episode steps, Ta action steps, Da action dim (7), H, W image height/width.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from postbc_core.errors import ConfigError, PostBCError
+from postbc_core.policies.runner import PolicyRunner
+from postbc_core.robots import kinematics
+from postbc_core.sim.base import CAMERAS, Task
+from postbc_core.sim.registry import make
+
+logger = logging.getLogger(__name__)
+
+Z95 = 1.959963984540054  # standard normal 97.5% quantile: two-sided 95%
+VIDEO_CAMERA = "front"
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion p = successes / n:
+
+        centre = (p + z^2 / 2n) / (1 + z^2 / n)
+        half   = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / 4n^2)
+
+    Returns (centre - half, centre + half), inside [0, 1] even at 0 or n successes (unlike the Wald interval).
+    """
+    if n < 1 or not 0 <= successes <= n:
+        raise ConfigError(f"wilson_interval needs 0 <= successes <= n and n >= 1, got {successes}/{n}")
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    # At 0 (n) successes the lower (upper) bound is exactly 0 (1) analytically; float round-off leaves ~1e-18.
+    lo = 0.0 if successes == 0 else centre - half
+    hi = 1.0 if successes == n else centre + half
+    return lo, hi
+
+
+# ------------------------------------------------------------------------------------------------------------------
+def task_keys(task: Task) -> dict[str, tuple[int, ...]]:
+    """Observation keys (per-step shapes) a task can provide: its state keys plus `<camera>_rgb` for every camera
+    (at the configured image size)."""
+    obs = task.observation(render=False)
+    keys = {k: tuple(np.shape(v)) for k, v in obs.items() if k != "success"}
+    h, w = task.config.image_size
+    keys.update({f"{c}_rgb": (h, w, 3) for c in CAMERAS})
+    return keys
+
+
+def task_overrides_for_policy(obs_shapes: dict[str, tuple[int, ...]]) -> dict:
+    """TaskConfig overrides that make the task render the policy's cameras at the policy's image size."""
+    cams = [k[: -len("_rgb")] for k in obs_shapes if k.endswith("_rgb") and k[: -len("_rgb")] in CAMERAS]
+    if not cams:
+        return {}
+    sizes = {tuple(obs_shapes[f"{c}_rgb"][:2]) for c in cams}
+    if len(sizes) > 1:
+        raise ConfigError(f"policy cameras {cams} have different image sizes {sorted(sizes)}; the sim renders every "
+                          "camera at one image_size")
+    return {"cameras": tuple(cams), "image_size": sizes.pop()}
+
+
+def check_policy_fits_task(obs_shapes: dict[str, tuple[int, ...]], task: Task) -> None:
+    """ConfigError naming every policy key the task cannot provide (missing, or with another shape)."""
+    have = task_keys(task)
+    missing = [k for k in obs_shapes if k not in have]
+    wrong = [f"{k}: policy {tuple(obs_shapes[k])} vs task {have[k]}" for k in obs_shapes
+             if k in have and tuple(obs_shapes[k]) != have[k]]
+    if missing or wrong:
+        raise ConfigError(f"the checkpoint needs observation keys the task {task.name!r} cannot provide: "
+                          f"missing {missing}, shape mismatch {wrong}; the task provides "
+                          f"{sorted(have)} (retrain with --obs-keys from these, or pick the task it was trained on)")
+
+
+def mat_to_rpy(R: np.ndarray) -> np.ndarray:
+    """Inverse of kinematics.euler_to_mat: R = Rz(yaw) Ry(pitch) Rx(roll) -> (roll, pitch, yaw) rad."""
+    return np.array([math.atan2(R[2, 1], R[2, 2]), -math.asin(np.clip(R[2, 0], -1.0, 1.0)),
+                     math.atan2(R[1, 0], R[0, 0])])
+
+
+def ee_delta_between(q, q_target) -> np.ndarray:
+    """The Bridge-style EE delta (6,) [dx dy dz (m), droll dpitch dyaw (rad)] that moves FK(q) to FK(q_target), in
+    the convention of kinematics.apply_ee_delta (base-frame translation, extrinsic rpy pre-multiplied)."""
+    T0, T1 = kinematics.fk_matrix(np.asarray(q, float)), kinematics.fk_matrix(np.asarray(q_target, float))
+    return np.concatenate([T1[:3, 3] - T0[:3, 3], mat_to_rpy(T1[:3, :3] @ T0[:3, :3].T)])
+
+
+def record_row(obs: dict, action: np.ndarray, task: Task, info: dict) -> dict[str, np.ndarray]:
+    """One store row: the observation before the action, the commanded action in both conventions (the same keys
+    the scripted demos record), reward/done are added by the caller."""
+    row = {k: (np.asarray(v, np.float64) if k == "timestamp" else v if v.dtype == np.uint8 else
+               np.asarray(v, np.float32)) for k, v in obs.items() if k != "success"}
+    q = np.asarray(obs["joint_pos"], float)
+    if task.config.action_mode == "joint":
+        row["cmd_joint_pos"] = action.astype(np.float32)
+        row["cmd_ee_delta"] = np.r_[ee_delta_between(q, action[:6]), action[6]].astype(np.float32)
+    else:
+        row["cmd_ee_delta"] = action.astype(np.float32)
+        row["cmd_joint_pos"] = np.r_[info["joint_target"], info["gripper_target"]].astype(np.float32)
+    return row
+
+
+def write_video(path: str | Path, frames: list[np.ndarray], fps: float) -> Path:
+    """Writes RGB frames (H, W, 3) uint8 as an mp4 (OpenCV, 'mp4v')."""
+    import cv2
+
+    if not frames:
+        raise PostBCError(f"no frames to write to {path}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
+    if not writer.isOpened():
+        raise PostBCError(f"OpenCV cannot write {path} (no mp4v encoder in this cv2 build?); install "
+                          "opencv-python-headless 4.x")
+    try:
+        for f in frames:
+            writer.write(np.ascontiguousarray(f[..., ::-1]))  # OpenCV wants BGR
+    finally:
+        writer.release()
+    return path
+
+
+# ------------------------------------------------------------------------------------------------------------------
+@dataclass
+class EvalConfig:
+    """Roll out a checkpoint in a sim task."""
+
+    checkpoint: Path
+    """Policy checkpoint (.safetensors or the `postbc train` run directory)."""
+    task: str
+    """Sim task name (postbc_core.sim.registry.list_tasks())."""
+    episodes: int = 20
+    """Number of evaluation episodes; episode i uses seed `seed + i`."""
+    num_envs: int = 4
+    """Environments stepped in lockstep (one batched policy call per chunk)."""
+    seed: int = 0
+    """First episode seed."""
+    videos: int = 2
+    """Write mp4s of the first this-many episodes (front camera)."""
+    record_to: Path | None = None
+    """Append every rollout to this episode store (source 'policy', success labels)."""
+    out: Path = Path("runs/eval")
+    """Output directory: eval.json and videos/."""
+    device: str = "auto"
+    """Torch device for the policy."""
+    n_action_steps: int | None = None
+    """Actions of each chunk executed before replanning (default: the whole chunk, Ta)."""
+    max_steps: int | None = None
+    """Override the task's episode time limit (control steps)."""
+    video_size: tuple[int, int] = (256, 256)
+    """Video frame (height, width) in pixels."""
+
+    def __post_init__(self):
+        self.checkpoint, self.out = Path(self.checkpoint), Path(self.out)
+        self.record_to = None if self.record_to is None else Path(self.record_to)
+        self.video_size = tuple(int(v) for v in self.video_size)
+        if self.episodes < 1 or self.num_envs < 1:
+            raise ConfigError(f"--episodes ({self.episodes}) and --num-envs ({self.num_envs}) must be >= 1")
+        if self.videos < 0:
+            raise ConfigError(f"--videos must be >= 0, got {self.videos}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"--max-steps must be >= 1, got {self.max_steps}")
+        if len(self.video_size) != 2 or min(self.video_size) < 16:
+            raise ConfigError(f"--video-size {self.video_size}: give (height, width) >= 16 px")
+
+
+def run_evaluation(cfg: EvalConfig) -> dict:
+    """Loads the checkpoint and evaluates it (see `evaluate_policy`); writes out/eval.json."""
+    from postbc_core import load_policy
+
+    policy = load_policy(cfg.checkpoint, device=cfg.device)
+    report = evaluate_policy(policy, cfg.task, episodes=cfg.episodes, num_envs=cfg.num_envs, seed=cfg.seed,
+                             videos=cfg.videos, out=cfg.out, record_to=cfg.record_to,
+                             n_action_steps=cfg.n_action_steps, max_steps=cfg.max_steps, video_size=cfg.video_size)
+    report["checkpoint"] = str(cfg.checkpoint)
+    report["policy_train_info"] = getattr(policy, "info", {}).get("train", {})
+    path = cfg.out / "eval.json"
+    path.write_text(json.dumps(report, indent=2))
+    report["json"] = str(path)
+    return report
+
+
+def evaluate_policy(policy, task: str, *, episodes: int, num_envs: int = 4, seed: int = 0, videos: int = 0,
+                    out: str | Path | None = None, record_to: str | Path | None = None,
+                    n_action_steps: int | None = None, max_steps: int | None = None,
+                    video_size: tuple[int, int] = (256, 256)) -> dict:
+    """Runs `episodes` episodes of `policy` in `task` over min(num_envs, episodes) lockstep envs.
+
+    Returns the report dict: success rate + Wilson 95% interval, per-episode seeds / successes / returns / lengths,
+    timings, video paths. Videos go to out/videos/episode_XXX.mp4 (needs `out` when videos > 0).
+    """
+    runner = PolicyRunner(policy, num_envs=min(num_envs, episodes), n_action_steps=n_action_steps)
+    overrides = {**task_overrides_for_policy(runner.obs_shapes), "action_mode": runner.action_mode}
+    if max_steps is not None:
+        overrides["max_steps"] = int(max_steps)
+    envs = [make(task, **overrides) for _ in range(runner.num_envs)]
+    check_policy_fits_task(runner.obs_shapes, envs[0])
+    if videos and out is None:
+        raise ConfigError("videos > 0 needs an output directory (out=...)")
+    out = None if out is None else Path(out)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    store = None
+    if record_to is not None:
+        from postbc_core.data import EpisodeStore
+
+        store = EpisodeStore.open(record_to, "a")
+    lows_highs = [e.action_bounds() for e in envs]
+    vh, vw = video_size
+    fps = envs[0].config.control_hz
+
+    pending = list(range(episodes))
+    slot_ep = [-1] * runner.num_envs  # episode index each env runs (-1 = idle)
+    obs: list[dict | None] = [None] * runner.num_envs
+    ep_state: list[dict] = [{} for _ in range(runner.num_envs)]
+    results: list[dict | None] = [None] * episodes
+    video_paths: list[str] = []
+    n_clipped = n_steps = 0
+
+    def start(j: int) -> None:
+        ep = pending.pop(0)
+        slot_ep[j] = ep
+        obs[j] = envs[j].reset(seed=seed + ep)
+        runner.reset([j])
+        ep_state[j] = {"ret": 0.0, "len": 0, "success": False, "rows": [] if store is not None else None,
+                       "frames": [envs[j].sim.render(VIDEO_CAMERA, vw, vh)[0]] if ep < videos else None,
+                       "t0": time.time()}
+
+    for j in range(runner.num_envs):
+        start(j)
+    t_start = time.time()
+    try:
+        while True:
+            active = [j for j in range(runner.num_envs) if slot_ep[j] >= 0]
+            if not active:
+                break
+            batch = {k: np.stack([np.asarray(obs[j][k], np.uint8 if k.endswith("_rgb") else np.float32)
+                                  for j in active]) for k in runner.obs_shapes}
+            actions = runner.act(batch, env_ids=active)  # (n, 7)
+            for a, j in zip(actions, active):
+                st, env = ep_state[j], envs[j]
+                lo, hi = lows_highs[j]
+                a64 = np.asarray(a, np.float64)
+                clipped = np.clip(a64, lo, hi)
+                if np.any(clipped != a64):
+                    n_clipped += 1
+                    logger.debug("episode %d step %d: action %s clipped to the action bounds", slot_ep[j],
+                                 st["len"], np.round(a64, 4))
+                prev = obs[j]
+                obs[j], reward, terminated, truncated, info = env.step(clipped)
+                n_steps += 1
+                st["ret"] += reward
+                st["len"] += 1
+                st["success"] |= bool(info["success"])
+                if st["rows"] is not None:
+                    row = record_row(prev, clipped, env, info)
+                    row["policy_action"] = np.asarray(a, np.float32)  # before clipping, in policy units
+                    row["reward"] = np.float32(reward)
+                    row["done"] = np.bool_(terminated)  # a time-limit truncation is not terminal (as demos)
+                    st["rows"].append(row)
+                if st["frames"] is not None:
+                    st["frames"].append(env.sim.render(VIDEO_CAMERA, vw, vh)[0])
+                if terminated or truncated:
+                    ep = slot_ep[j]
+                    results[ep] = {"episode": ep, "seed": seed + ep, "success": st["success"],
+                                   "return": round(st["ret"], 6), "length": st["len"]}
+                    logger.info("episode %d (seed %d): %s in %d steps, return %.3f", ep, seed + ep,
+                                "success" if st["success"] else "failure", st["len"], st["ret"])
+                    if st["frames"] is not None:
+                        p = write_video(out / "videos" / f"episode_{ep:03d}.mp4", st["frames"], fps)
+                        video_paths.append(str(p))
+                    if store is not None:
+                        data = {k: np.stack([r[k] for r in st["rows"]]) for k in st["rows"][0]}
+                        store.add_episode(data, success=st["success"], task=task, source="policy",
+                                          start_time=st["t0"], end_time=time.time())
+                    if pending:
+                        start(j)
+                    else:
+                        slot_ep[j] = -1
+    finally:
+        if store is not None:
+            store.close()
+        for e in envs:
+            e.close()
+    wall = time.time() - t_start
+    if n_clipped:
+        logger.warning("%d of %d policy actions were outside the task's action bounds and were clipped",
+                       n_clipped, n_steps)
+    k = sum(r["success"] for r in results)
+    lo, hi = wilson_interval(k, episodes)
+    returns = [r["return"] for r in results]
+    lengths = [r["length"] for r in results]
+    return {
+        "task": task, "episodes": episodes, "num_envs": runner.num_envs, "seed": seed,
+        "action_key": runner.action_key, "action_mode": runner.action_mode,
+        "n_obs_steps": runner.n_obs_steps, "action_horizon": runner.action_horizon,
+        "n_action_steps": runner.n_action_steps,
+        "n_success": k, "success_rate": k / episodes, "success_ci95": [lo, hi], "ci_method": "wilson",
+        "mean_return": float(np.mean(returns)), "mean_length": float(np.mean(lengths)),
+        "seeds": [r["seed"] for r in results], "successes": [r["success"] for r in results],
+        "returns": returns, "lengths": lengths, "n_clipped_actions": n_clipped, "n_steps": n_steps,
+        "policy_calls": runner.n_predict_calls, "wall_time_s": round(wall, 3),
+        "steps_per_s": round(n_steps / max(wall, 1e-9), 1), "videos": video_paths,
+        "record_to": None if record_to is None else str(record_to),
+    }
