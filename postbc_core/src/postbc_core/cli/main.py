@@ -93,15 +93,20 @@ def _coverage_summary(m: dict, out: Path) -> str:
 
 @dataclass
 class DemoConfig:
-    """The main job on the embedded default. Until the MuJoCo twin lands: train BC and PostBC on the bundled
-    1-D coverage demonstrations and write the coverage figure."""
+    """The main job on the embedded default: (1) the coverage experiment on the bundled 1-D demonstrations
+    (BC vs PostBC action samples, PNG); (2) the sim pipeline: scripted WidowX demonstrations -> BC and PostBC ->
+    evaluation of both in the MuJoCo twin -> report."""
 
     out: Path = Path("runs/demo")
     """Output directory."""
+    task: str = "lift_cube"
+    """Sim task for the pipeline."""
     device: str = "auto"
     """Torch device."""
     seed: int = 0
     """Seed."""
+    skip_sim: bool = False
+    """Only run the coverage experiment."""
 
 
 def _demo(args: list[str], prog: str) -> int:
@@ -115,6 +120,11 @@ def _demo(args: list[str], prog: str) -> int:
                          seed=cfg.seed)
     m = run_coverage(cov)
     print(_coverage_summary(m, cov.out))
+    if not cfg.skip_sim:
+        from postbc_core.analysis.sim_demo import SimDemoConfig, run_sim_demo, summary_line
+
+        sim = SimDemoConfig(out=cfg.out / "sim", task=cfg.task, device=cfg.device, seed=cfg.seed)
+        print(summary_line(run_sim_demo(sim)) + f"  (report: {sim.out / 'report.md'})")
     return 0
 
 
