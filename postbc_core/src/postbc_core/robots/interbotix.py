@@ -179,16 +179,7 @@ class InterbotixRobot(Robot):
     def send_action(self, action: JointAction | EEDeltaAction) -> SentCommand:
         with self._lock:
             cur = self.get_observation()["joint_pos"]
-            if isinstance(action, EEDeltaAction):
-                delta = np.asarray(action.delta, dtype=np.float64).reshape(6)
-                if not np.all(np.isfinite(delta)):
-                    raise PostBCError(f"EE delta {delta} has non-finite values; command rejected, nothing sent")
-                requested = kinematics.apply_ee_delta(cur, delta)
-            elif isinstance(action, JointAction):
-                requested = action.joint_pos
-            else:
-                raise PostBCError(f"send_action takes a JointAction or EEDeltaAction, got {type(action).__name__}")
-            sent = self.safety.filter(requested, action.gripper, cur)
+            sent = self.safety.command(action, cur)
             self.bot.core.robot_write_commands(self.config.group_name, [float(v) for v in sent.joint_pos])
             self._command_gripper(sent.gripper)
             return sent

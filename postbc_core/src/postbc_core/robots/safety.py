@@ -18,7 +18,7 @@ import numpy as np
 
 from postbc_core.errors import ConfigError, PostBCError
 from postbc_core.robots import kinematics
-from postbc_core.robots.base import JOINT_NAMES, N_JOINTS, SentCommand
+from postbc_core.robots.base import JOINT_NAMES, N_JOINTS, EEDeltaAction, JointAction, SentCommand
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,21 @@ class SafetyLayer:
             logger.warning("safety: gripper target %.4f m outside [%.4f, %.4f] m, clamped to %.4f", g, lo, hi, clamped)
             g = clamped
         return g
+
+    def command(self, action: JointAction | EEDeltaAction, current_q) -> SentCommand:
+        """Resolves a robot action against the measured joints (EE deltas through kinematics.apply_ee_delta, as
+        teleop does) and filters it: the one path every backend and the scripted operators use."""
+        if isinstance(action, EEDeltaAction):
+            delta = np.asarray(action.delta, dtype=np.float64).reshape(6)
+            if not np.all(np.isfinite(delta)):
+                self.stats.rejected += 1
+                raise PostBCError(f"EE delta {delta} has non-finite values; command rejected, nothing sent")
+            requested = kinematics.apply_ee_delta(self.check_finite(current_q, "current joint state"), delta)
+        elif isinstance(action, JointAction):
+            requested = action.joint_pos
+        else:
+            raise PostBCError(f"expected a JointAction or EEDeltaAction, got {type(action).__name__}")
+        return self.filter(requested, action.gripper, current_q)
 
     def filter(self, requested_q, requested_gripper: float, current_q) -> SentCommand:
         """requested_q (6,) rad, requested_gripper m, current_q (6,) rad (measured) -> the command to send."""

@@ -65,16 +65,7 @@ class SimRobot(Robot):
 
     def send_action(self, action: JointAction | EEDeltaAction) -> SentCommand:
         cur = self.sim.joint_pos()
-        if isinstance(action, EEDeltaAction):
-            delta = np.asarray(action.delta, dtype=np.float64).reshape(6)
-            if not np.all(np.isfinite(delta)):
-                raise PostBCError(f"EE delta {delta} has non-finite values; command rejected, nothing sent")
-            requested = kinematics.apply_ee_delta(cur, delta)
-        elif isinstance(action, JointAction):
-            requested = action.joint_pos
-        else:
-            raise PostBCError(f"send_action takes a JointAction or EEDeltaAction, got {type(action).__name__}")
-        sent = self.safety.filter(requested, action.gripper, cur)
+        sent = self.safety.command(action, cur)
         self.sim.step_control(sent.joint_pos, sent.gripper)
         self.task.steps += 1
         return sent

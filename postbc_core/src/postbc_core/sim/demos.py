@@ -24,6 +24,7 @@ import numpy as np
 
 from postbc_core.errors import ConfigError, StoreError
 from postbc_core.robots import kinematics
+from postbc_core.robots.base import EEDeltaAction
 from postbc_core.robots.safety import SafetyLayer, SafetyLimits
 
 logger = logging.getLogger(__name__)
@@ -372,7 +373,7 @@ def run_demo_episode(task, demonstrator: Demonstrator, seed: int, *, safety: Saf
     for _ in range(task.config.max_steps):
         cmd = np.asarray(demonstrator.act(obs), dtype=np.float64)
         q = obs["joint_pos"]
-        sent = safety.filter(kinematics.apply_ee_delta(q, cmd[:6]), cmd[6], q)
+        sent = safety.command(EEDeltaAction(delta=cmd[:6], gripper=float(cmd[6])), q)
         nxt, reward, terminated, truncated, info = task.step(np.r_[sent.joint_pos, sent.gripper])
         rec = {k: v for k, v in obs.items() if k not in NOT_RECORDED}
         rec["cmd_ee_delta"] = cmd
