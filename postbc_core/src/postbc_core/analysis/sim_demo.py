@@ -66,7 +66,7 @@ def run_sim_demo(cfg: SimDemoConfig) -> dict:
     cfg.out.mkdir(parents=True, exist_ok=True)
     demos = cfg.out / "demos.zarr"
     stats = record_demos(cfg.task, cfg.demos, demos, seed=cfg.seed, quality=cfg.quality, overwrite=True)
-    results = {"task": cfg.task, "demos": cfg.demos, "demo_success_rate": stats.successes / max(stats.attempts, 1),
+    results = {"task": cfg.task, "demos": cfg.demos, "demo_success_rate": stats.success_rate,
                "eval_episodes": cfg.eval_episodes, "seed": cfg.seed, "alpha": cfg.alpha, "policies": {}}
     for name, alpha in (("bc", 0.0), ("postbc", cfg.alpha)):
         run = train(TrainConfig(

@@ -416,6 +416,15 @@ class DemoStats:
     """Per attempt: the demonstrator's random choices (approach side, grasp yaw, ...)."""
     seconds: float = 0.0
 
+    def add(self, ep: "DemoEpisode") -> None:
+        """Counts one attempt."""
+        self.attempts += 1
+        self.successes += ep.success
+        self.lengths.append(ep.length)
+        self.successes_per_attempt.append(ep.success)
+        self.path_lengths.append(ep.path_length)
+        self.modes.append(ep.mode)
+
     @property
     def success_rate(self) -> float:
         return self.successes / self.attempts if self.attempts else 0.0
@@ -478,12 +487,7 @@ def record_demos(task: str, episodes: int, out: Path, *, seed: int = 0, quality:
             start = time.time()
             demo = make_demonstrator(task, np.random.default_rng([seed, i]), quality)
             ep = run_demo_episode(env, demo, seed + i, safety=safety)
-            stats.attempts += 1
-            stats.successes += ep.success
-            stats.lengths.append(ep.length)
-            stats.successes_per_attempt.append(ep.success)
-            stats.path_lengths.append(ep.path_length)
-            stats.modes.append(ep.mode)
+            stats.add(ep)
             if ep.success or keep_failures:
                 store.add_episode(ep.data, success=ep.success, task=task, source="scripted", operator=operator,
                                   start_time=start, end_time=time.time())
@@ -513,12 +517,7 @@ def demo_success_rate(task: str, n: int, *, seed: int = 0, quality: float = 1.0,
         for i in range(n):
             ep = run_demo_episode(env, make_demonstrator(task, np.random.default_rng([seed, i]), quality), seed + i,
                                   safety=safety)
-            stats.attempts += 1
-            stats.successes += ep.success
-            stats.lengths.append(ep.length)
-            stats.successes_per_attempt.append(ep.success)
-            stats.path_lengths.append(ep.path_length)
-            stats.modes.append(ep.mode)
+            stats.add(ep)
     finally:
         env.close()
     stats.seconds = time.time() - t0
