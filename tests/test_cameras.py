@@ -141,7 +141,7 @@ def test_sim_camera_intrinsics_and_frames():
         fovy = math.radians(float(sim.model.cam_fovy[sim.model.camera("front").id]))
         assert cam.intrinsics.fy == pytest.approx(32 / (2 * math.tan(fovy / 2)))
         assert cam.intrinsics.fx == cam.intrinsics.fy
-        assert (cam.intrinsics.cx, cam.intrinsics.cy) == (20.0, 16.0)
+        assert (cam.intrinsics.cx, cam.intrinsics.cy) == (19.5, 15.5)  # ((W - 1) / 2, (H - 1) / 2)
         with pytest.raises(PostBCError):
             cam.read()
         with cam:

@@ -13,6 +13,22 @@ from postbc_core.cameras.base import Camera, Frame, Intrinsics
 from postbc_core.errors import ConfigError, PostBCError
 
 
+def mujoco_intrinsics(model, camera: str, width: int, height: int) -> Intrinsics:
+    """Pinhole intrinsics of a MuJoCo camera rendered at width x height: fx = fy = H / (2 tan(fovy / 2)).
+
+    OpenCV's pixel convention: pixel centres at integer coordinates, so the optical axis of a symmetric frustum sits
+    at ((W - 1) / 2, (H - 1) / 2); W / 2 would be half a pixel off (~0.1 deg in hand-eye calibration).
+    """
+    import mujoco
+
+    cam_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+    if cam_id < 0:
+        names = [model.camera(i).name for i in range(model.ncam)]
+        raise ConfigError(f"unknown sim camera {camera!r}; available: {names}")
+    f = height / (2.0 * math.tan(math.radians(float(model.cam_fovy[cam_id])) / 2.0))
+    return Intrinsics(width=width, height=height, fx=f, fy=f, cx=(width - 1) / 2.0, cy=(height - 1) / 2.0)
+
+
 class SimCamera(Camera):
     """Renders `camera` of `sim` (a WidowXSim, or a Task whose `.sim` is one) at width x height pixels."""
 
@@ -26,16 +42,7 @@ class SimCamera(Camera):
         self.width, self.height, self.depth = int(width), int(height), bool(depth)
         self._index = 0
         self._connected = False
-        import mujoco
-
-        cam_id = mujoco.mj_name2id(self._sim.model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
-        if cam_id < 0:
-            names = [self._sim.model.camera(i).name for i in range(self._sim.model.ncam)]
-            raise ConfigError(f"unknown sim camera {camera!r}; available: {names}")
-        fovy = math.radians(float(self._sim.model.cam_fovy[cam_id]))
-        f = self.height / (2.0 * math.tan(fovy / 2.0))
-        self._intr = Intrinsics(width=self.width, height=self.height, fx=f, fy=f, cx=self.width / 2.0,
-                                cy=self.height / 2.0)
+        self._intr = mujoco_intrinsics(self._sim.model, camera, self.width, self.height)
 
     def connect(self) -> None:
         self._connected = True

@@ -131,6 +131,8 @@ def _demo(args: list[str], prog: str) -> int:
 COMMANDS: dict[str, tuple[Callable[[list[str], str], int], str]] = {
     "train": (_train, "train ensemble + posterior + diffusion policy from an episode store"),
     "data": (_verb_group("postbc_core.cli.data_cmd", "DATA_COMMANDS"), "inspect, validate and convert episode stores"),
+    "calibrate": (_verb_group("postbc_core.cli.calibrate_cmd", "CALIBRATE_COMMANDS"),
+                  "camera intrinsics (ChArUco) and hand-eye calibration -> YAML"),
     "sim": (_verb_group("postbc_core.cli.sim_cmd", "SIM_COMMANDS"), "simulated WidowX: scripted demonstrations"),
     "eval": (_single("postbc_core.cli.eval_cmd", "evaluate"),
              "roll out a checkpoint in the sim: success rate (Wilson 95%), returns, videos"),
