@@ -88,16 +88,7 @@ def worker(args: argparse.Namespace) -> dict:
     else:
         mlps, opts = [], []
         for m in range(k):  # same initial weights as the batched module
-            layers: list[nn.Module] = []
-            for i, bl in enumerate(ens.head.layers):
-                lin = nn.Linear(bl.in_features, bl.out_features)
-                with torch.no_grad():
-                    lin.weight.copy_(bl.weight[m].T)
-                    lin.bias.copy_(bl.bias[m, 0])
-                layers.append(lin)
-                if i < len(ens.head.layers) - 1:
-                    layers.append(nn.ReLU())
-            mlps.append(nn.Sequential(*layers))
+            mlps.append(ens.head.member(m))
             opts.append(make_adam(mlps[-1].parameters(), 1e-4, args.adam))
         del ens
         # Per-member views made once: the loop then pays only its own per-member overhead.

@@ -40,17 +40,8 @@ def _one_torch_thread():
 
 
 def member_mlp(ens: EnsembleRegressor, k: int) -> nn.Sequential:
-    """An ordinary nn.Sequential MLP holding a copy of member k's head weights."""
-    layers: list[nn.Module] = []
-    for i, bl in enumerate(ens.head.layers):
-        lin = nn.Linear(bl.in_features, bl.out_features)
-        with torch.no_grad():
-            lin.weight.copy_(bl.weight[k].T)
-            lin.bias.copy_(bl.bias[k, 0])
-        layers.append(lin)
-        if i < len(ens.head.layers) - 1:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+    """An ordinary nn.Sequential MLP holding a copy of member k's head weights (the reference implementation)."""
+    return ens.head.member(k)
 
 
 def lowdim_ensemble(k=3, head="mse", hidden=(16, 16), seed=0, **kw) -> EnsembleRegressor:

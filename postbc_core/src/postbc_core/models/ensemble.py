@@ -13,6 +13,7 @@ feeds each member its own resampled batch.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from pathlib import Path
@@ -106,6 +107,19 @@ class BatchedMLP(nn.Module):
             if i < len(self.layers) - 1:
                 x = self.act(x)
         return x
+
+    def member(self, k: int) -> nn.Sequential:
+        """Member k as an ordinary nn.Sequential holding a copy of its weights (export, reference checks)."""
+        layers: list[nn.Module] = []
+        for i, bl in enumerate(self.layers):
+            lin = nn.Linear(bl.in_features, bl.out_features)
+            with torch.no_grad():
+                lin.weight.copy_(bl.weight[k].T)
+                lin.bias.copy_(bl.bias[k, 0])
+            layers.append(lin)
+            if i < len(self.layers) - 1:
+                layers.append(copy.deepcopy(self.act))
+        return nn.Sequential(*layers)
 
 
 def gaussian_nll(mean: torch.Tensor, log_var: torch.Tensor, ntarget: torch.Tensor) -> torch.Tensor:
