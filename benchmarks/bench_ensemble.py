@@ -161,7 +161,8 @@ def main() -> None:
     p.add_argument("--min-seconds", type=float, default=5.0)
     p.add_argument("--max-steps", type=int, default=200)
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first (Adam allocates its state)")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"JSON path (default {RESULTS}; --quick runs default to results/quick/, git-ignored)")
     # internal: run one variant in this process
     p.add_argument("--variant", choices=["batched", "loop"], help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
@@ -240,9 +241,10 @@ def main() -> None:
         "torch_threads": args.threads, "torch_version": torch.__version__, "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(), "table": table, "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    out = args.out or (RESULTS.parent / "quick" / RESULTS.name if args.quick else RESULTS)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

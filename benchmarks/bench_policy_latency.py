@@ -76,7 +76,7 @@ def main() -> None:
           f"p99 {f['p99_ms']:.3f} ms (target < {result['target_p99_ms']} ms: "
           f"{'met' if result['meets_target'] else 'NOT met'}); one noise-net forward p50 {b['p50_ms']:.3f} ms "
           f"-> ratio {result['ratio_p50_to_baseline']:.1f}x")
-    write_result(f"policy_latency_{'gpu' if dev.startswith('cuda') else 'cpu'}", result)
+    write_result(f"policy_latency_{'gpu' if dev.startswith('cuda') else 'cpu'}", result, quick=args.quick)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,8 @@ def main() -> None:
         r["headroom_vs_30hz"] = r["median_steps_per_s"] / 30.0
         print(f"{r['images']:12s}: {r['median_steps_per_s']:.0f} steps/s median (min {r['min_steps_per_s']:.0f}); "
               f"headroom x{r['headroom_vs_10hz']:.0f} over a 10 Hz recorder, x{r['headroom_vs_30hz']:.0f} over 30 Hz")
-    write_result("store_write_throughput", {"image_size": S, "steps_per_episode": T, "streams": 2, "results": rates})
+    write_result("store_write_throughput", {"image_size": S, "steps_per_episode": T, "streams": 2, "results": rates},
+                 quick=args.quick)
 
 
 if __name__ == "__main__":

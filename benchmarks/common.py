@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# Smoke runs (--quick) land here (git-ignored), so they never overwrite the recorded results.
+QUICK_RESULTS = RESULTS / "quick"
 
 
 def machine() -> dict:
@@ -29,10 +31,12 @@ def machine() -> dict:
     return info
 
 
-def write_result(name: str, payload: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    payload = {"benchmark": name, "date": time.strftime("%Y-%m-%d"), "machine": machine(), **payload}
+def write_result(name: str, payload: dict, quick: bool = False) -> Path:
+    folder = QUICK_RESULTS if quick else RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    payload = {"benchmark": name, "date": time.strftime("%Y-%m-%d"), "machine": machine(), "quick": quick,
+               **payload}
     path.write_text(json.dumps(payload, indent=2))
     print(f"wrote {path}")
     return path
