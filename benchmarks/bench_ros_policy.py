@@ -69,7 +69,7 @@ def main() -> None:
     from postbc.nodes.policy import Policy
     from postbc_core.robots import kinematics
     from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor
+    from postbc.executors import MultiThreadedExecutor
     from rclpy.node import Node
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import JointState

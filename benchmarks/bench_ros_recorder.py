@@ -76,7 +76,7 @@ def publisher(out: str, seconds: float) -> None:
     from postbc import conversions as cv
     from postbc import topics
     from postbc_core.robots.kinematics import HOME_QPOS
-    from rclpy.executors import MultiThreadedExecutor
+    from postbc.executors import MultiThreadedExecutor
     from rclpy.node import Node
     from sensor_msgs.msg import Image, JointState
     from trajectory_msgs.msg import JointTrajectory

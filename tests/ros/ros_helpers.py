@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
-from rclpy.executors import MultiThreadedExecutor
+from postbc.executors import MultiThreadedExecutor
 
 
 class Graph:
-    """Nodes in one context spun by a MultiThreadedExecutor on a background thread."""
+    """Nodes in one context spun by postbc.executors.MultiThreadedExecutor on a background thread."""
 
     def __init__(self, context):
         self.context = context

@@ -114,9 +114,6 @@ def test_recorder_config_errors_and_single_writer(ros_context, tmp_path):
         a.destroy_node()
 
 
-# Failed 3/3 attempts on fresh clones at the end of the 2026-11-21 session (timeouts waiting for commits /
-# steps), passing in the authors' runs: under investigation (issue 4 notes); runs with `make test-all`.
-@pytest.mark.slow
 def test_recorder_services_labels_time_limit_and_resume(graph, tmp_path):
     store = tmp_path / "demos.zarr"
     kw = {"store": str(store), "control_hz": 10.0, "cameras": ["front"], "image_size": [16, 16],
@@ -160,10 +157,13 @@ def test_recorder_services_labels_time_limit_and_resume(graph, tmp_path):
     assert [s.episode_meta(i)["success"] for i in range(3)] == [True, False, None]
     assert s.episode_meta(0)["task"] == "lift the cube" and s.episode_meta(0)["source"] == "teleop"
     lengths = s.episode_lengths
-    # One row per tick but the last (no response window); a starved test machine may skip timer periods, which
-    # the recorder counts.
+    # One row per tick but the first (its command is the next tick's); a starved test machine may skip timer
+    # periods, which the recorder counts: rows + missed ticks + 1 = the periods in the episode (+-1 for the phase
+    # of the first tick and a late last one).
     limited = st["last_episode"]
-    assert lengths[0] >= 8 and 13 <= lengths[2] + limited["missed_ticks"] <= 15, (lengths, limited)
+    periods = limited["duration_s"] * kw["control_hz"]
+    assert limited["duration_s"] >= 1.5 and lengths[0] >= 8, (lengths, limited)
+    assert abs(lengths[2] + limited["missed_ticks"] + 1 - periods) <= 1.0, (lengths, limited)
     ep = s.episode(0)
     assert ep["front_rgb"].shape[1:] == (16, 16, 3) and ep["front_rgb"].dtype == np.uint8
     assert ep["ee_pose"].shape[1:] == (7,) and ep["cmd_ee_delta"].shape[1:] == (7,)
@@ -214,15 +214,12 @@ sys.exit(recorder.main())
 """
 
 
-# Failed 3/3 attempts on fresh clones at the end of the 2026-11-21 session (timeouts waiting for commits /
-# steps), passing in the authors' runs: under investigation (issue 4 notes); runs with `make test-all`.
-@pytest.mark.slow
 def test_recorder_sigkill_keeps_committed_episodes(graph, tmp_path):
     store = tmp_path / "kill.zarr"
     env = dict(os.environ, PYTHONPATH=f"{REPO / 'ros2_ws/src/postbc'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     # flush_bytes small: the partial episode is on disk (not only in memory) when the process dies.
     proc = subprocess.Popen([sys.executable, "-m", "postbc.nodes.recorder", "--ros-args", "-p", f"store:={store}",
-                             "-p", "control_hz:=20.0", "-p", "flush_bytes:=500", "-p", "start_timeout:=5.0"],
+                             "-p", "control_hz:=20.0", "-p", "flush_bytes:=2000", "-p", "start_timeout:=5.0"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         helper = graph.node("helper")

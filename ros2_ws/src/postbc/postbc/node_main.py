@@ -10,7 +10,9 @@ import sys
 
 import rclpy
 from postbc_core.errors import PostBCError
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
+
+from postbc.executors import MultiThreadedExecutor
 
 
 def run_node(node_cls, args: list[str] | None = None) -> int:

@@ -29,7 +29,7 @@ class Composition:
 
     def __init__(self, specs: list[bringup.NodeSpec], context=None):
         import rclpy
-        from rclpy.executors import MultiThreadedExecutor
+        from postbc.executors import MultiThreadedExecutor
         from rclpy.parameter import Parameter
 
         self.context = context or rclpy.get_default_context()

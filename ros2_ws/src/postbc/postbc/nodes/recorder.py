@@ -21,9 +21,11 @@ store, episodes, recording, the current episode's steps / duration, per-stream r
 
 Writing: EpisodeStore.open(store, "a") (creates it, or resumes appending after recovering an interrupted tail; the
 store's writer lock refuses a second recorder). Steps go to `episode_writer(background=True)`, so block writes to
-disk run on the writer's thread; commit / discard / relabel run on one worker thread of this node, so the tick
-never waits for the disk. A committed episode is on disk for good: SIGKILL at any point leaves every committed
-episode valid, and the next recorder drops the uncommitted tail when it reopens the store.
+disk run on the writer's thread; commit / discard / relabel run on one worker thread of this node. The tick waits
+for the disk only when a block fills while the previous one is still being written (memory stays bounded), and
+then holds only the episode's write lock: stream callbacks, status and services never wait for the disk. A
+committed episode is on disk for good: SIGKILL at any point leaves every committed episode valid, and the next
+recorder drops the uncommitted tail when it reopens the store.
 """
 
 from __future__ import annotations
@@ -195,9 +197,11 @@ class Episode:
     label: bool | None = None  # the operator's label (wins over auto_label_success)
     success_seen: bool = False
     steps: int = 0
+    ticks: int = 0
     missed_ticks: int = 0  # timer periods skipped (the process was starved; rows are missing there)
-    last_tick: float = math.nan
     last_gripper_cmd: float = math.nan
+    open: bool = True  # False once committed / discarded: the tick writes no more rows
+    write_lock: threading.Lock = field(default_factory=threading.Lock)  # the tick's append vs commit / discard
 
 
 def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -279,21 +283,32 @@ class Recorder(Node):
             rec = self._rec
             if rec is None:
                 return
-            period = 1.0 / self.params.control_hz
-            if now - rec.last_tick > 1.5 * period:
-                rec.missed_ticks += round((now - rec.last_tick) / period) - 1
-            rec.last_tick = now
-            if self._pending is not None:
-                row, self._pending = self._pending, None
+            # Timer periods since the start minus ticks run. rcl fires a late tick as soon as it can and keeps the
+            # timer's phase, so a late tick is not a missed one; a tick late by more than a period is.
+            rec.ticks += 1
+            rec.missed_ticks = max(0, math.ceil((now - rec.start) * self.params.control_hz - 1e-6) - rec.ticks)
+            row, self._pending = self._pending, None
+            if row is not None:
+                self._complete_row(rec, row)
+        # The write may wait for the disk (a full block while the previous one is still being written): it holds
+        # only the episode's write lock, so stream callbacks, status and services never wait for the disk.
+        error = None
+        if row is not None:
+            with rec.write_lock:
                 try:
-                    self._complete_row(rec, row)
-                    rec.writer.append_step(row)
-                    rec.steps += 1
+                    if rec.open:  # else stopped / discarded since this tick began: the row has no episode
+                        rec.writer.append_step(row)
+                        rec.steps += 1
                 except PostBCError as e:  # a schema clash with the store, a bad message: never record it half
-                    self.error = f"episode {rec.index} aborted at step {rec.steps}: {e}"
-                    self.get_logger().error(self.error + "; the episode is discarded")
-                    self._end(discard=True, reason="error")
-                    return
+                    error = f"episode {rec.index} aborted at step {rec.steps}: {e}"
+        with self._lock:
+            if self._rec is not rec:
+                return
+            if error is not None:
+                self.error = error
+                self.get_logger().error(error + "; the episode is discarded")
+                self._end(discard=True, reason="error")
+                return
             if self.params.max_episode_s and now - rec.start >= self.params.max_episode_s - 1e-9:
                 self.get_logger().info(f"episode {rec.index}: time limit {self.params.max_episode_s:g} s reached; "
                                        "committing it")
@@ -436,11 +451,14 @@ class Recorder(Node):
         label = rec.label
         if label is None and self.params.auto_label_success:
             label = rec.success_seen
-        summary = {"index": rec.index, "steps": rec.steps, "duration_s": round(now - rec.start, 3),
+        summary = {"index": rec.index, "duration_s": round(now - rec.start, 3),
                    "missed_ticks": rec.missed_ticks, "reason": reason, "success": label,
                    "streams": {k: s.counts(now) for k, s in self.streams.items() if s.latest is not None}}
 
         def finish():
+            with rec.write_lock:  # waits for a row the tick is writing, then closes the episode to further rows
+                rec.open = False
+            summary["steps"] = rec.steps
             if discard or rec.steps == 0:
                 rec.writer.discard()
                 summary["committed"] = False
