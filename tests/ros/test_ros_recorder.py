@@ -217,7 +217,8 @@ sys.exit(recorder.main())
 def test_recorder_sigkill_keeps_committed_episodes(graph, tmp_path):
     store = tmp_path / "kill.zarr"
     env = dict(os.environ, PYTHONPATH=f"{REPO / 'ros2_ws/src/postbc'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    # flush_bytes small: the partial episode is on disk (not only in memory) when the process dies.
+    # flush_bytes small (a block every ~10 steps): the partial episode is on disk, not only in memory, when the
+    # process dies.
     proc = subprocess.Popen([sys.executable, "-m", "postbc.nodes.recorder", "--ros-args", "-p", f"store:={store}",
                              "-p", "control_hz:=20.0", "-p", "flush_bytes:=2000", "-p", "start_timeout:=5.0"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

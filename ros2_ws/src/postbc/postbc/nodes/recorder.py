@@ -283,8 +283,8 @@ class Recorder(Node):
             rec = self._rec
             if rec is None:
                 return
-            # Timer periods since the start minus ticks run. rcl fires a late tick as soon as it can and keeps the
-            # timer's phase, so a late tick is not a missed one; a tick late by more than a period is.
+            # Timer periods since the start minus ticks run: rcl fires a late tick as soon as it can and keeps the
+            # timer's phase, so a late tick is not a missed one, only a period that got no tick at all is.
             rec.ticks += 1
             rec.missed_ticks = max(0, math.ceil((now - rec.start) * self.params.control_hz - 1e-6) - rec.ticks)
             row, self._pending = self._pending, None
