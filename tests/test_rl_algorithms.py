@@ -321,6 +321,8 @@ def test_reward_from_label_turns_the_operator_label_into_the_terminal_reward(tmp
     (lambda: DSRLConfig(variant="ppo"), "variant='ppo'"),
     (lambda: BestOfNConfig(expectile=1.0), "expectile=1.0 must be in \\[0.5, 1\\)"),
     (lambda: BestOfNConfig(n_candidates=0), "n_candidates=0 must be >= 1"),
+    (lambda: DSRLConfig(obs_clip=-1), "obs_clip=-1 must be >= 0"),
+    (lambda: BestOfNConfig(obs_clip=-1), "obs_clip=-1 must be >= 0"),
     (lambda: FinetuneConfig(checkpoint="x", episodes=0), "episodes=0"),
     (lambda: FinetuneConfig(checkpoint="x", algorithm="ppo"), "algorithm='ppo': choose one of dsrl_sac"),
 ])
@@ -332,3 +334,31 @@ def test_bad_config_values_name_the_value_and_the_fix(make, match):
 def test_algorithm_sets_the_dsrl_variant():
     assert FinetuneConfig(checkpoint="x", algorithm="dsrl_na").dsrl.variant == "na"
     assert FinetuneConfig(checkpoint="x", algorithm="dsrl_sac", dsrl=DSRLConfig(variant="na")).dsrl.variant == "sac"
+
+
+@pytest.mark.parametrize("algorithm", ["dsrl_sac", "dsrl_na", "best_of_n"])
+def test_agent_networks_see_clipped_features(tmp_path, fork_policy, algorithm):
+    """Features of |z| ~ 10^3 (a demo-fitted normalizer far from the demos) reach the actor / critics clipped to
+    obs_clip, in acting and in updates; the frozen policy still decodes from the raw features."""
+    ft = Finetuner(fork_config(tmp_path, algorithm, 1), policy=fork_policy)
+    agent, clip = ft.agent, 2.0
+    agent.cfg.obs_clip = clip
+    seen = []
+    nets = [agent.iql.q, agent.iql.v] if algorithm == "best_of_n" else [agent.sac.actor, agent.sac.critic]
+    if algorithm == "dsrl_na":
+        nets.append(agent.action_critic)
+    for net in nets:
+        net.register_forward_pre_hook(lambda m, args: seen.append(args[0].abs().max().item()))
+    decoded = []
+    orig_decode = agent.np.decode
+    agent.np.decode = lambda f, w: decoded.append(f.abs().max().item()) or orig_decode(f, w)
+    feats = torch.full((1, agent.np.feature_dim), 1000.0)
+    agent.choose(feats, "eval")
+    B = 8
+    D, A = agent.np.noise_dim, agent.np.n_action_steps * agent.np.action_dim
+    agent.update({"obs": feats.expand(B, -1), "next_obs": -feats.expand(B, -1), "noise": torch.zeros(B, D),
+                  "action": torch.zeros(B, A), "reward": torch.zeros(B), "done": torch.zeros(B),
+                  "steps": torch.ones(B)})
+    assert seen and max(seen) <= clip + 1e-6, seen
+    if decoded:  # Best-of-N / DSRL-NA decode chunks: from the raw features
+        assert max(decoded) == 1000.0

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from postbc_core.errors import ConfigError
-from postbc_core.rl.dsrl import Mode
+from postbc_core.rl.dsrl import Mode, clip_features
 from postbc_core.rl.iql import IQL
 from postbc_core.rl.noise_env import NoisePolicy
 
@@ -47,6 +47,9 @@ class BestOfNConfig:
     """Adam learning rate (IQL paper: 3e-4)."""
     tau: float = 0.005
     """Polyak rate of the target Q (IQL paper: 0.005)."""
+    obs_clip: float = 5.0
+    """Clip the critic's input features to [-obs_clip, obs_clip] (0 disables): the same demo-fitted z-scores as
+    DSRL's (see DSRLConfig.obs_clip), which reach |z| ~ 10^2 on rollouts."""
 
     def __post_init__(self):
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -67,6 +70,8 @@ class BestOfNConfig:
             raise ConfigError(f"best_of_n tau={self.tau} must be in (0, 1] and lr={self.lr} > 0")
         if not self.hidden or min(self.hidden) < 1:
             raise ConfigError(f"best_of_n hidden={self.hidden}: give at least one layer width >= 1 (e.g. 256 256)")
+        if not self.obs_clip >= 0:
+            raise ConfigError(f"best_of_n obs_clip={self.obs_clip} must be >= 0 (0 disables; default 5)")
 
 
 class BestOfNAgent:
@@ -93,7 +98,8 @@ class BestOfNAgent:
         w = torch.randn(N, self.np.noise_dim, device=feats.device)
         f = feats.expand(N, -1)
         naction, raw = self.np.decode(f, w)
-        q = self.iql.q_value(f.to(self.device), naction[:, : self.np.n_action_steps].reshape(N, -1).to(self.device))
+        q = self.iql.q_value(clip_features(f.to(self.device), self.cfg.obs_clip),
+                             naction[:, : self.np.n_action_steps].reshape(N, -1).to(self.device))
         best = int(torch.argmax(q))
         return w[best: best + 1], raw[best: best + 1]
 
@@ -103,7 +109,9 @@ class BestOfNAgent:
         return self.cfg.fit_steps if episodes_done == self.cfg.rollouts else self.cfg.steps_per_episode
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        return self.iql.update(batch)
+        c = self.cfg.obs_clip
+        return self.iql.update(dict(batch, obs=clip_features(batch["obs"], c),
+                                    next_obs=clip_features(batch["next_obs"], c)))
 
     def training_state(self) -> dict:
         return {"iql": self.iql.training_state()}

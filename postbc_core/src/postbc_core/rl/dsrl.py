@@ -39,6 +39,13 @@ from postbc_core.rl.sac import SAC, Critics, polyak
 Mode = Literal["pretrained", "explore", "eval"]
 
 
+def clip_features(feats: torch.Tensor, clip: float) -> torch.Tensor:
+    """The RL networks' input: the frozen policy's features clipped to [-clip, clip] (0 = unclipped). The features
+    are z-scores fitted on a few demos and reach |z| ~ 10^2 online (DSRLConfig.obs_clip); the policy itself always
+    decodes from the unclipped features."""
+    return feats.clamp(-clip, clip) if clip > 0 else feats
+
+
 @dataclass
 class DSRLConfig:
     """DSRL hyperparameters (defaults: DESIGN.md and ajwagen/dsrl cfg/robomimic/dsrl_can.yaml)."""
@@ -134,8 +141,7 @@ class DSRLAgent:
 
     def agent_obs(self, feats: torch.Tensor) -> torch.Tensor:
         """Policy features (B, F) -> the actor's / critics' input (clipped; see DSRLConfig.obs_clip)."""
-        c = self.cfg.obs_clip
-        return feats.clamp(-c, c) if c > 0 else feats
+        return clip_features(feats, self.cfg.obs_clip)
 
     # -- acting ------------------------------------------------------------------------------------------------
     @torch.no_grad()
