@@ -277,6 +277,13 @@ def test_run_directory_and_resume_misuse_is_explained(tmp_path, fork_policy):
         Finetuner(cfg, policy=fork_policy)
     with pytest.raises(ConfigError, match="algorithm was 'dsrl_sac', now 'best_of_n'"):
         Finetuner(fork_config(tmp_path, "best_of_n", 2, resume=True), policy=fork_policy)
+    changed = fork_config(tmp_path, "dsrl_sac", 2, resume=True)
+    changed.dsrl.utd = 5
+    with pytest.raises(ConfigError, match="dsrl.utd was 20, now 5"):
+        Finetuner(changed, policy=fork_policy)
+    changed = fork_config(tmp_path, "dsrl_sac", 2, resume=True)
+    changed.bon.n_candidates = 3  # Best-of-N settings do not matter to a DSRL run: it resumes
+    Finetuner(changed, policy=fork_policy).close()
     ft = Finetuner(fork_config(tmp_path, "dsrl_sac", 2, resume=True), policy=fork_policy)
     try:
         with pytest.raises(PostBCError, match="start_episode"):

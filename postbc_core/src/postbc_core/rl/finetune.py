@@ -343,7 +343,10 @@ class Finetuner:
         saved = json.loads(info["finetune"])
         old, new = saved["config"], json.loads(json.dumps(self.cfg.to_dict()))  # tuples -> lists, as saved
         diff = []
+        unused = "dsrl" if self.cfg.algorithm == "best_of_n" else "bon"  # the other algorithm's settings
         for k in RESUME_FIXED:
+            if k == unused and old.get("algorithm") == new.get("algorithm"):
+                continue
             a, b = old.get(k), new.get(k)
             if k == "checkpoint" and Path(a).resolve() == Path(b).resolve():
                 continue  # the same file, spelled relative or absolute
