@@ -38,7 +38,8 @@ NOTES = Path(__file__).with_name("pipeline_notes.md")  # the measured configurat
 LABELS = {"bc": "BC", "postbc": "PostBC"}
 
 # Defaults chosen by measurement (pipeline_notes.md): the default run is ~24 CPU-minutes (~12-15 min on a quiet
-# 2-core machine, ~20 on a loaded one). 80 online episodes: DSRL-SAC needed 80 to bring BC from 13 % to 35 % (the 120-episode runs there).
+# 2-core machine, ~20 on a loaded one). 80 online episodes: DSRL-SAC needed 80 to bring BC from 13 % to 35 % (the
+# 120-episode runs there).
 DEFAULT = {"seeds": (0, 1, 2), "finetune_episodes": 80, "eval_every": 10, "eval_episodes": 20}
 FULL = {"seeds": (0, 1, 2, 3, 4), "finetune_episodes": 150, "eval_every": 10, "eval_episodes": 30}
 
