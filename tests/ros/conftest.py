@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from _paths import ROOT
 
-REPO = Path(__file__).resolve().parents[2]
-ROS_PKG = REPO / "ros2_ws" / "src" / "postbc"
+ROS_PKG = ROOT / "ros2_ws" / "src" / "postbc"
 
 
 def _claim_domain() -> str:

@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from _paths import BIN
 from postbc import runner, topics
 from postbc_core.data.store import EpisodeStore
 from postbc_core.robots import kinematics
@@ -19,7 +18,6 @@ from ros_helpers import wait_for
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
-BIN = Path(sys.executable).parent
 
 
 def test_record_demos_profile_end_to_end(ros_context, tmp_path):

@@ -13,12 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from _paths import BIN, ROOT
 from postbc import bringup
 from postbc_core.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-LAUNCH_STANDIN = REPO / "tests" / "fakes" / "launch_api"
+LAUNCH_STANDIN = ROOT / "tests" / "fakes" / "launch_api"
 PROFILES = bringup.PROFILES
 EXECUTABLES = ("robot_driver", "camera", "teleop", "recorder", "policy", "finetune_manager")
 
@@ -29,7 +28,7 @@ def install(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("colcon")
     colcon = shutil.which("colcon", path=str(BIN)) or shutil.which("colcon")
     assert colcon, "colcon is not installed; `make setup` installs colcon-common-extensions (requirements/ci.txt)"
-    r = subprocess.run([colcon, "--log-base", str(root / "log"), "build", "--base-paths", str(REPO / "ros2_ws/src"),
+    r = subprocess.run([colcon, "--log-base", str(root / "log"), "build", "--base-paths", str(ROOT / "ros2_ws/src"),
                         "--build-base", str(root / "build"), "--install-base", str(root / "install")],
                        cwd=root, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -43,7 +42,7 @@ def test_colcon_installs_nodes_launch_files_and_configs(install):
     launch = sorted(p.name for p in (share / "launch").glob("*.launch.py"))
     assert launch == sorted(f"{p}.launch.py" for p in PROFILES)
     configs = sorted(p.name for p in (share / "config").glob("*.yaml"))
-    assert configs == sorted(p.name for p in (REPO / "ros2_ws/src/postbc/config").glob("*.yaml")) and configs
+    assert configs == sorted(p.name for p in (ROOT / "ros2_ws/src/postbc/config").glob("*.yaml")) and configs
     for exe in (*EXECUTABLES, "postbc_ros"):
         assert (install / "lib" / "postbc" / exe).is_file(), f"`ros2 run postbc {exe}` would not find {exe}"
     site = next((install / "lib").glob("python3*/site-packages"))
@@ -136,7 +135,7 @@ def test_bringup_checks_settings_and_node_parameters():
 
 def test_config_yaml_matches_the_nodes(tmp_path):
     """Every shipped params file applies cleanly to the real-arm profiles (names and types checked)."""
-    for cfg in sorted((REPO / "ros2_ws/src/postbc/config").glob("*.yaml")):
+    for cfg in sorted((ROOT / "ros2_ws/src/postbc/config").glob("*.yaml")):
         file_params = bringup.load_params_file(str(cfg))
         for profile in ("record_demos", "policy"):
             s = bringup.make_settings({"backend": "interbotix", "checkpoint": "/m.safetensors"})

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _paths import BIN, ROOT
 from geometry_msgs.msg import TwistStamped
 from postbc import conversions as cv
 from postbc import topics
@@ -29,8 +30,6 @@ from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 
 
 def _params(**kw):
@@ -216,7 +215,7 @@ sys.exit(recorder.main())
 
 def test_recorder_sigkill_keeps_committed_episodes(graph, tmp_path):
     store = tmp_path / "kill.zarr"
-    env = dict(os.environ, PYTHONPATH=f"{REPO / 'ros2_ws/src/postbc'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'ros2_ws/src/postbc'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     # flush_bytes small (a block every ~10 steps): the partial episode is on disk, not only in memory, when the
     # process dies.
     proc = subprocess.Popen([sys.executable, "-m", "postbc.nodes.recorder", "--ros-args", "-p", f"store:={store}",
