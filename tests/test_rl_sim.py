@@ -3,6 +3,7 @@ under the data tools, `postbc finetune` killed mid-episode and resumed, and bad 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from _paths import BIN
 from _policies import LIFT_OBS_KEYS as OBS_KEYS
 from _policies import weak_lift_policy
 from postbc_core.data import EpisodeStore, validate_store
-from postbc_core.errors import CheckpointError, ConfigError
+from postbc_core.errors import CheckpointError, ConfigError, PostBCError
 from postbc_core.policies.checkpoint import load_policy, read_checkpoint, save_policy
 from postbc_core.policies.runner import PolicyRunner
 from postbc_core.rl import DSRLConfig, FinetuneConfig, NoiseEnv, run_finetune
@@ -108,8 +109,16 @@ def test_finetune_on_the_sim_writes_a_valid_replay_store_metrics_and_checkpoint(
         assert np.flatnonzero(ep["decision"]).tolist() == [0, 4, 8]
         assert ep["noise"].shape == (12, 28) and not ep["noise"][~ep["decision"]].any()
         assert np.all(np.abs(ep["noise"]) <= 1.5)
-        lo, hi = make("lift_cube").action_bounds()
-        assert np.allclose(ep["cmd_joint_pos"], np.clip(ep["policy_action"], lo, hi), atol=1e-6)
+        # cmd_joint_pos is the command executed: the bounded policy action, or its step scaled down to the safety
+        # layer's limit (max_joint_speed / control_hz) from the measured joints
+        task = make("lift_cube")
+        lo, hi = task.action_bounds()
+        bounded = np.clip(ep["policy_action"], lo, hi)
+        same = np.all(np.abs(ep["cmd_joint_pos"] - bounded) < 1e-6, axis=1)
+        step = np.abs(ep["cmd_joint_pos"][:, :6] - ep["joint_pos"]).max(axis=1)
+        max_step = task.config.max_joint_speed / task.config.control_hz
+        assert np.all(same | (np.abs(step - max_step) < 1e-5)), (same, step)
+        assert np.all(step <= max_step + 1e-5)
     r = replay_episode(store_path, 1, out=tmp_path / "replay", video=False)
     assert r["steps"] == 12 and r["joint_error_rad"]["max"] < 1e-3
 
@@ -120,6 +129,34 @@ def test_finetune_on_the_sim_writes_a_valid_replay_store_metrics_and_checkpoint(
     assert state["counters"] == c and state["config"]["algorithm"] == "dsrl_sac"
     assert any(k.endswith("log_alpha") for k in tensors) and any("critic_opt" in k for k in tensors)
     assert json.loads((cfg.out / "summary.json").read_text()) == s
+
+
+def test_finetune_eval_compares_a_runs_agent_with_its_policy_and_leaves_the_run_untouched(lift_checkpoint, tmp_path):
+    from postbc_core.rl.finetune import Finetuner, evaluate_run
+
+    cfg = tiny_config(lift_checkpoint, tmp_path / "ft", episodes=2, eval_episodes=0)
+    run_finetune(cfg)
+    files = {p: p.read_bytes() for p in cfg.out.rglob("*") if p.is_file()}
+    r = run_cli("finetune-eval", "--run", str(cfg.out), "--episodes", "3", "--seed", "5")
+    assert r.returncode == 0, r.stderr
+    assert "pretrained: " in r.stdout and "agent     : " in r.stdout
+    res = json.loads((cfg.out / "agent_eval.json").read_text())
+    assert res["episodes_done"] == 2 and res["updates"] == 2 * 4 and res["eval_seed"] == 5
+    for key, mode in (("pretrained", "pretrained"), ("agent", "eval")):
+        e = res[key]
+        assert e["mode"] == mode and e["episodes"] == 3 and 0 <= e["n_success"] <= 3
+        assert e["mean_length"] == 12  # max_steps from the run's settings
+    # The run is as it was (it could still be going): same files, same bytes, nothing trimmed or rewritten.
+    assert {p: p.read_bytes() for p in cfg.out.rglob("*") if p.is_file() and p.name != "agent_eval.json"} == files
+    ro = Finetuner(dataclasses.replace(cfg, resume=True), read_only=True)
+    try:
+        for call, what in ((ro.update, "update"), (ro.save, "save"), (ro.start_episode, "record")):
+            with pytest.raises(PostBCError, match=f"cannot {what}.*read_only"):
+                call()
+    finally:
+        ro.close()
+    r = run_cli("finetune-eval", "--run", str(tmp_path))
+    assert r.returncode == 2 and "no finetune_state.safetensors" in r.stderr
 
 
 # -- kill and resume -----------------------------------------------------------------------------------------------

@@ -43,7 +43,8 @@ def test_registry_lists_tasks_and_rejects_unknown():
 
 @pytest.mark.parametrize("kw, field", [({"control_hz": 30}, "control_hz"), ({"reward_type": "shaped"}, "reward_type"),
                                        ({"action_mode": "cartesian"}, "action_mode"), ({"cameras": ("top",)}, "cameras"),
-                                       ({"max_steps": 0}, "max_steps"), ({"image_size": (4, 4)}, "image_size")])
+                                       ({"max_steps": 0}, "max_steps"), ({"image_size": (4, 4)}, "image_size"),
+                                       ({"max_joint_speed": 0.0}, "max_joint_speed")])
 def test_task_config_validation(kw, field):
     with pytest.raises(ConfigError, match=field):
         make("lift_cube", **kw)
@@ -110,6 +111,28 @@ def test_scripted_lift_succeeds():
         for _ in range(n):
             _, _, _, _, info = task.step(np.r_[q, grip])
     assert info["success"] and task.grasped()
+
+
+@pytest.mark.parametrize("hz", [10.0, 5.0])
+def test_task_steps_pass_the_drivers_safety_layer(hz):
+    """A task executes what robot_driver would send: a far joint target moves at most max_joint_speed / control_hz
+    per step (the step scaled, direction kept) and info says so; safety=False executes the target as given."""
+    limited, raw = make("lift_cube", control_hz=hz), make("lift_cube", control_hz=hz, safety=False)
+    max_step = limited.config.max_joint_speed / hz
+    far = K.HOME_QPOS + np.array([0.0, 0.0, 0.0, 0.0, 0.0, 1.2])  # wrist_rotate 1.2 rad away
+    for task in (limited, raw):
+        task.reset(seed=0)
+    q0 = limited.sim.joint_pos()
+    _, _, _, _, info = limited.step(np.r_[far, 0.037])
+    assert info["safety_altered"] and info["joint_target"][5] - q0[5] == pytest.approx(max_step)
+    np.testing.assert_allclose(info["joint_target"][:5], q0[:5], atol=1e-9)  # scaled as a whole: no other joint moves
+    assert limited.safety.stats.step_limited == 1
+    _, _, _, _, info = raw.step(np.r_[far, 0.037])
+    assert not info["safety_altered"] and info["joint_target"] == pytest.approx(far)
+    # A small step passes unaltered.
+    q = limited.sim.joint_pos()
+    _, _, _, _, info = limited.step(np.r_[q + 0.5 * max_step, 0.037])
+    assert not info["safety_altered"] and info["joint_target"] == pytest.approx(q + 0.5 * max_step)
 
 
 def test_commanding_joint_limits_stays_within_limits():

@@ -2,15 +2,17 @@
 
     postbc finetune --checkpoint runs/train --task lift_cube --algorithm dsrl_sac --episodes 100 --out runs/ft
     postbc finetune ... --out runs/ft --resume          # continue after an interruption
+    postbc finetune-eval --run runs/ft --episodes 40     # the saved agent vs the pretrained policy, same episodes
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import tyro
 
-from postbc_core.rl.finetune import FinetuneConfig
+from postbc_core.rl.finetune import EVAL_SEED, FinetuneConfig
 
 
 def finetune(cfg: Annotated[FinetuneConfig, tyro.conf.arg(name="")]) -> int:
@@ -27,4 +29,32 @@ def finetune(cfg: Annotated[FinetuneConfig, tyro.conf.arg(name="")]) -> int:
     for e in s["evals"]:
         print(f"  eval after {e['after_episodes']:4d} episodes ({e['mode']}): {e['n_success']}/{e['episodes']} "
               f"= {e['success_rate']:.0%} [{e['ci_low']:.0%}, {e['ci_high']:.0%}]")
+    return 0
+
+
+def finetune_eval(run: Path, episodes: int = 40, seed: int = EVAL_SEED, device: str = "cpu") -> int:
+    """Evaluate a finetuning run's last saved agent against its pretrained policy in the sim, on the same episodes.
+
+    Works on the --out of `postbc finetune` and on the finetune manager's out directory (the same state file), also
+    while the run is still going; writes RUN/agent_eval.json.
+
+    Args:
+        run: The finetuning run directory (holds finetune_state.safetensors).
+        episodes: Evaluation episodes for each of the two; episode i uses seed `seed + i`.
+        seed: First episode seed (the default is the one `postbc finetune` evaluates on, disjoint from training seeds).
+        device: Torch device: cpu, cuda, cuda:N, auto.
+    """
+    from postbc_core.rl.finetune import evaluate_run
+
+    r = evaluate_run(run, episodes=episodes, seed=seed, device=device)
+    print(f"{r['run']}: {r['task']} {r['algorithm']} after {r['episodes_done']} training episodes "
+          f"({r['train_successes']} successes, {r['updates']} updates)")
+    for key in ("pretrained", "agent"):
+        e = r[key]
+        print(f"  {key:10s}: {e['n_success']}/{e['episodes']} = {e['success_rate']:.0%} "
+              f"(Wilson 95% {e['ci_low']:.0%}..{e['ci_high']:.0%}), mean return {e['mean_return']:.3f}")
+    d = r["paired"]
+    print(f"  same episodes: {d['gained']} gained, {d['lost']} lost, {d['both']} both "
+          f"(McNemar exact p = {d['mcnemar_exact_p']:.3f})")
+    print(f"report: {Path(run) / 'agent_eval.json'}")
     return 0

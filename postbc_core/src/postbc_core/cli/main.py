@@ -122,6 +122,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str], str], int], str]] = {
             "run or show a ROS 2 node graph in one process (sim, record_demos, policy, finetune)"),
     "finetune": (_single("postbc_core.cli.finetune_cmd", "finetune"),
                  "RL finetuning in the sim: DSRL-SAC, DSRL-NA, Best-of-N"),
+    "finetune-eval": (_single("postbc_core.cli.finetune_cmd", "finetune_eval"),
+                      "evaluate a finetuning run's agent (postbc finetune or the manager) vs its pretrained policy"),
     "coverage": (_coverage, "plot BC vs PostBC samples on the 1-D coverage problem"),
     "pipeline": (_single("postbc_core.analysis.pipeline", "pipeline"),
                  "demos -> BC and PostBC -> DSRL finetuning of both -> report (the main job)"),

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import random
 import sys
@@ -122,6 +123,13 @@ class FinetuneConfig:
         d["checkpoint"], d["out"] = str(self.checkpoint), str(self.out)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> FinetuneConfig:
+        """The inverse of to_dict (a run's saved settings)."""
+        d = dict(d)
+        d["checkpoint"], d["out"] = Path(d["checkpoint"]), Path(d["out"])
+        return cls(**{**d, "dsrl": DSRLConfig(**d["dsrl"]), "bon": BestOfNConfig(**d["bon"])})
+
     @property
     def warmup_episodes(self) -> int:
         return self.bon.rollouts if self.algorithm == "best_of_n" else self.dsrl.warmup_episodes
@@ -135,12 +143,17 @@ RESUME_FIXED = ("checkpoint", "task", "algorithm", "seed", "n_action_steps", "re
 class Finetuner:
     """The finetuning loop as explicit steps (see the module docstring). One episode at a time."""
 
-    def __init__(self, cfg: FinetuneConfig, policy=None):
+    def __init__(self, cfg: FinetuneConfig, policy=None, *, read_only: bool = False):
+        """read_only (with cfg.resume): load the run's last saved agent to act with, for evaluation, while the run
+        may still be going: nothing on disk is touched, no episode is recorded, update() and save() refuse."""
         from postbc_core.policies.checkpoint import load_policy, resolve_device
 
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
+        self.read_only = read_only
         state_path = cfg.out / STATE_FILE
+        if read_only and not cfg.resume:
+            raise ConfigError("read_only opens an existing run: set resume=True and point out at the run directory")
         if not cfg.resume and (state_path.exists() or _has_episodes(cfg.out / REPLAY_DIR)):
             raise ConfigError(f"{cfg.out} already holds a finetuning run; pass --resume to continue it, or choose "
                               "another --out")
@@ -169,9 +182,12 @@ class Finetuner:
         saved = None
         if cfg.resume:
             saved = self._read_state(state_path)
-            trim_store(cfg.out / REPLAY_DIR, saved["counters"]["replay_episodes"])
-        cfg.out.mkdir(parents=True, exist_ok=True)
-        self.replay = ReplayBuffer(cfg.out / REPLAY_DIR, self.noise_policy, task=cfg.task, device=self.device)
+            if not read_only:
+                trim_store(cfg.out / REPLAY_DIR, saved["counters"]["replay_episodes"])
+        self.replay: ReplayBuffer | None = None
+        if not read_only:
+            cfg.out.mkdir(parents=True, exist_ok=True)
+            self.replay = ReplayBuffer(cfg.out / REPLAY_DIR, self.noise_policy, task=cfg.task, device=self.device)
         self._episode: dict | None = None
         self._logger = None
         if saved is not None:
@@ -190,6 +206,7 @@ class Finetuner:
         if self._episode is not None:
             raise PostBCError("an episode is already running: call end_episode() or discard_episode() first")
         if record:
+            self._require_writable("record an episode")
             self.replay.begin_episode()
         self._episode = {"record": record, "mode": mode or self.mode, "history": deque(
             maxlen=self.noise_policy.n_obs_steps), "queue": deque(), "pending": None, "held_row": None,
@@ -277,6 +294,7 @@ class Finetuner:
         """Gradient steps owed for the episodes ended since the last call (see the agents' `updates_due`).
         stop: checked before every step; when it returns True the remaining steps are skipped (a node shutting
         down): do not save() after such a partial update, resume from the previous checkpoint instead."""
+        self._require_writable("update the agent")
         if self._episode is not None:
             raise PostBCError("update() during an episode: call it between end_episode() and start_episode()")
         n = self.agent.updates_due(self.episodes_done, self.pending_transitions)
@@ -298,6 +316,11 @@ class Finetuner:
                        replay_transitions=len(self.replay))
         self._log("train", self.episodes_done, metrics)
         return metrics
+
+    def _require_writable(self, what: str) -> None:
+        if self.replay is None:
+            raise PostBCError(f"cannot {what}: this Finetuner was opened read_only (for evaluation); open the run "
+                              "with --resume to continue it")
 
     def _require_episode(self) -> dict:
         if self._episode is None:
@@ -329,6 +352,7 @@ class Finetuner:
         """Full checkpoint between episodes (atomic; see the module docstring)."""
         from postbc_core.policies.checkpoint import save_checkpoint
 
+        self._require_writable("save a checkpoint")
         if self._episode is not None:
             raise PostBCError("save() during an episode: checkpoints are taken between episodes")
         tensors, skeleton = flatten({"agent": self.agent.training_state(), "rng": rng_state(self.rng)})
@@ -364,7 +388,8 @@ class Finetuner:
 
     def _restore(self, saved: dict) -> None:
         c = saved["counters"]
-        if self.replay.n_episodes != c["replay_episodes"] or len(self.replay) != c["replay_transitions"]:
+        r = self.replay
+        if r is not None and (r.n_episodes != c["replay_episodes"] or len(r) != c["replay_transitions"]):
             raise CheckpointError(f"{self.cfg.out}: the replay store has {self.replay.n_episodes} episodes / "
                                   f"{len(self.replay)} transitions, the checkpoint expects {c['replay_episodes']} / "
                                   f"{c['replay_transitions']}; the store was modified outside postbc finetune")
@@ -374,12 +399,13 @@ class Finetuner:
         for k in ("episodes_done", "env_steps", "decisions", "updates", "pending_transitions"):
             setattr(self, k, int(c[k]))
         self.history, self.evals = list(saved["history"]), list(saved["evals"])
-        log.info("resumed %s after episode %d (%d updates, %d transitions)", self.cfg.out, self.episodes_done,
-                 self.updates, len(self.replay))
+        log.info("%s %s after episode %d (%d updates, %d transitions)", "opened" if self.read_only else "resumed",
+                 self.cfg.out, self.episodes_done, self.updates, c["replay_transitions"])
 
     def close(self) -> None:
         self.discard_episode()
-        self.replay.close()
+        if self.replay is not None:
+            self.replay.close()
         if self._logger is not None:
             self._logger.close()
             self._logger = None
@@ -407,7 +433,7 @@ def run_episode(ft: Finetuner, task, seed: int, *, record: bool = True, mode: Mo
     obs = task.reset(seed=seed)
     bounds = task.action_bounds() if hasattr(task, "action_bounds") else None
     ft.start_episode(record=record, mode=mode)
-    success = False
+    success, altered = False, 0
     try:
         while True:
             a = ft.act(obs)
@@ -415,6 +441,7 @@ def run_episode(ft: Finetuner, task, seed: int, *, record: bool = True, mode: Mo
             prev = obs
             obs, reward, terminated, truncated, info = task.step(a_exec)
             success |= bool(info.get("success", False))
+            altered += bool(info.get("safety_altered", False))
             row = record_row(prev, a_exec, task, info) if (record and isinstance(task, Task)) else None
             ft.observe(reward, terminated, row)
             if stall_at is not None and ft._episode["length"] == stall_at:
@@ -424,7 +451,7 @@ def run_episode(ft: Finetuner, task, seed: int, *, record: bool = True, mode: Mo
     except BaseException:
         ft.discard_episode()
         raise
-    return ft.end_episode(success)
+    return {**ft.end_episode(success), "safety_altered": altered}
 
 
 def _stall(ft: Finetuner) -> None:
@@ -449,7 +476,54 @@ def evaluate(ft: Finetuner, task, episodes: int, *, mode: Mode = "eval", seed: i
     return {"after_episodes": ft.episodes_done, "mode": mode, "episodes": episodes, "n_success": k,
             "success_rate": k / episodes, "ci_low": lo, "ci_high": hi,
             "mean_return": float(np.mean([r["return"] for r in res])),
-            "mean_length": float(np.mean([r["length"] for r in res]))}
+            "mean_length": float(np.mean([r["length"] for r in res])),
+            "successes": [bool(r["success"]) for r in res]}
+
+
+def paired_comparison(before: list[bool], after: list[bool]) -> dict:
+    """Two policies on the same episodes (same seeds, same scenes): the discordant pairs and McNemar's exact test
+    (two-sided binomial on the discordant pairs, p = 0.5), which unlike comparing two rates uses the pairing."""
+    if len(before) != len(after):
+        raise PostBCError(f"paired comparison needs the same episodes: {len(before)} vs {len(after)} outcomes")
+    gained = sum(1 for b, a in zip(before, after) if a and not b)
+    lost = sum(1 for b, a in zip(before, after) if b and not a)
+    n, k = gained + lost, min(gained, lost)
+    p = min(1.0, 2.0 * sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n) if n else 1.0
+    return {"gained": gained, "lost": lost, "both": sum(1 for b, a in zip(before, after) if a and b),
+            "mcnemar_exact_p": p}
+
+
+def evaluate_run(run: Path, episodes: int = 40, seed: int = EVAL_SEED, device: str = "cpu") -> dict:
+    """Evaluates a finetuning run's last saved agent (`postbc finetune` or the finetune manager: the same state file)
+    against its frozen pretrained policy on the same `episodes` sim episodes (seeds seed..seed+episodes-1), greedy
+    (the actor's mean noise / best of N). Reads the run's settings from its state and leaves the run as it is (it may
+    still be going). Writes and returns <run>/agent_eval.json: {"pretrained": evaluate(), "agent": evaluate(),
+    "episodes_done", "updates", "train_successes", ...}."""
+    from postbc_core.policies.checkpoint import load_policy, read_checkpoint
+
+    run = Path(run)
+    if not (run / STATE_FILE).exists():
+        raise ConfigError(f"{run} has no {STATE_FILE}: give the --out of `postbc finetune` or the finetune "
+                          "manager's out directory, after at least one completed episode")
+    _, info = read_checkpoint(run / STATE_FILE, "finetune", STATE_FILE)
+    saved = json.loads(info["finetune"])["config"]
+    cfg = FinetuneConfig.from_dict({**saved, "out": str(run), "resume": True, "eval_episodes": 0, "device": device})
+    policy = load_policy(cfg.checkpoint, device=device)
+    task = make_task(cfg, policy)
+    ft = Finetuner(cfg, policy=policy, read_only=True)
+    try:
+        res = {"run": str(run), "checkpoint": str(cfg.checkpoint), "task": cfg.task, "algorithm": cfg.algorithm,
+               "episodes_done": ft.episodes_done, "updates": ft.updates,
+               "train_successes": sum(bool(h["success"]) for h in ft.history), "eval_seed": seed}
+        for key, mode in (("pretrained", "pretrained"), ("agent", "eval")):
+            res[key] = evaluate(ft, task, episodes, mode=mode, seed=seed)
+            log.info("%s: %d/%d", key, res[key]["n_success"], episodes)
+        res["paired"] = paired_comparison(res["pretrained"]["successes"], res["agent"]["successes"])
+    finally:
+        ft.close()
+        task.close()
+    (run / "agent_eval.json").write_text(json.dumps(res, indent=2))
+    return res
 
 
 def make_task(cfg: FinetuneConfig, policy):
@@ -498,7 +572,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
             ep = run_episode(ft, task, cfg.seed + i, stall_at=stall_step if i == stall_ep else None)
             upd = ft.update()
             print(f"episode {i} ({ep['mode']}): {'success' if ep['success'] else 'failure'} in {ep['length']} "
-                  f"steps, return {ep['return']:.3f}, {upd['updates']} updates", flush=True)
+                  f"steps ({ep['safety_altered']} altered by the safety layer), return {ep['return']:.3f}, "
+                  f"{upd['updates']} updates", flush=True)
             due = cfg.eval_every and ft.episodes_done % cfg.eval_every == 0
             if cfg.eval_episodes and (due or ft.episodes_done == cfg.episodes):
                 ft.log_eval(evaluate(ft, task, cfg.eval_episodes))

@@ -22,6 +22,9 @@ from postbc_core.robots.base import JOINT_NAMES, N_JOINTS, EEDeltaAction, JointA
 
 logger = logging.getLogger(__name__)
 
+MAX_JOINT_SPEED = 1.5
+"""rad/s: the default joint speed limit (robot_driver's max_joint_speed); per control step MAX_JOINT_SPEED / hz."""
+
 
 @dataclass
 class SafetyLimits:
@@ -35,8 +38,8 @@ class SafetyLimits:
     """lower corner (m, base frame) of the box the EE must stay in: in front of the base, above the table (z=0)."""
     workspace_max: tuple[float, float, float] = (0.60, 0.40, 0.55)
     """upper corner (m, base frame) of the EE box."""
-    max_joint_step: float = 0.15
-    """largest change of any joint per control step (rad); at 10 Hz that is 1.5 rad/s, well under the
+    max_joint_step: float = MAX_JOINT_SPEED / 10.0
+    """largest change of any joint per control step (rad); 0.15 at 10 Hz is 1.5 rad/s, well under the
     Dynamixel XM430/XL430 no-load speeds on the wx250s."""
 
     def __post_init__(self):
@@ -89,9 +92,12 @@ class SafetyStats:
 class SafetyLayer:
     """Filters requested joint/gripper targets into commands that are safe to send."""
 
-    def __init__(self, limits: SafetyLimits | None = None):
+    def __init__(self, limits: SafetyLimits | None = None, log_level: int = logging.WARNING):
+        """log_level: level of the per-command alteration messages. Backends that execute commands for an operator
+        keep WARNING; the sim tasks use DEBUG and report the counts (`stats`) per episode instead."""
         self.limits = limits or SafetyLimits()
         self.stats = SafetyStats()
+        self.log_level = log_level
 
     def check_finite(self, q: np.ndarray, what: str) -> np.ndarray:
         q = np.asarray(q, dtype=np.float64)
@@ -116,7 +122,8 @@ class SafetyLayer:
         if not lo <= g <= hi:
             clamped = min(max(g, lo), hi)
             self.stats.gripper_clamps += 1
-            logger.warning("safety: gripper target %.4f m outside [%.4f, %.4f] m, clamped to %.4f", g, lo, hi, clamped)
+            logger.log(self.log_level, "safety: gripper target %.4f m outside [%.4f, %.4f] m, clamped to %.4f",
+                       g, lo, hi, clamped)
             g = clamped
         return g
 
@@ -149,8 +156,9 @@ class SafetyLayer:
             lo, hi = lim[i]
             if q[i] < lo or q[i] > hi:
                 bound = lo if q[i] < lo else hi
-                logger.warning("safety: joint %s target %.4f rad outside [%.4f, %.4f] rad, clamped to limit %.4f",
-                               JOINT_NAMES[i], q[i], lo, hi, bound)
+                logger.log(self.log_level,
+                           "safety: joint %s target %.4f rad outside [%.4f, %.4f] rad, clamped to limit %.4f",
+                           JOINT_NAMES[i], q[i], lo, hi, bound)
                 q[i] = bound
                 self.stats.joint_clamps += 1
                 self.stats.per_joint_clamps[i] += 1
@@ -162,8 +170,9 @@ class SafetyLayer:
         if biggest > self.limits.max_joint_step:
             scale = self.limits.max_joint_step / biggest
             i = int(np.argmax(np.abs(step)))
-            logger.warning("safety: step of %.4f rad on joint %s exceeds max %.4f rad/step; step scaled by %.3f",
-                           biggest, JOINT_NAMES[i], self.limits.max_joint_step, scale)
+            logger.log(self.log_level,
+                       "safety: step of %.4f rad on joint %s exceeds max %.4f rad/step; step scaled by %.3f",
+                       biggest, JOINT_NAMES[i], self.limits.max_joint_step, scale)
             q = cur + step * scale
             self.stats.step_limited += 1
             altered = True
@@ -172,9 +181,9 @@ class SafetyLayer:
         pos, _ = kinematics.fk(q)
         if not self.limits.in_workspace(pos):
             q_new = self._workspace_project(cur, q)
-            logger.warning("safety: target EE position %s m is outside the workspace box %s..%s m; %s",
-                           np.round(pos, 4), self.limits.workspace_min, self.limits.workspace_max,
-                           "holding current position" if np.allclose(q_new, cur) else "step shortened to the box edge")
+            logger.log(self.log_level, "safety: target EE position %s m is outside the workspace box %s..%s m; %s",
+                       np.round(pos, 4), self.limits.workspace_min, self.limits.workspace_max,
+                       "holding current position" if np.allclose(q_new, cur) else "step shortened to the box edge")
             q = q_new
             self.stats.workspace_limited += 1
             altered = True

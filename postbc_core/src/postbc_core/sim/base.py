@@ -19,6 +19,7 @@ import numpy as np
 from postbc_core.errors import ConfigError, PostBCError
 from postbc_core.robots import kinematics
 from postbc_core.robots.base import JOINT_NAMES
+from postbc_core.robots.safety import MAX_JOINT_SPEED, SafetyLayer, SafetyLimits
 
 if sys.platform.startswith("linux"):
     # Headless offscreen rendering by default; must be decided before mujoco is imported. A user's choice wins.
@@ -254,6 +255,12 @@ class TaskConfig:
     """"joint": 6 absolute joint targets + gripper (m); "ee_delta": [dx dy dz droll dpitch dyaw] + gripper (m)."""
     terminate_on_success: bool = True
     """End the episode (terminated=True) as soon as success() holds."""
+    safety: bool = True
+    """Pass every command through the robot's SafetyLayer (joint limits, at most max_joint_speed / control_hz rad per
+    joint per step, the EE workspace box), as robot_driver does on the arm, so a rollout in the twin executes what the
+    arm would. Off only to re-execute commands that already passed it (`postbc replay`)."""
+    max_joint_speed: float = MAX_JOINT_SPEED
+    """rad/s, robot_driver's max_joint_speed (the safety layer's step limit is max_joint_speed / control_hz)."""
 
     def __post_init__(self):
         if not 5.0 <= self.control_hz <= 10.0:
@@ -271,6 +278,9 @@ class TaskConfig:
             raise ConfigError(f"action_mode={self.action_mode!r}: choose one of {ACTION_MODES}")
         if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
             raise ConfigError(f"max_steps={self.max_steps}: must be a positive integer")
+        if not self.max_joint_speed > 0:
+            raise ConfigError(f"max_joint_speed={self.max_joint_speed} rad/s must be > 0 (the driver's default: "
+                              f"{MAX_JOINT_SPEED})")
 
 
 class Task:
@@ -298,6 +308,10 @@ class Task:
         self._left_pad = {self.sim.model.geom("left_pad").id}
         self._right_pad = {self.sim.model.geom("right_pad").id}
         self._obj_geoms = self.sim.body_geoms(self.object_body)
+        # Alterations are counted in safety.stats and reported per episode (info["safety_altered"]), not logged per
+        # step: evaluation and finetuning summarise them.
+        self.safety = (SafetyLayer(SafetyLimits(max_joint_step=config.max_joint_speed / config.control_hz),
+                                   log_level=logging.DEBUG) if config.safety else None)
 
     # -- actions ----------------------------------------------------------------------------------------------
     def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -331,13 +345,18 @@ class Task:
     def step(self, action):
         """One control step: returns (obs, reward, terminated, truncated, info)."""
         q, g = self.action_to_joint_target(action)
+        altered = False
+        if self.safety is not None:
+            sent = self.safety.filter(q, g, self.sim.joint_pos())
+            q, g, altered = sent.joint_pos, sent.gripper, sent.clamped
         self.sim.step_control(q, g)
         self.steps += 1
         ok = self.success()
         reward = 1.0 if ok else (self.dense_reward() if self.config.reward_type == "dense" else 0.0)
         terminated = ok and self.config.terminate_on_success
         truncated = self.steps >= self.config.max_steps and not terminated
-        info = {"success": ok, "is_success": ok, "joint_target": q, "gripper_target": g}
+        # joint_target / gripper_target: the command executed (after the safety layer), as the arm's recorder logs it
+        info = {"success": ok, "is_success": ok, "joint_target": q, "gripper_target": g, "safety_altered": altered}
         return self.observation(), float(reward), bool(terminated), bool(truncated), info
 
     def observation(self, render: bool = True) -> dict[str, np.ndarray]:

@@ -105,17 +105,19 @@ def ee_delta_between(q, q_target) -> np.ndarray:
 
 
 def record_row(obs: dict, action: np.ndarray, task: Task, info: dict) -> dict[str, np.ndarray]:
-    """One store row: the observation before the action, the commanded action in both conventions (the same keys
-    the scripted demos record), reward/done are added by the caller."""
+    """One store row: the observation before the action and the command in both conventions, as the scripted demos
+    record them: cmd_joint_pos is what the arm executed (after the safety layer, `info["joint_target"]`), cmd_ee_delta
+    the commanded delta (ee_delta tasks: the action; joint tasks: the delta to the executed target). Reward / done
+    are added by the caller."""
     row = {k: (np.asarray(v, np.float64) if k == "timestamp" else v if v.dtype == np.uint8 else
                np.asarray(v, np.float32)) for k, v in obs.items() if k != "success"}
     q = np.asarray(obs["joint_pos"], float)
+    executed = np.r_[info["joint_target"], info["gripper_target"]]
+    row["cmd_joint_pos"] = executed.astype(np.float32)
     if task.config.action_mode == "joint":
-        row["cmd_joint_pos"] = action.astype(np.float32)
-        row["cmd_ee_delta"] = np.r_[ee_delta_between(q, action[:6]), action[6]].astype(np.float32)
+        row["cmd_ee_delta"] = np.r_[ee_delta_between(q, executed[:6]), executed[6]].astype(np.float32)
     else:
         row["cmd_ee_delta"] = action.astype(np.float32)
-        row["cmd_joint_pos"] = np.r_[info["joint_target"], info["gripper_target"]].astype(np.float32)
     return row
 
 
@@ -235,7 +237,7 @@ def evaluate_policy(policy, task: str, *, episodes: int, num_envs: int = 4, seed
     ep_state: list[dict] = [{} for _ in range(runner.num_envs)]
     results: list[dict | None] = [None] * episodes
     video_paths: list[str] = []
-    n_clipped = n_steps = 0
+    n_clipped = n_steps = n_safety = 0
 
     def start(j: int) -> None:
         ep = pending.pop(0)
@@ -269,6 +271,7 @@ def evaluate_policy(policy, task: str, *, episodes: int, num_envs: int = 4, seed
                 prev = obs[j]
                 obs[j], reward, terminated, truncated, info = env.step(clipped)
                 n_steps += 1
+                n_safety += bool(info.get("safety_altered", False))
                 st["ret"] += reward
                 st["len"] += 1
                 st["success"] |= bool(info["success"])
@@ -306,6 +309,10 @@ def evaluate_policy(policy, task: str, *, episodes: int, num_envs: int = 4, seed
     if n_clipped:
         logger.warning("%d of %d policy actions were outside the task's action bounds and were clipped",
                        n_clipped, n_steps)
+    if n_safety:
+        logger.warning("the safety layer altered %d of %d commands (%.0f%%: joint limits, the %.2f rad/s joint "
+                       "speed limit or the workspace box), as robot_driver would on the arm", n_safety, n_steps,
+                       100.0 * n_safety / max(n_steps, 1), envs[0].config.max_joint_speed)
     k = sum(r["success"] for r in results)
     lo, hi = wilson_interval(k, episodes)
     returns = [r["return"] for r in results]
@@ -319,6 +326,7 @@ def evaluate_policy(policy, task: str, *, episodes: int, num_envs: int = 4, seed
         "mean_return": float(np.mean(returns)), "mean_length": float(np.mean(lengths)),
         "seeds": [r["seed"] for r in results], "successes": [r["success"] for r in results],
         "returns": returns, "lengths": lengths, "n_clipped_actions": n_clipped, "n_steps": n_steps,
+        "n_safety_altered": n_safety,
         "policy_calls": runner.n_predict_calls, "wall_time_s": round(wall, 3),
         "steps_per_s": round(n_steps / max(wall, 1e-9), 1), "videos": video_paths,
         "record_to": None if record_to is None else str(record_to),

@@ -90,7 +90,10 @@ def replay_episode(dataset: str | Path, episode: int, *, out: str | Path, action
     if actions.shape[1:] != (7,):
         raise ConfigError(f"{action_key} has per-step shape {actions.shape[1:]}, expected (7,)")
     # Replay every recorded action: no early termination, and a time limit past the episode's length.
-    sim_task = make(task_name, action_mode=mode, terminate_on_success=False, max_steps=T + 1)
+    # Recorded joint targets are the commands sent after the robot's safety layer: re-execute them as sent. Recorded
+    # EE deltas are the operator's, before it: they pass it again, as teleop's did.
+    sim_task = make(task_name, action_mode=mode, terminate_on_success=False, max_steps=T + 1,
+                    safety=mode == "ee_delta")
     try:
         sim_task.reset(seed=0)
         used = restore_initial_state(sim_task, {k: v[0] for k, v in ep.items()})

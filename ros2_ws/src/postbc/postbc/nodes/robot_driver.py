@@ -24,7 +24,7 @@ from geometry_msgs.msg import PoseArray
 from postbc_core.errors import ConfigError, PostBCError
 from postbc_core.robots import kinematics
 from postbc_core.robots.base import JointAction
-from postbc_core.robots.safety import SafetyLayer, SafetyLimits
+from postbc_core.robots.safety import MAX_JOINT_SPEED, SafetyLayer, SafetyLimits
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -79,7 +79,7 @@ class Params:
     """Lower corner (m, base frame) of the box the end effector must stay in."""
     workspace_max: tuple[float, float, float] = (0.60, 0.40, 0.55)
     """Upper corner (m, base frame) of the end-effector box."""
-    max_joint_speed: float = 1.5
+    max_joint_speed: float = MAX_JOINT_SPEED
     """Largest joint speed (rad/s): the safety layer's max step per control period is max_joint_speed / control_hz."""
     home_tolerance: float = 0.01
     """~/go_home succeeds once every joint is within this (rad) of kinematics.HOME_QPOS."""
