@@ -134,7 +134,7 @@ def test_finetune_on_the_sim_writes_a_valid_replay_store_metrics_and_checkpoint(
 def test_finetune_eval_compares_a_runs_agent_with_its_policy_and_leaves_the_run_untouched(lift_checkpoint, tmp_path):
     from postbc_core.rl.finetune import Finetuner, evaluate_run
 
-    cfg = tiny_config(lift_checkpoint, tmp_path / "ft", episodes=2, eval_episodes=0)
+    cfg = tiny_config(lift_checkpoint, tmp_path / "ft", episodes=2, eval_episodes=0, reward_type="dense")
     run_finetune(cfg)
     files = {p: p.read_bytes() for p in cfg.out.rglob("*") if p.is_file()}
     r = run_cli("finetune-eval", "--run", str(cfg.out), "--episodes", "3", "--seed", "5")
@@ -146,6 +146,14 @@ def test_finetune_eval_compares_a_runs_agent_with_its_policy_and_leaves_the_run_
         e = res[key]
         assert e["mode"] == mode and e["episodes"] == 3 and 0 <= e["n_success"] <= 3
         assert e["mean_length"] == 12  # max_steps from the run's settings
+    # Repeatable whatever the caller's random state (each episode's noise is seeded), which it leaves alone. The dense
+    # return depends on the whole trajectory.
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    again = evaluate_run(cfg.out, episodes=3, seed=5)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for key in ("pretrained", "agent"):
+        assert again[key]["mean_return"] == res[key]["mean_return"] and again[key]["successes"] == res[key]["successes"]
     # The run is as it was (it could still be going): same files, same bytes, nothing trimmed or rewritten.
     assert {p: p.read_bytes() for p in cfg.out.rglob("*") if p.is_file() and p.name != "agent_eval.json"} == files
     ro = Finetuner(dataclasses.replace(cfg, resume=True), read_only=True)

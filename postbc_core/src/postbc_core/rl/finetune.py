@@ -467,10 +467,17 @@ def _stall(ft: Finetuner) -> None:
 
 def evaluate(ft: Finetuner, task, episodes: int, *, mode: Mode = "eval", seed: int = EVAL_SEED) -> dict:
     """Success rate of the current agent (or mode="pretrained": the frozen policy) over `episodes` unrecorded
-    episodes with seeds seed..seed+episodes-1, with a Wilson 95% interval."""
+    episodes with seeds seed..seed+episodes-1, with a Wilson 95% interval. Episode i also draws its noise (the
+    pretrained policy's w ~ N(0, I), Best-of-N's candidates) from torch seeded with seed + i, inside fork_rng: an
+    evaluation repeats exactly whatever the training's random state, and leaves that state as it was."""
     from postbc_core.sim.evaluation import wilson_interval
 
-    res = [run_episode(ft, task, seed + i, record=False, mode=mode) for i in range(episodes)]
+    devices = [ft.device.index or 0] if ft.device.type == "cuda" else []
+    res = []
+    for i in range(episodes):
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed + i)
+            res.append(run_episode(ft, task, seed + i, record=False, mode=mode))
     k = sum(bool(r["success"]) for r in res)
     lo, hi = wilson_interval(k, episodes)
     return {"after_episodes": ft.episodes_done, "mode": mode, "episodes": episodes, "n_success": k,
@@ -497,9 +504,9 @@ def evaluate_run(run: Path, episodes: int = 40, seed: int = EVAL_SEED, device: s
     """Evaluates a finetuning run's last saved agent (`postbc finetune` or the finetune manager: the same state file)
     against its frozen pretrained policy on the same `episodes` sim episodes (seeds seed..seed+episodes-1), greedy
     (the actor's mean noise / best of N). Reads the run's settings from its state and leaves the run as it is (it may
-    still be going). Writes and returns <run>/agent_eval.json: {"pretrained": evaluate(), "agent": evaluate(),
-    "episodes_done", "updates", "train_successes", ...}."""
-    from postbc_core.policies.checkpoint import load_policy, read_checkpoint
+    still be going) and the caller's torch random state. Writes and returns <run>/agent_eval.json: {"pretrained":
+    evaluate(), "agent": evaluate(), "paired": paired_comparison(), "episodes_done", "updates", ...}."""
+    from postbc_core.policies.checkpoint import load_policy, read_checkpoint, resolve_device
 
     run = Path(run)
     if not (run / STATE_FILE).exists():
@@ -508,20 +515,23 @@ def evaluate_run(run: Path, episodes: int = 40, seed: int = EVAL_SEED, device: s
     _, info = read_checkpoint(run / STATE_FILE, "finetune", STATE_FILE)
     saved = json.loads(info["finetune"])["config"]
     cfg = FinetuneConfig.from_dict({**saved, "out": str(run), "resume": True, "eval_episodes": 0, "device": device})
-    policy = load_policy(cfg.checkpoint, device=device)
-    task = make_task(cfg, policy)
-    ft = Finetuner(cfg, policy=policy, read_only=True)
-    try:
-        res = {"run": str(run), "checkpoint": str(cfg.checkpoint), "task": cfg.task, "algorithm": cfg.algorithm,
-               "episodes_done": ft.episodes_done, "updates": ft.updates,
-               "train_successes": sum(bool(h["success"]) for h in ft.history), "eval_seed": seed}
-        for key, mode in (("pretrained", "pretrained"), ("agent", "eval")):
-            res[key] = evaluate(ft, task, episodes, mode=mode, seed=seed)
-            log.info("%s: %d/%d", key, res[key]["n_success"], episodes)
-        res["paired"] = paired_comparison(res["pretrained"]["successes"], res["agent"]["successes"])
-    finally:
-        ft.close()
-        task.close()
+    dev = resolve_device(device)
+    # Finetuner seeds and restores the process's random states (a resume does): keep the caller's.
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+        policy = load_policy(cfg.checkpoint, device=device)
+        task = make_task(cfg, policy)
+        ft = Finetuner(cfg, policy=policy, read_only=True)
+        try:
+            res = {"run": str(run), "checkpoint": str(cfg.checkpoint), "task": cfg.task, "algorithm": cfg.algorithm,
+                   "episodes_done": ft.episodes_done, "updates": ft.updates,
+                   "train_successes": sum(bool(h["success"]) for h in ft.history), "eval_seed": seed}
+            for key, mode in (("pretrained", "pretrained"), ("agent", "eval")):
+                res[key] = evaluate(ft, task, episodes, mode=mode, seed=seed)
+                log.info("%s: %d/%d", key, res[key]["n_success"], episodes)
+            res["paired"] = paired_comparison(res["pretrained"]["successes"], res["agent"]["successes"])
+        finally:
+            ft.close()
+            task.close()
     (run / "agent_eval.json").write_text(json.dumps(res, indent=2))
     return res
 
