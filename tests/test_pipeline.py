@@ -100,3 +100,25 @@ def test_pipeline_cli_rejects_bad_values_with_exit_2(tmp_path):
     r = subprocess.run([str(BIN / "postbc"), "pipeline", "--out", str(tmp_path), "--target-success", "0"],
                        check=False, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "target_success=0.0" in r.stderr
+
+
+def test_chunk_jumps_counts_every_chunk_boundary_and_the_demos_obey_the_speed_limit(tmp_path):
+    """The chunk-boundary diagnostic (pipeline_notes.md): one jump per boundary, repeatable, and the reference (the
+    demonstrations' largest per-step target) within the driver's 0.15 rad per step."""
+    from _policies import weak_lift_policy
+    from postbc_core import load_policy
+    from postbc_core.analysis.chunk_jumps import chunk_jumps, demo_max_step, main
+
+    policy = load_policy(weak_lift_policy(tmp_path, steps=30), device="cpu")
+    r = chunk_jumps(policy, "lift_cube", episodes=2, seed=7)
+    assert r["n_action_steps"] == 4 and r["successes"] == 0  # 30 training steps: no lift
+    assert r["boundaries"] == 2 * (80 // 4 - 1)  # 80-step episodes, 20 chunks each
+    for j in r["joints"].values():
+        assert 0.0 <= j["frac_above_1.0"] <= j["frac_above_0.5"] <= 1.0 and j["median"] >= 0.0
+    assert chunk_jumps(policy, "lift_cube", episodes=2, seed=7) == r  # noise seeded per episode
+    steps = demo_max_step(tmp_path / "demos.zarr")
+    assert max(steps.values()) <= 0.15 + 1e-6 and steps["wrist_rotate"] > 0.0
+    out = tmp_path / "jumps.json"
+    assert main([str(tmp_path / "bc"), "--episodes", "1", "--demos", str(tmp_path / "demos.zarr"),
+                 "--out", str(out)]) == 0
+    assert set(json.loads(out.read_text())) == {str(tmp_path / "bc"), "demos_max_step"}

@@ -355,7 +355,7 @@ class Task:
         reward = 1.0 if ok else (self.dense_reward() if self.config.reward_type == "dense" else 0.0)
         terminated = ok and self.config.terminate_on_success
         truncated = self.steps >= self.config.max_steps and not terminated
-        # joint_target / gripper_target: the command executed (after the safety layer), as the arm's recorder logs it
+        # joint_target / gripper_target: the command executed (after the safety layer; the demos' cmd_joint_pos)
         info = {"success": ok, "is_success": ok, "joint_target": q, "gripper_target": g, "safety_altered": altered}
         return self.observation(), float(reward), bool(terminated), bool(truncated), info
 

@@ -1,0 +1,118 @@
+"""How far a chunked policy's joint targets jump from one chunk to the next, in closed loop in the sim.
+
+A diffusion policy draws a fresh initial noise for every chunk; where the demonstrations are multimodal (lift_cube's
+two grasp yaws, 90 deg apart) consecutive chunks can land in different modes, and the target of a joint jumps at the
+chunk boundary although no demonstration ever moved it that fast. This measures it: for every chunk boundary, the
+change of each joint target between the last executed action of the previous chunk and the first of the new one, and
+for reference the largest per-step change in the demonstrations (commanded target minus measured joint).
+
+    python -m postbc_core.analysis.chunk_jumps runs/demo/seed_0/bc runs/demo/seed_0/postbc --episodes 20 \
+        --demos runs/demo/seed_0/demos.zarr
+
+Units: rad. Needs a joint-target policy (action key cmd_joint_pos).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from postbc_core.errors import ConfigError
+from postbc_core.robots.base import JOINT_NAMES
+
+THRESHOLDS = (0.5, 1.0)  # rad
+
+
+def chunk_jumps(policy, task: str = "lift_cube", episodes: int = 20, seed: int = 3000) -> dict:
+    """Closed-loop rollouts of `policy` (the sim task with the driver's safety layer, noise seeded per episode).
+
+    Returns per joint: the fraction of chunk boundaries whose target jump exceeds each of THRESHOLDS and the
+    median jump, plus the boundaries counted and the success count."""
+    import torch
+
+    from postbc_core.policies.runner import PolicyRunner
+    from postbc_core.sim.evaluation import check_policy_fits_task, task_overrides_for_policy
+    from postbc_core.sim.registry import make
+
+    runner = PolicyRunner(policy, num_envs=1)
+    if runner.action_mode != "joint":
+        raise ConfigError(f"chunk_jumps measures joint targets; this policy commands {runner.action_key} "
+                          "(train on cmd_joint_pos)")
+    env = make(task, **task_overrides_for_policy(runner.obs_shapes), action_mode="joint")
+    check_policy_fits_task(runner.obs_shapes, env)
+    lo, hi = env.action_bounds()
+    n = runner.n_action_steps
+    jumps, successes = [], 0
+    try:
+        for ep in range(episodes):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed + ep)
+                obs, last, info = env.reset(seed=seed + ep), None, {"success": False}
+                runner.reset([0])
+                for t in range(env.config.max_steps):
+                    a = runner.act({k: np.asarray(obs[k], np.float32)[None] for k in runner.obs_shapes})[0]
+                    if t % n == 0 and last is not None:
+                        jumps.append(np.abs(np.asarray(a[:6], np.float64) - last))
+                    if t % n == n - 1:
+                        last = np.asarray(a[:6], np.float64)
+                    obs, _, terminated, truncated, info = env.step(np.clip(a, lo, hi))
+                    if terminated or truncated:
+                        break
+                successes += bool(info["success"])
+    finally:
+        env.close()
+    j = np.asarray(jumps).reshape(-1, 6)
+    per_joint = {name: {**{f"frac_above_{th}": float(np.mean(j[:, i] > th)) if len(j) else 0.0 for th in THRESHOLDS},
+                        "median": float(np.median(j[:, i])) if len(j) else 0.0}
+                 for i, name in enumerate(JOINT_NAMES)}
+    return {"task": task, "episodes": episodes, "seed": seed, "successes": successes, "boundaries": len(j),
+            "n_action_steps": n, "joints": per_joint}
+
+
+def demo_max_step(store_path: str | Path) -> dict[str, float]:
+    """Per joint, the largest |cmd_joint_pos - joint_pos| in a demonstration store (rad): how far the demonstrated
+    targets ever were from the measured joints."""
+    from postbc_core.data.store import EpisodeStore
+
+    with EpisodeStore.open(store_path, "r") as store:
+        steps = [np.abs(e["cmd_joint_pos"][:, :6] - e["joint_pos"]) for e in
+                 (store.episode(i, ["cmd_joint_pos", "joint_pos"]) for i in range(store.n_episodes))]
+    m = np.concatenate(steps).max(axis=0)
+    return {name: float(m[i]) for i, name in enumerate(JOINT_NAMES)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from postbc_core import load_policy
+
+    ap = argparse.ArgumentParser(prog="python -m postbc_core.analysis.chunk_jumps", description=__doc__.split("\n")[0])
+    ap.add_argument("checkpoints", nargs="+", type=Path, help="policy run directories or .safetensors files")
+    ap.add_argument("--task", default="lift_cube")
+    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=3000, help="first episode seed")
+    ap.add_argument("--demos", type=Path, help="a demonstration store: also report its largest per-step targets")
+    ap.add_argument("--out", type=Path, help="write the results as JSON here")
+    a = ap.parse_args(argv)
+    results = {}
+    for ckpt in a.checkpoints:
+        r = chunk_jumps(load_policy(ckpt, device="cpu"), a.task, a.episodes, a.seed)
+        results[str(ckpt)] = r
+        worst = max(r["joints"], key=lambda k: r["joints"][k]["frac_above_0.5"])
+        w = r["joints"][worst]
+        print(f"{ckpt}: {r['successes']}/{r['episodes']} successes, {r['boundaries']} chunk boundaries; {worst} target "
+              f"jumps > 0.5 rad at {w['frac_above_0.5']:.1%}, > 1.0 rad at {w['frac_above_1.0']:.1%} "
+              f"(median {w['median']:.3f} rad)")
+    if a.demos is not None:
+        results["demos_max_step"] = demo_max_step(a.demos)
+        print("demonstrations, largest target - measured per step: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in results["demos_max_step"].items()))
+    if a.out is not None:
+        a.out.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
