@@ -515,6 +515,10 @@ def evaluate_run(run: Path, episodes: int = 40, seed: int = EVAL_SEED, device: s
     _, info = read_checkpoint(run / STATE_FILE, "finetune", STATE_FILE)
     saved = json.loads(info["finetune"])["config"]
     cfg = FinetuneConfig.from_dict({**saved, "out": str(run), "resume": True, "eval_episodes": 0, "device": device})
+    if not cfg.checkpoint.is_absolute() and not cfg.checkpoint.exists():
+        raise ConfigError(f"{run} was finetuned from the relative checkpoint path {str(cfg.checkpoint)!r}, which "
+                          f"does not exist from {Path.cwd()}: run finetune-eval from the directory the run was "
+                          "started in")
     dev = resolve_device(device)
     # Finetuner seeds and restores the process's random states (a resume does): keep the caller's.
     with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
