@@ -39,7 +39,9 @@ LABELS = {"bc": "BC", "postbc": "PostBC"}
 
 # Defaults chosen by measurement (pipeline_notes.md): the default run is ~24 CPU-minutes (~12-15 min on a quiet
 # 2-core machine, ~20 on a loaded one). 80 online episodes: DSRL-SAC needed 80 to bring BC from 13 % to 35 % (the
-# 120-episode runs there).
+# 120-episode runs there), measured before the twin applied the arm's speed limit; with it, this budget and
+# _default_dsrl's networks no longer improve lift_cube (pipeline_notes.md: "The twin executes the driver's safety
+# layer").
 DEFAULT = {"seeds": (0, 1, 2), "finetune_episodes": 80, "eval_every": 10, "eval_episodes": 20}
 FULL = {"seeds": (0, 1, 2, 3, 4), "finetune_episodes": 150, "eval_every": 10, "eval_episodes": 30}
 
