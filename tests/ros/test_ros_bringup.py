@@ -19,7 +19,6 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
 
-
 def test_record_demos_profile_end_to_end(ros_context, tmp_path):
     store = tmp_path / "demos.zarr"
     specs = runner.build("record_demos", [f"store={store}", "image_width=64", "image_height=64",

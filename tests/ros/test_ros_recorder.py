@@ -31,7 +31,6 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 
-
 def _params(**kw):
     out = []
     for k, v in kw.items():

@@ -35,6 +35,7 @@ def chunk_jumps(policy, task: str = "lift_cube", episodes: int = 20, seed: int =
     import torch
 
     from postbc_core.policies.runner import PolicyRunner
+    from postbc_core.rl.state import forked_torch_rng
     from postbc_core.sim.evaluation import check_policy_fits_task, task_overrides_for_policy
     from postbc_core.sim.registry import make
 
@@ -49,8 +50,7 @@ def chunk_jumps(policy, task: str = "lift_cube", episodes: int = 20, seed: int =
     jumps, successes = [], 0
     try:
         for ep in range(episodes):
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed + ep)
+            with forked_torch_rng(torch.device("cpu"), seed + ep):
                 obs, last, info = env.reset(seed=seed + ep), None, {"success": False}
                 runner.reset([0])
                 for t in range(env.config.max_steps):

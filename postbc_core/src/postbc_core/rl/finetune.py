@@ -45,7 +45,7 @@ from postbc_core.rl.best_of_n import BestOfNAgent, BestOfNConfig
 from postbc_core.rl.dsrl import DSRLAgent, DSRLConfig, Mode
 from postbc_core.rl.noise_env import NoisePolicy
 from postbc_core.rl.replay import ReplayBuffer, trim_store
-from postbc_core.rl.state import flatten, rng_state, set_rng_state, unflatten
+from postbc_core.rl.state import flatten, forked_torch_rng, rng_state, set_rng_state, unflatten
 
 log = logging.getLogger(__name__)
 
@@ -472,11 +472,9 @@ def evaluate(ft: Finetuner, task, episodes: int, *, mode: Mode = "eval", seed: i
     evaluation repeats exactly whatever the training's random state, and leaves that state as it was."""
     from postbc_core.sim.evaluation import wilson_interval
 
-    devices = [ft.device.index or 0] if ft.device.type == "cuda" else []
     res = []
     for i in range(episodes):
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed + i)
+        with forked_torch_rng(ft.device, seed + i):
             res.append(run_episode(ft, task, seed + i, record=False, mode=mode))
     k = sum(bool(r["success"]) for r in res)
     lo, hi = wilson_interval(k, episodes)
@@ -519,9 +517,8 @@ def evaluate_run(run: Path, episodes: int = 40, seed: int = EVAL_SEED, device: s
         raise ConfigError(f"{run} was finetuned from the relative checkpoint path {str(cfg.checkpoint)!r}, which "
                           f"does not exist from {Path.cwd()}: run finetune-eval from the directory the run was "
                           "started in")
-    dev = resolve_device(device)
     # Finetuner seeds and restores the process's random states (a resume does): keep the caller's.
-    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+    with forked_torch_rng(resolve_device(device)):
         policy = load_policy(cfg.checkpoint, device=device)
         task = make_task(cfg, policy)
         ft = Finetuner(cfg, policy=policy, read_only=True)

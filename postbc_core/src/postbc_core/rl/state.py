@@ -10,6 +10,8 @@ dict for safetensors and a JSON-able skeleton that refers to the tensors by name
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -83,3 +85,13 @@ def set_rng_state(state: dict, np_rng: np.random.Generator) -> None:
     np_rng.bit_generator.state = state["numpy"]
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextmanager
+def forked_torch_rng(device: torch.device, seed: int | None = None) -> Iterator[None]:
+    """torch's random state (the CPU's, and `device`'s when it is a GPU) is restored when the block ends; inside,
+    torch is seeded with `seed` when one is given."""
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
