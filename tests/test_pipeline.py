@@ -13,7 +13,10 @@ from postbc_core.errors import ConfigError
 TINY = ["--demos", "2", "--ensemble-size", "2", "--ensemble-steps", "10", "--steps", "20", "--seeds", "0", "1",
         "--finetune-episodes", "3", "--eval-every", "2", "--eval-episodes", "2", "--max-steps", "12",
         "--dsrl.warmup-episodes", "1", "--dsrl.utd", "1", "--dsrl.batch-size", "8", "--dsrl.hidden", "16", "16",
-        "--coverage-steps", "20", "--target-success", "0.5", "--device", "cpu"]
+        "--coverage-steps", "20", "--target-success", "0.5", "--paired-episodes", "3", "--device", "cpu"]
+
+
+LABEL = {"bc": "BC", "postbc": "PostBC"}
 
 
 def _pct(x):
@@ -60,13 +63,34 @@ def test_pipeline_tiny_end_to_end(tmp_path):
             run = res["runs"][s][name]
             assert run["evals"][0]["mode"] == "pretrained" and run["updates"] > 0
             assert (out / f"seed_{s}" / f"finetune_{name}" / "summary.json").is_file()
+    # the paired final evaluation: each run's agent_eval.json (postbc finetune-eval's file) pooled over the seeds
+    pr = res["paired"]
+    assert pr["episodes_per_seed"] == 3
+    pooled = {}
+    for name in ("bc", "postbc"):
+        evals = [json.loads((out / f"seed_{s}" / f"finetune_{name}" / "agent_eval.json").read_text())
+                 for s in ("0", "1")]
+        assert all(e["episodes_done"] == 3 and len(e["agent"]["successes"]) == 3 for e in evals)
+        pooled[name] = {st: [x for e in evals for x in e[st]["successes"]] for st in ("pretrained", "agent")}
+        for st in ("pretrained", "agent"):
+            assert pr[name][st]["n"] == 6 and pr[name][st]["n_success"] == sum(pooled[name][st])
+        c = pr[name]["agent_vs_pretrained"]
+        assert c["gained"] == sum(a and not b for b, a in zip(pooled[name]["pretrained"], pooled[name]["agent"]))
+        assert c["lost"] == sum(b and not a for b, a in zip(pooled[name]["pretrained"], pooled[name]["agent"]))
+        assert f"{LABEL[name]} {sum(pooled[name]['pretrained'])} -> {sum(pooled[name]['agent'])}" in line
+        # the paired pretrained episodes start with the curve's first point's episodes (same seeds, same noise)
+        for s, e in zip(("0", "1"), evals):
+            assert sum(e["pretrained"]["successes"][:2]) == res["runs"][s][name]["evals"][0]["n_success"]
+    for st in ("pretrained", "agent"):
+        c = pr["postbc_vs_bc"][st]
+        assert c["gained"] == sum(p and not b for b, p in zip(pooled["bc"][st], pooled["postbc"][st]))
     # matched seeds: both methods were trained on the same demos, only PostBC has an ensemble
     assert (out / "seed_1" / "postbc" / "ensemble.safetensors").exists()
     assert not (out / "seed_1" / "bc" / "ensemble.safetensors").exists()
     report = (out / "report.md").read_text()
     assert res["summary_line"] in report
     assert "](success_vs_episodes.png)" in report and "](coverage/coverage.png)" in report
-    assert "Wilson 95%" in report and "## Configurations tried" in report
+    assert "Wilson 95%" in report and "## Configurations tried" in report and "## Paired final evaluation" in report
     # `postbc demo` is the same job (its own default output directory)
     h = subprocess.run([str(BIN / "postbc"), "demo", "--help"], check=False, capture_output=True, text=True,
                        timeout=120)
@@ -84,6 +108,7 @@ def test_pipeline_full_switches_budget():
     ({"seeds": (1, 1)}, "repeats a seed"),
     ({"finetune_episodes": 0}, "finetune_episodes=0"),
     ({"eval_episodes": 0}, "eval_episodes=0"),
+    ({"paired_episodes": -1}, "paired_episodes=-1"),
     ({"target_success": 1.5}, "target_success=1.5"),
     ({"alpha": 0.0}, "alpha=0.0"),
     ({"task": "fly"}, "unknown sim task 'fly'"),
