@@ -100,6 +100,7 @@ def test_pipeline_tiny_end_to_end(tmp_path):
 def test_pipeline_full_switches_budget():
     d, f = PipelineConfig(), PipelineConfig(full=True)
     assert len(f.seeds) > len(d.seeds) and f.finetune_episodes > d.finetune_episodes
+    assert f.paired_episodes > d.paired_episodes > 0 and f.eval_every < d.eval_every
     assert PipelineConfig(full=True, seeds=(7,)).seeds == (7,)  # explicit values win over the preset
 
 

@@ -66,8 +66,9 @@ class PipelineConfig:
     task: str = "lift_cube"
     """Sim task (lift_cube, put_in_bowl, push_to_target)."""
     full: bool = False
-    """The bigger run: 5 seeds, 150 online episodes, 30 evaluation episodes per point (default: 3, 80, 20).
-    Explicit --seeds / --finetune-episodes / --eval-every / --eval-episodes still win."""
+    """The bigger run: 5 seeds, 150 online episodes, points every 10 with 30 evaluation episodes, 100 paired episodes
+    (default: 3, 80, every 20 with 20, 60). Explicit --seeds / --finetune-episodes / --eval-every / --eval-episodes /
+    --paired-episodes still win."""
     seeds: tuple[int, ...] | None = None
     """Seeds; each runs demos, training and finetuning of both methods with that seed (default 0 1 2; full 0..4)."""
     demos: int = 20
@@ -187,33 +188,54 @@ class PipelineConfig:
 # ------------------------------------------------------------------------------------------------------------------
 def run_pipeline(cfg: PipelineConfig) -> dict:
     """Runs every seed, the coverage experiment and writes the report; returns the results (also results.json)."""
+    from postbc_core.analysis.sim_demo import POLICIES
+
     cfg.out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     load_start = os.getloadavg()[0]
     timings: dict[str, float] = {}
-    runs: dict[int, dict] = {}
-    workers = min(cfg.workers, len(cfg.seeds) + int(cfg.coverage))  # the coverage experiment is one more job
+    runs: dict[int, dict] = {seed: {} for seed in cfg.seeds}
+    cpu = dict.fromkeys(cfg.seeds, 0.0)
+
+    def take(seed: int, key: str | None, run: dict, t: dict, cpu_s: float) -> None:
+        (runs[seed] if key is None else runs[seed].setdefault(key, {})).update(run)
+        timings.update(t)
+        cpu[seed] += cpu_s
+
+    # jobs: pretraining per seed, then finetuning (+ paired evaluation) per seed and method, and the coverage
+    # experiment; finer than a job per seed so that 3 seeds keep 2 workers busy to the end
+    workers = min(cfg.workers, 2 * len(cfg.seeds) + int(cfg.coverage))
     if workers > 1:
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         # spawn: a clean interpreter per worker (no forked torch / MuJoCo state); one torch thread each, so the
         # workers share the cores instead of oversubscribing them
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
                                  initargs=(cfg.device,)) as pool:
-            jobs = [pool.submit(run_seed, cfg, seed) for seed in cfg.seeds]
-            cov_job = pool.submit(_run_coverage, cfg) if cfg.coverage else None  # queued behind the seeds
-            for job in jobs:
-                seed, runs[seed], t = job.result()
-                timings.update(t)
+            pre_jobs = [pool.submit(pretrain_seed, cfg, seed) for seed in cfg.seeds]
+            cov_job = pool.submit(_run_coverage, cfg) if cfg.coverage else None
+            ft_jobs = []
+            for job in as_completed(pre_jobs):
+                seed, run, t, cpu_s = job.result()
+                take(seed, None, run, t, cpu_s)
+                ft_jobs += [pool.submit(finetune_method, cfg, seed, name, run[name]["checkpoint"])
+                            for name in POLICIES]
+            for job in ft_jobs:
+                seed, name, run, t, cpu_s = job.result()
+                take(seed, name, run, t, cpu_s)
             coverage, t = cov_job.result() if cov_job else (None, {})
             timings.update(t)
     else:
         for seed in cfg.seeds:
-            runs[seed], t = run_seed(cfg, seed)[1:]
-            timings.update(t)
+            _, run, t, cpu_s = pretrain_seed(cfg, seed)
+            take(seed, None, run, t, cpu_s)
+            for name in POLICIES:
+                take(seed, *finetune_method(cfg, seed, name, run[name]["checkpoint"])[1:])
         coverage, t = _run_coverage(cfg) if cfg.coverage else (None, {})
         timings.update(t)
+    # CPU seconds of each seed's jobs: unlike wall time, not inflated by other load on the machine
+    timings = dict(sorted(timings.items())) | {f"seed_{seed}_cpu": round(cpu[seed], 1) for seed in cfg.seeds}
     timings["total"] = round(time.time() - t_start, 1)
     results = aggregate(cfg, runs)
     # other processes' load inflates wall times: record it next to them (1-min load average, start / end)
@@ -234,36 +256,40 @@ def _worker_init(device: str) -> None:
     logging.basicConfig(level=os.environ.get("POSTBC_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
 
 
-def run_seed(cfg: PipelineConfig, seed: int) -> tuple[int, dict, dict]:
-    """One seed: demos -> BC and PostBC (run_sim_demo) -> DSRL finetuning of each with the same seed and budget.
-    Returns (seed, per-method evaluation histories, wall times)."""
+def pretrain_seed(cfg: PipelineConfig, seed: int) -> tuple[int, dict, dict, float]:
+    """One seed's demos -> BC and PostBC with that seed (run_sim_demo).
+    Returns (seed, {"demo_success_rate", <method>: {"checkpoint"}}, wall times, CPU seconds)."""
     from postbc_core.analysis.sim_demo import POLICIES, run_sim_demo
+
+    t0, c0 = time.time(), time.process_time()
+    pre = run_sim_demo(cfg.sim_demo(seed))
+    run = {"demo_success_rate": pre["demo_success_rate"],
+           **{name: {"checkpoint": pre["policies"][name]["checkpoint"]} for name in POLICIES}}
+    return seed, run, {f"seed_{seed}_pretrain": round(time.time() - t0, 1)}, time.process_time() - c0
+
+
+def finetune_method(cfg: PipelineConfig, seed: int, name: str, checkpoint: str) -> tuple[int, str, dict, dict, float]:
+    """DSRL finetuning of one method's policy with the seed's finetuning seed and the shared budget, then (when
+    paired_episodes > 0) its paired final evaluation. Returns (seed, name, the run's entry, wall times, CPU s)."""
     from postbc_core.rl.finetune import evaluate_run, run_finetune
 
     timings = {}
     t0, c0 = time.time(), time.process_time()
-    pre = run_sim_demo(cfg.sim_demo(seed))
-    timings[f"seed_{seed}_pretrain"] = round(time.time() - t0, 1)
-    run = {"demo_success_rate": pre["demo_success_rate"]}
-    for name in POLICIES:
-        ft_cfg = cfg.finetune(seed, name, pre["policies"][name]["checkpoint"])
-        shutil.rmtree(ft_cfg.out, ignore_errors=True)  # the pipeline owns these dirs; a re-run starts afresh
+    ft_cfg = cfg.finetune(seed, name, checkpoint)
+    shutil.rmtree(ft_cfg.out, ignore_errors=True)  # the pipeline owns these dirs; a re-run starts afresh
+    s = run_finetune(ft_cfg)
+    timings[f"seed_{seed}_finetune_{name}"] = round(time.time() - t0, 1)
+    run = {"checkpoint": checkpoint, "finetune": str(ft_cfg.out),
+           "evals": [{k: e[k] for k in ("after_episodes", "mode", "n_success", "episodes", "success_rate")}
+                     for e in s["evals"]],
+           "train_success_rate": s["train_success_rate"], "updates": s["counters"]["updates"]}
+    log.info("seed %d %s: %s", seed, name, [(e["after_episodes"], e["success_rate"]) for e in s["evals"]])
+    if cfg.paired_episodes:
         t0 = time.time()
-        s = run_finetune(ft_cfg)
-        timings[f"seed_{seed}_finetune_{name}"] = round(time.time() - t0, 1)
-        run[name] = {"checkpoint": pre["policies"][name]["checkpoint"], "finetune": str(ft_cfg.out),
-                     "evals": [{k: e[k] for k in ("after_episodes", "mode", "n_success", "episodes", "success_rate")}
-                               for e in s["evals"]],
-                     "train_success_rate": s["train_success_rate"], "updates": s["counters"]["updates"]}
-        log.info("seed %d %s: %s", seed, name, [(e["after_episodes"], e["success_rate"]) for e in s["evals"]])
-        if cfg.paired_episodes:
-            t0 = time.time()
-            pe = evaluate_run(ft_cfg.out, episodes=cfg.paired_episodes, device=cfg.device)  # also agent_eval.json
-            timings[f"seed_{seed}_paired_{name}"] = round(time.time() - t0, 1)
-            run[name]["paired"] = {"pretrained": pe["pretrained"]["successes"], "agent": pe["agent"]["successes"]}
-    # CPU seconds of this seed's process: unlike wall time, not inflated by other load on the machine
-    timings[f"seed_{seed}_cpu"] = round(time.process_time() - c0, 1)
-    return seed, run, timings
+        pe = evaluate_run(ft_cfg.out, episodes=cfg.paired_episodes, device=cfg.device)  # also agent_eval.json
+        timings[f"seed_{seed}_paired_{name}"] = round(time.time() - t0, 1)
+        run["paired"] = {"pretrained": pe["pretrained"]["successes"], "agent": pe["agent"]["successes"]}
+    return seed, name, run, timings, time.process_time() - c0
 
 
 def _run_coverage(cfg: PipelineConfig) -> tuple[dict, dict]:
