@@ -41,10 +41,10 @@ log = logging.getLogger(__name__)
 NOTES = Path(__file__).with_name("pipeline_notes.md")  # the measured configurations, embedded in every report
 LABELS = {"bc": "BC", "postbc": "PostBC"}
 
-# Defaults chosen by measurement (pipeline_notes.md): the default run is ~29 CPU-minutes (~19 min on a quiet 2-core
-# machine). 80 online episodes: DSRL-SAC needed 80 to bring BC from 13 % to 35 % (the 120-episode runs there); under
-# the arm's speed limit, with _default_dsrl's networks, BC peaks at 30 % after 40 (pipeline_notes.md, "DSRL's default
-# networks in the pipeline").
+# Defaults chosen by measurement (pipeline_notes.md): the default run is ~35 CPU-minutes (~19 min on a quiet 2-core
+# machine). 80 online episodes: DSRL-SAC needed 80 to bring BC from 13 % to 35 % before the arm's speed limit (the
+# 120-episode runs there); with the limit and _default_dsrl's networks, 80 episodes take both methods from ~10 % to
+# 16-19 % on the paired evaluation (pipeline_notes.md, "DSRL's default networks in the pipeline").
 DEFAULT = {"seeds": (0, 1, 2), "finetune_episodes": 80, "eval_every": 20, "eval_episodes": 20, "paired_episodes": 60}
 FULL = {"seeds": (0, 1, 2, 3, 4), "finetune_episodes": 150, "eval_every": 10, "eval_episodes": 30,
         "paired_episodes": 100}
