@@ -7,16 +7,13 @@ import subprocess
 
 import pytest
 from _paths import BIN
-from postbc_core.analysis.pipeline import PipelineConfig
+from postbc_core.analysis.pipeline import LABELS, PipelineConfig
 from postbc_core.errors import ConfigError
 
 TINY = ["--demos", "2", "--ensemble-size", "2", "--ensemble-steps", "10", "--steps", "20", "--seeds", "0", "1",
         "--finetune-episodes", "3", "--eval-every", "2", "--eval-episodes", "2", "--max-steps", "12",
         "--dsrl.warmup-episodes", "1", "--dsrl.utd", "1", "--dsrl.batch-size", "8", "--dsrl.hidden", "16", "16",
         "--coverage-steps", "20", "--target-success", "0.5", "--paired-episodes", "3", "--device", "cpu"]
-
-
-LABEL = {"bc": "BC", "postbc": "PostBC"}
 
 
 def _pct(x):
@@ -77,7 +74,7 @@ def test_pipeline_tiny_end_to_end(tmp_path):
         c = pr[name]["agent_vs_pretrained"]
         assert c["gained"] == sum(a and not b for b, a in zip(pooled[name]["pretrained"], pooled[name]["agent"]))
         assert c["lost"] == sum(b and not a for b, a in zip(pooled[name]["pretrained"], pooled[name]["agent"]))
-        assert f"{LABEL[name]} {sum(pooled[name]['pretrained'])} -> {sum(pooled[name]['agent'])}" in line
+        assert f"{LABELS[name]} {sum(pooled[name]['pretrained'])} -> {sum(pooled[name]['agent'])}" in line
         # the paired pretrained episodes start with the curve's first point's episodes (same seeds, same noise)
         for s, e in zip(("0", "1"), evals):
             assert sum(e["pretrained"]["successes"][:2]) == res["runs"][s][name]["evals"][0]["n_success"]
