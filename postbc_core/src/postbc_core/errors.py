@@ -1,9 +1,14 @@
 """Exception types shared by the library.
 
 Every error a user can cause (bad data, bad config, wrong checkpoint, missing device) derives from
-`PostBCError`; the CLI prints its message and exits with status 2 instead of a traceback. Messages
-name the offending value and say how to fix it.
+`PostBCError`; the CLI prints its message and exits with status 2 instead of a traceback (`postbc --debug ...`
+or POSTBC_DEBUG=1 prints the traceback too). Messages name the offending value and say how to fix it. OSErrors
+a user fixes outside postbc (full disk, read-only or forbidden directory) become `StorageError` (`as_user_error`).
 """
+
+import contextlib
+import errno
+import os
 
 
 class PostBCError(Exception):
@@ -30,3 +35,56 @@ class StoreValidationError(StoreError):
 
 class CheckpointError(PostBCError):
     """A checkpoint is missing, corrupt, or from an incompatible version."""
+
+
+class StorageError(PostBCError, OSError):
+    """Writing or reading a file failed for a reason the user fixes outside postbc (full disk, read-only or
+    permission-denied directory); the message names the path and the fix."""
+
+
+# errno -> what to do about it (the errors a user fixes outside postbc; anything else stays a bug report)
+_OS_FIXES = {
+    errno.ENOSPC: "free some space or choose an output on another filesystem",
+    errno.EDQUOT: "free some space (disk quota exceeded) or choose an output on another filesystem",
+    errno.EROFS: "the filesystem is mounted read-only: choose a writable output path",
+    errno.EACCES: "you lack permission there: fix the permissions or choose another path",
+    errno.EPERM: "the operation is not permitted there: fix the permissions or choose another path",
+}
+
+
+def storage_error(exc: OSError, action: str = "") -> StorageError | None:
+    """The user-facing StorageError for an OSError with a known fix (None for any other OSError).
+
+    action: what was being done, e.g. "writing the run directory runs/x" (the failing file is named too)."""
+    if isinstance(exc, StorageError):
+        return exc
+    fix = _OS_FIXES.get(getattr(exc, "errno", None))
+    if fix is None:
+        return None
+    where = exc.filename if exc.filename is not None else ""
+    what = f"{action}: " if action else ""
+    err = StorageError(f"{what}{os.strerror(exc.errno)}{f' ({where})' if where else ''}; {fix}")
+    err.errno = exc.errno
+    err.filename = exc.filename
+    return err
+
+
+def as_user_error(exc: BaseException) -> PostBCError | None:
+    """The PostBCError to show for `exc` (itself, or a known OSError translated), or None for a bug."""
+    if isinstance(exc, PostBCError):
+        return exc
+    if isinstance(exc, OSError):
+        return storage_error(exc)
+    return None
+
+
+@contextlib.contextmanager
+def storage_errors(action: str):
+    """Translate full-disk / read-only / permission OSErrors raised inside the block into StorageError."""
+    try:
+        yield
+    except OSError as exc:
+        err = storage_error(exc, action)
+        if err is None or err is exc:
+            raise
+        raise err from exc

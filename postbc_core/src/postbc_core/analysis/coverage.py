@@ -94,7 +94,7 @@ def _train_pair(cfg: CoverageConfig, dataset: Path) -> dict[str, Path]:
                            ensemble_hidden=(256, 256), ensemble_steps=cfg.ensemble_steps, ensemble_batch_size=128,
                            mlp_hidden=(256, 256, 256), steps=cfg.steps, batch_size=256, lr=1e-3, warmup_steps=100,
                            ema_max_decay=0.999, seed=cfg.seed, device=cfg.device, log_every=250,
-                           progress=cfg.progress)
+                           progress=cfg.progress, overwrite=True)  # this experiment owns cfg.out
         runs[name] = train(tcfg)
     return runs
 

@@ -6,6 +6,9 @@
   postbc coverage  BC vs PostBC action samples on the 1-D coverage problem -> PNG + JSON
   postbc pipeline  demos -> BC / PostBC -> DSRL finetuning -> report (what `make demo` runs)
   postbc demo      the same with --out runs/demo
+
+User errors (PostBCError, and a full disk / read-only / forbidden path) print one `error: ...` line and exit 2;
+`postbc --debug COMMAND ...` or POSTBC_DEBUG=1 also prints the traceback.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from postbc_core.errors import PostBCError
+from postbc_core.errors import as_user_error
 
 log = logging.getLogger("postbc")
 
@@ -134,10 +137,28 @@ COMMANDS: dict[str, tuple[Callable[[list[str], str], int], str]] = {
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     rows = "\n".join(f"  {name:{width}s}  {help_}" for name, (_, help_) in COMMANDS.items())
-    return f"usage: postbc COMMAND [ARGS]  (`postbc COMMAND --help` for each)\n\ncommands:\n{rows}"
+    return (f"usage: postbc [--debug] COMMAND [ARGS]  (`postbc COMMAND --help` for each; --debug or POSTBC_DEBUG=1: "
+            f"tracebacks with errors)\n\ncommands:\n{rows}")
+
+
+def _debug_enabled() -> bool:
+    return os.environ.get("POSTBC_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _quiet_aborted_io() -> None:
+    """After a reported error, silence the leftovers of an aborted zarr read at interpreter exit (zarr 3 runs chunk
+    reads as asyncio tasks; when one chunk fails to decode, its siblings are destroyed pending and print
+    "Task was destroyed" / "Exception ignored in" tracebacks that would bury the one-line error)."""
+    import warnings
+
+    logging.getLogger("asyncio").disabled = True
+    sys.unraisablehook = lambda _unraisable: None
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The console script (argv None: sys.argv) or an in-process call (tests). Returns the exit status."""
+    entry = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=os.environ.get("POSTBC_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
     if not argv or argv[0] in ("-h", "--help"):
@@ -148,21 +169,36 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"postbc {__version__}")
         return 0
+    debug = _debug_enabled()
+    if argv[0] == "--debug":
+        debug, argv = True, argv[1:]
+        if not argv:
+            print(_usage())
+            return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}\n{_usage()}", file=sys.stderr)
         return 2
     try:
         return COMMANDS[name][0](rest, f"postbc {name}")
-    except PostBCError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` & co.: stop quietly (Python docs' SIGPIPE recipe)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as e:
+        user = as_user_error(e)
+        if user is None:  # a bug: let Python print the traceback (exit 1)
+            raise
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        elif entry:  # the process ends next: nothing else of it needs those hooks
+            _quiet_aborted_io()
+        print(f"error: {user}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -14,6 +14,11 @@ its old or its new content. An episode becomes visible only when its `meta/episo
 written, after its data and metadata; anything past the last committed episode is dropped on the next
 open in append mode (`EpisodeStore.recovery` says what). One writer at a time: a `<store>.lock` file
 next to the store holds an exclusive `flock`, which the kernel releases if the writer dies.
+
+In-place rewrites (`postbc data drop` without --out) build the result beside the store, rename the store to a
+backup `.<name>.old-*` and the result into place. A rewrite killed between the two renames leaves only the backup:
+opening the store puts the backup back (`restore_backup`), and nothing creates a fresh store over a path that has
+a backup. A damaged chunk or array raises StoreError naming it (`postbc data validate` lists them all).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import json
 import logging
 import math
@@ -39,7 +45,7 @@ import numcodecs
 import numpy as np
 import zarr
 
-from postbc_core.errors import StoreError, StoreValidationError
+from postbc_core.errors import StoreError, StoreValidationError, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +192,34 @@ def open_group_readonly(path: str | os.PathLike):
 
 def _group_arrays(group) -> dict[str, Any]:
     return {name: group[name] for name in sorted(group.array_keys())}
+
+
+def array_names(group) -> list[str]:
+    """Member names of a zarr group that look like arrays, from the directory listing when there is one (so an
+    array with malformed metadata is still listed; zarr would fail on the whole group)."""
+    root = getattr(getattr(group, "store", None), "root", None)  # zarr 3 LocalStore
+    if root is None and hasattr(group, "store") and hasattr(group.store, "path"):  # zarr 2 DirectoryStore
+        root = Path(group.store.path)
+    if root is not None:
+        d = Path(root) / group.path if group.path else Path(root)
+        if (d / ".zgroup").is_file():  # zarr format 2 (every postbc store)
+            return sorted(p.name for p in d.iterdir() if (p / ".zarray").exists())
+    return sorted(group.array_keys())
+
+
+def open_array(group, name: str, where: str, store_path):
+    """group[name]; metadata that cannot be parsed raises StoreError naming the array."""
+    try:
+        return group[name]
+    except Exception as exc:
+        raise StoreError(f"{store_path}: {where}/{name} has unreadable array metadata (.zarray: {type(exc).__name__}: "
+                         f"{exc}); the store is damaged: `postbc data validate {store_path}` lists every problem; "
+                         "restore the store from a copy") from None
+
+
+def group_arrays_checked(group, where: str, store_path) -> dict[str, Any]:
+    """{name: array} of a group, raising StoreError that names the first array whose metadata is damaged."""
+    return {name: open_array(group, name, where, store_path) for name in array_names(group)}
 
 
 def _has(group, name: str) -> bool:
@@ -424,6 +458,124 @@ def _read_fd_json(fd: int) -> dict | None:
 
 
 # ----------------------------------------------------------------------------------------------
+# backups of in-place rewrites
+# ----------------------------------------------------------------------------------------------
+
+BACKUP_TAG = "old"
+
+
+def backup_name(path: str | os.PathLike) -> Path:
+    """A fresh backup path for `path` (the store is renamed there during an in-place rewrite)."""
+    p = Path(path)
+    return p.parent / f".{p.name}.{BACKUP_TAG}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def backup_paths(path: str | os.PathLike) -> list[Path]:
+    """Backups `.<name>.old-*` beside `path` left by an interrupted in-place rewrite (oldest name first)."""
+    p = Path(os.path.abspath(path))
+    if not p.parent.is_dir():
+        return []
+    return sorted(p.parent.glob(f".{glob.escape(p.name)}.{BACKUP_TAG}-*"))
+
+
+def backup_problem(path: str | os.PathLike) -> str | None:
+    """A sentence about backups of `path` (None when there are none)."""
+    backups = backup_paths(path)
+    if not backups:
+        return None
+    names = ", ".join(str(b) for b in backups)
+    if Path(path).exists():
+        return (f"backup(s) {names} of this store remain from an interrupted in-place rewrite (`postbc data drop`); "
+                f"{path} holds the rewrite's result. Check it, then delete the backup, or move the backup back "
+                "if the result is not what you want")
+    if len(backups) == 1:
+        return (f"{path} is missing but its backup {backups[0]} holds it (an in-place `postbc data drop` was "
+                f"interrupted between its two renames); opening the store (e.g. `postbc data info {path}`) restores "
+                f"it, or run: mv {backups[0]} {path}")
+    return (f"{path} is missing and several backups of it exist ({names}); move the one to keep back to {path} "
+            "(the newest holds the last state) and delete the others")
+
+
+def restore_backup(path: str | os.PathLike, *, locked: bool = False) -> bool:
+    """When `path` is missing and exactly one backup of it exists, rename the backup into place (under the writer
+    lock unless `locked`: the caller holds it). Returns True when it restored; StoreError when several backups
+    exist; False when there is nothing to do."""
+    path = Path(path)
+    if path.exists() or not backup_paths(path):
+        return False
+    lock = None if locked else WriterLock(path)
+    if lock is not None:
+        lock.acquire()
+    try:
+        backups = backup_paths(path)
+        if path.exists() or not backups:
+            return False
+        if len(backups) > 1:
+            raise StoreError(backup_problem(path))
+        os.rename(backups[0], path)
+    finally:
+        if lock is not None:
+            lock.release()
+    log.warning("%s: restored the store from its backup %s (an interrupted in-place `postbc data drop`: the drop "
+                "did not happen; run it again if you still want it)", path, backups[0])
+    return True
+
+
+def refuse_if_backup(path: str | os.PathLike) -> None:
+    """Nothing creates a fresh store over a path whose backup exists (it would hide the backed-up episodes)."""
+    backups = backup_paths(path)
+    if backups and not Path(path).exists():
+        raise StoreError(f"refusing to create a new store at {path}: {backup_problem(path)}; then retry")
+
+
+# ----------------------------------------------------------------------------------------------
+# reading arrays: damaged chunks become StoreError naming the array and the rows
+# ----------------------------------------------------------------------------------------------
+
+def read_rows(arr, start: int, stop: int, what: str, store_path) -> np.ndarray:
+    """arr[start:stop] as numpy; a chunk that cannot be read (truncated, corrupt) raises StoreError naming it."""
+    try:
+        return np.asarray(arr[start:stop])
+    except StoreError:
+        raise
+    except OSError as exc:
+        err = storage_error(exc, f"reading {what} of {store_path}")
+        if err is None:
+            raise _damaged(arr, start, stop, what, store_path, exc) from None
+        raise err from exc
+    except Exception as exc:  # codecs raise RuntimeError / ValueError / ... for a corrupt chunk
+        raise _damaged(arr, start, stop, what, store_path, exc) from None
+
+
+def damaged_chunks(arr, start: int, stop: int) -> list[tuple[int, int, str]]:
+    """[(first row, end row, reason)] of every chunk of arr[start:stop] (along axis 0) that cannot be read, one
+    chunk at a time (one chunk per read also keeps zarr's concurrent reads out of the way)."""
+    if not arr.ndim:
+        try:
+            np.asarray(arr[...])
+            return []
+        except Exception as exc:
+            return [(0, 0, f"{type(exc).__name__}: {exc}")]
+    c = int(arr.chunks[0]) if arr.chunks else max(1, stop - start)
+    bad = []
+    for a in range((start // c) * c, stop, c):
+        lo, hi = max(a, start), min(a + c, stop)
+        try:
+            np.asarray(arr[lo:hi])
+        except Exception as exc:
+            bad.append((lo, hi, f"{type(exc).__name__}: {exc}"))
+    return bad
+
+
+def _damaged(arr, start, stop, what, store_path, exc) -> StoreError:
+    bad = damaged_chunks(arr, start, stop)
+    where = ", ".join(f"rows {a}..{b - 1} ({r})" for a, b, r in bad[:3]) or f"rows {start}..{stop - 1} ({exc})"
+    return StoreError(f"{store_path}: {what} cannot be read: damaged chunk(s) at {where}; the store is damaged: "
+                      f"`postbc data validate {store_path}` lists every damaged array; restore the store from a copy "
+                      "or record it again")
+
+
+# ----------------------------------------------------------------------------------------------
 # recovery report
 # ----------------------------------------------------------------------------------------------
 
@@ -490,6 +642,7 @@ class EpisodeStore:
         lock = WriterLock(path)
         lock.acquire()
         try:
+            refuse_if_backup(path)
             if path.exists():
                 if not overwrite:
                     raise StoreError(f"{path} already exists: pass overwrite=True to replace it, or pick a new path")
@@ -518,6 +671,7 @@ class EpisodeStore:
         path = Path(path)
         if mode not in ("r", "a"):
             raise StoreError(f"mode {mode!r} is not supported: use 'r' (read-only) or 'a' (append)")
+        restore_backup(path)
         if mode == "a" and not path.exists():
             return cls.create(path)
         if not path.exists():
@@ -548,6 +702,9 @@ class EpisodeStore:
                 raise StoreValidationError(path, [f"missing {m} (not an episode store, or a damaged one)" for m in missing])
             store = cls(path, mode, root, lock)
             store._recover()
+            note = backup_problem(path)
+            if note:
+                log.warning("%s", note)
             return store
         except BaseException:
             if lock is not None:
@@ -558,11 +715,12 @@ class EpisodeStore:
     def _load_state(self) -> None:
         self._data = self._root["data"]
         self._meta = self._root["meta"]
-        self._arrays = _group_arrays(self._data)
+        self._arrays = group_arrays_checked(self._data, "data", self.path)
         # Only the known per-episode fields (diffusion_policy stores may hold other meta arrays).
-        self._meta_arrays = {k: v for k, v in _group_arrays(self._meta).items() if k in META_FIELDS}
+        self._meta_arrays = {k: v for k, v in group_arrays_checked(self._meta, "meta", self.path).items()
+                             if k in META_FIELDS}
         self._ends_arr = self._meta["episode_ends"]
-        raw = np.asarray(self._ends_arr[:])
+        raw = read_rows(self._ends_arr, 0, self._ends_arr.shape[0], "meta/episode_ends", self.path)
         lengths = {k: a.shape[0] for k, a in self._arrays.items()}
         an = analyze_layout(raw, lengths)
         self._analysis = an
@@ -677,22 +835,27 @@ class EpisodeStore:
             self.data(k)
         return keys
 
+    def rows(self, key: str, start: int, stop: int) -> np.ndarray:
+        """data/<key>[start:stop] as numpy (a damaged chunk raises StoreError naming the key and rows)."""
+        self._check_open()
+        return read_rows(self.data(key), start, stop, f"data/{key}", self.path)
+
     def episode(self, i: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """Episode `i` (negative counts from the end): key -> (T, ...) array."""
         self._check_open()
         start, end = self._episode_range(i)
-        return {k: np.asarray(self._arrays[k][start:end]) for k in self._select_keys(keys)}
+        return {k: self.rows(k, start, end) for k in self._select_keys(keys)}
 
     def load(self, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """All committed steps in memory: key -> (T_total, ...) array."""
         self._check_open()
-        return {k: np.asarray(self._arrays[k][: self.n_steps]) for k in self._select_keys(keys)}
+        return {k: self.rows(k, 0, self.n_steps) for k in self._select_keys(keys)}
 
     def meta_table(self) -> dict[str, np.ndarray]:
         """Per-episode metadata arrays (committed rows only): field -> (N,) array."""
         self._check_open()
         n = self.n_episodes
-        return {k: np.asarray(a[:n]) for k, a in self._meta_arrays.items()}
+        return {k: read_rows(a, 0, n, f"meta/{k}", self.path) for k, a in self._meta_arrays.items()}
 
     def episode_meta(self, i: int) -> dict[str, Any]:
         """Metadata of episode `i`: success (True/False/None), source, task, operator, start/end_time,
@@ -703,7 +866,7 @@ class EpisodeStore:
         out: dict[str, Any] = {"index": i, "start": start, "end": end, "length": end - start}
         for name, (dtype, fill) in META_FIELDS.items():
             arr = self._meta_arrays.get(name)
-            value = arr[i] if arr is not None else fill
+            value = read_rows(arr, i, i + 1, f"meta/{name}", self.path)[0] if arr is not None else fill
             if name == "success":
                 value = None if int(value) < 0 else bool(int(value))
             elif dtype.kind == "U":

@@ -4,10 +4,15 @@ A checkpoint holds everything a consumer needs to rebuild the model from the pat
 the normalizer statistics (as tensors of the policy), the weights (EMA weights for policies), how it was trained
 (alpha, ensemble settings, dataset) and the versions that wrote it. safetensors never unpickles, so loading an
 untrusted file cannot execute code.
+
+Integrity: the metadata carries `content_sha256`, a SHA-256 over every tensor's name, dtype, shape and bytes
+(`tensors_sha256`); reading a checkpoint recomputes it, so flipped or replaced weights are an error, not silently
+different actions. It also identifies the weights: a finetuning run records the hash of the policy it started from.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -18,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from postbc_core.errors import CheckpointError, ConfigError
+from postbc_core.errors import CheckpointError, ConfigError, storage_errors
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +43,35 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """Hex SHA-256 over the tensors' names, dtypes, shapes and bytes, in name order (device-independent)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_checkpoint(path: str | Path, kind: str, state_dict: dict[str, torch.Tensor], info: dict[str, Any]) -> Path:
-    """Writes tensors + JSON info atomically (temp file + rename: a crash never leaves a half-written file)."""
+    """Writes tensors + JSON info (with the tensors' `content_sha256`) atomically (temp file + rename: a crash never
+    leaves a half-written file; a full disk or read-only directory raises StorageError naming the path)."""
     from postbc_core import __version__
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": f"postbc-{kind}", "format_version": FORMAT_VERSION, "postbc_core_version": __version__,
-            "torch_version": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    meta = {"format": f"postbc-{kind}", "format_version": FORMAT_VERSION, "postbc_core_version": __version__,
+            "torch_version": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info,
+            "content_sha256": tensors_sha256(tensors)}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"postbc": json.dumps(meta)})
-    tmp.replace(path)
+    with storage_errors(f"writing checkpoint {path}"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            save_file(tensors, str(tmp), metadata={"postbc": json.dumps(meta)})
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return path
 
 
@@ -72,12 +94,29 @@ def read_checkpoint(path: str | Path, kind: str, default_file: str) -> tuple[dic
                               "different format (e.g. a torch .pt pickle, which is not accepted)?") from None
     if "postbc" not in header:
         raise CheckpointError(f"{path} is a safetensors file but not a postbc checkpoint (no 'postbc' metadata)")
-    info = json.loads(header["postbc"])
+    try:
+        info = json.loads(header["postbc"])
+    except ValueError as e:
+        raise CheckpointError(f"{path}: the checkpoint's 'postbc' header is not valid JSON ({e}); the file is damaged "
+                              "or was edited: restore it from a copy or retrain") from None
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{path}: the checkpoint's 'postbc' header is {type(info).__name__}, not a JSON object; "
+                              "the file is damaged or was edited: restore it from a copy or retrain")
     if info.get("format") != f"postbc-{kind}":
         raise CheckpointError(f"{path} holds a {info.get('format')!r} checkpoint, expected 'postbc-{kind}'")
     if int(info.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format version {info['format_version']}, newer than this "
                               f"postbc_core supports ({FORMAT_VERSION}); upgrade postbc_core")
+    expected = info.get("content_sha256")
+    if expected is None:  # written before checkpoints carried a hash: nothing to verify against
+        log.debug("%s carries no content hash (an older checkpoint); its weights are not verified", path)
+    else:
+        found = tensors_sha256(tensors)
+        if found != expected:
+            raise CheckpointError(f"{path}: the weights do not match the checkpoint's content hash (recorded "
+                                  f"sha256 {expected}, found {found}); the file was damaged or its tensors were "
+                                  "modified: restore it from a copy or retrain")
+    info["content_sha256"] = expected or tensors_sha256(tensors)
     return tensors, info
 
 
@@ -107,6 +146,13 @@ def load_policy(path: str | Path, device: str | torch.device = "auto"):
 
 
 def _load_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path) -> None:
+    own = module.state_dict()
+    wrong = [f"{k} {tuple(t.shape)} (architecture: {tuple(own[k].shape)})" for k, t in tensors.items()
+             if k in own and tuple(own[k].shape) != tuple(t.shape)]
+    if wrong:
+        raise CheckpointError(f"{path}: weights have other shapes than the architecture in its config "
+                              f"({', '.join(wrong[:3])}{', ...' if len(wrong) > 3 else ''}); the file is corrupt or "
+                              "was edited")
     result = module.load_state_dict(tensors, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(f"{path}: weights do not match the architecture in its config "

@@ -146,7 +146,7 @@ class Finetuner:
     def __init__(self, cfg: FinetuneConfig, policy=None, *, read_only: bool = False):
         """read_only (with cfg.resume): load the run's last saved agent to act with, for evaluation, while the run
         may still be going: nothing on disk is touched, no episode is recorded, update() and save() refuse."""
-        from postbc_core.policies.checkpoint import load_policy, resolve_device
+        from postbc_core.policies.checkpoint import load_policy, resolve_device, tensors_sha256
 
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
@@ -161,6 +161,8 @@ class Finetuner:
             raise CheckpointError(f"--resume: no finetuning checkpoint {state_path}; start the run without --resume "
                                   "(or point --out at the run directory)")
         self.policy = load_policy(cfg.checkpoint, device=self.device) if policy is None else policy.to(self.device)
+        # What the run starts from, by content: a resume refuses other weights even at the same path.
+        self.policy_sha256 = tensors_sha256(self.policy.state_dict())
         self.noise_policy = NoisePolicy(self.policy, cfg.n_action_steps)
         random.seed(cfg.seed)  # nothing here draws from it, but libraries might: keep runs reproducible
         torch.manual_seed(cfg.seed)
@@ -357,7 +359,7 @@ class Finetuner:
             raise PostBCError("save() during an episode: checkpoints are taken between episodes")
         tensors, skeleton = flatten({"agent": self.agent.training_state(), "rng": rng_state(self.rng)})
         info = {"config": self.cfg.to_dict(), "counters": self.counters(), "state": skeleton,
-                "history": self.history, "evals": self.evals}
+                "history": self.history, "evals": self.evals, "policy_sha256": self.policy_sha256}
         return save_checkpoint(self.cfg.out / STATE_FILE, "finetune", tensors, {"finetune": json.dumps(info)})
 
     def _read_state(self, path: Path) -> dict:
@@ -383,6 +385,15 @@ class Finetuner:
             raise ConfigError(f"--resume: {', '.join(diff)}; "
                               "resume with the run's original settings (only --episodes, evaluation and --device may "
                               "change) or start a new run with another --out")
+        recorded = saved.get("policy_sha256")
+        if recorded is None:  # a run started before runs recorded their policy's hash
+            log.warning("%s was started before finetuning runs recorded their pretrained policy's hash: cannot check "
+                        "that %s still holds the same weights", self.cfg.out, self.cfg.checkpoint)
+        elif recorded != self.policy_sha256:
+            raise CheckpointError(f"--resume: {self.cfg.checkpoint} now holds other weights than the run in "
+                                  f"{self.cfg.out} started from (started from sha256 {recorded}, now "
+                                  f"{self.policy_sha256}); restore the original checkpoint, or start a new run "
+                                  "with another --out")
         saved["tensors"] = tensors
         return saved
 
@@ -394,7 +405,12 @@ class Finetuner:
                                   f"{len(self.replay)} transitions, the checkpoint expects {c['replay_episodes']} / "
                                   f"{c['replay_transitions']}; the store was modified outside postbc finetune")
         state = unflatten(saved["state"], saved["tensors"])
-        self.agent.load_training_state(state["agent"])
+        try:
+            self.agent.load_training_state(state["agent"])
+        except (RuntimeError, KeyError, ValueError) as e:  # torch: size mismatch / missing keys
+            raise CheckpointError(f"--resume: the agent saved in {self.cfg.out / STATE_FILE} does not fit the one "
+                                  f"built from {self.cfg.checkpoint} ({str(e).splitlines()[0][:300]}); resume with "
+                                  "the checkpoint the run started from, or start a new run with another --out") from None
         set_rng_state(state["rng"], self.rng)
         for k in ("episodes_done", "env_steps", "decisions", "updates", "pending_transitions"):
             setattr(self, k, int(c[k]))

@@ -17,7 +17,10 @@ class TrainConfig:
     dataset: Path
     """Episode store (.zarr) to train on."""
     out: Path = Path("runs/train")
-    """Run directory: policy.safetensors, ensemble.safetensors, train_config.json, tb/ (TensorBoard), metrics.jsonl."""
+    """Run directory: policy.safetensors, ensemble.safetensors, train_config.json, tb/ (TensorBoard), metrics.jsonl.
+    Must be empty or absent unless --overwrite."""
+    overwrite: bool = False
+    """Replace the run in a non-empty --out (its checkpoints, metrics, tb/ are removed first; other files stay)."""
     obs_keys: tuple[str, ...] = ()
     """Observation keys from data/ (low-dim vectors and/or (H, W, 3) uint8 RGB). Required."""
     action_key: str = "action"

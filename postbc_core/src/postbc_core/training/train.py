@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 
 from postbc_core.data.normalizer import LinearNormalizer
-from postbc_core.errors import ConfigError
+from postbc_core.errors import ConfigError, storage_errors
 from postbc_core.policies.checkpoint import ENSEMBLE_FILE, POLICY_FILE, save_checkpoint, save_policy
 from postbc_core.models.obs_encoder import is_rgb_shape
 from postbc_core.policies.diffusion import DiffusionPolicy, PolicyConfig
@@ -46,6 +48,8 @@ def load_training_data(cfg: TrainConfig):
                               "(set --obs-keys / --action-key)")
         if store.n_episodes == 0:
             raise ConfigError(f"{cfg.dataset} holds no committed episodes")
+        check_action_key(cfg, store.schema())
+        check_split(cfg, store.n_episodes)
         data = store.load(wanted)
         episode_ends = np.asarray(store.episode_ends)
     for k in cfg.obs_keys:
@@ -57,10 +61,74 @@ def load_training_data(cfg: TrainConfig):
                   action_horizon=cfg.action_horizon)
     train_ds = WindowDataset(data, episode_ends, episode_mask=~val_mask, **common)
     val_ds = WindowDataset(data, episode_ends, episode_mask=val_mask, **common) if val_mask.any() else None
+    if val_ds is not None and len(val_ds) == 0:
+        raise ConfigError(f"--val-ratio {cfg.val_ratio}: the {int(val_mask.sum())} validation episode(s) of "
+                          f"{cfg.dataset} are too short for one window (To={cfg.n_obs_steps}, Ta={cfg.action_horizon}),"
+                          " so there would be no validation loss; raise --val-ratio or use --val-ratio 0")
     # Normalizer statistics from training episodes only.
     starts = np.concatenate([[0], episode_ends[:-1]])
     train_steps = np.concatenate([np.arange(s, e) for s, e, v in zip(starts, episode_ends, val_mask) if not v])
     return data, train_steps, train_ds, val_ds
+
+
+def check_action_key(cfg: TrainConfig, schema: dict) -> None:
+    """The action must be a vector (D,) or a scalar per step: anything else (an image, a matrix) is refused before any
+    training (flattened, a 128x128x3 image becomes a 49152-dim action chunk and the ensemble covariance explodes)."""
+    shape, dtype = schema[cfg.action_key]
+    if len(shape) > 1 or np.dtype(dtype).kind not in "fiu":
+        others = sorted(k for k, (sh, dt) in schema.items() if len(sh) <= 1 and np.dtype(dt).kind == "f")
+        raise ConfigError(f"--action-key {cfg.action_key!r} has per-step shape {tuple(shape)} dtype {np.dtype(dtype)} "
+                          f"in {cfg.dataset}; an action must be a numeric vector (D,) per step (an image or matrix "
+                          f"key is not an action). Vector keys in this store: {others}")
+    if cfg.action_key in cfg.obs_keys:
+        raise ConfigError(f"--action-key {cfg.action_key!r} is also in --obs-keys: the policy would see its own target")
+
+
+def check_split(cfg: TrainConfig, n_episodes: int) -> None:
+    """Refuse a --val-ratio that leaves no validation episode and a PostBC bootstrap over one demonstration."""
+    if cfg.val_ratio > 0 and n_episodes < 2:
+        raise ConfigError(f"--val-ratio {cfg.val_ratio}: {cfg.dataset} has {n_episodes} episode, so no episode is "
+                          "left for validation (the split is by episode and keeps one for training); record more "
+                          "episodes or use --val-ratio 0")
+    n_train = n_episodes - (get_val_mask_count(n_episodes, cfg.val_ratio) if cfg.val_ratio > 0 else 0)
+    if not cfg.is_bc and cfg.bootstrap == "trajectory" and n_train < 2:
+        raise ConfigError(f"PostBC (--alpha {cfg.alpha}) with --bootstrap trajectory needs at least 2 training "
+                          f"episodes, {cfg.dataset} leaves {n_train}: every ensemble member would resample the same "
+                          "demonstration and the posterior would be zero. Record more episodes, use --bootstrap "
+                          "state_action, or --alpha 0 (plain BC)")
+
+
+def get_val_mask_count(n_episodes: int, val_ratio: float) -> int:
+    from postbc_core.data import get_val_mask
+
+    return int(get_val_mask(n_episodes, val_ratio).sum())
+
+
+def prepare_run_dir(cfg: TrainConfig) -> None:
+    """Refuse a non-empty --out unless --overwrite (then remove the previous run's outputs, nothing else), so two runs
+    never mix in one directory. Runs before any rank writes (torchrun: every rank checks, rank 0 removes)."""
+    out = cfg.out
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a run directory; choose another --out")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not entries:
+        return
+    if not cfg.overwrite:
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise ConfigError(f"--out {out} is not empty ({shown}); pass --overwrite to replace that run, or choose "
+                          "another --out")
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    removed = [n for n in RUN_OUTPUTS if (out / n).exists()]
+    with storage_errors(f"removing the previous run in {out}"):
+        for name in removed:
+            p = out / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    log.warning("--overwrite: removed the previous run's %s from %s", ", ".join(removed) or "(nothing)", out)
+
+
+RUN_OUTPUTS = (POLICY_FILE, ENSEMBLE_FILE, "posterior.json", "train_config.json", "metrics.jsonl", "tb", "checkpoints")
+"""What `postbc train` writes into its run directory (what --overwrite removes)."""
 
 
 def build_policy(cfg: TrainConfig, data: dict, train_steps: np.ndarray) -> DiffusionPolicy:
@@ -83,6 +151,7 @@ def build_policy(cfg: TrainConfig, data: dict, train_steps: np.ndarray) -> Diffu
 
 def train(cfg: TrainConfig) -> Path:
     """Runs the whole training; returns the run directory. Works single-process and under torchrun."""
+    prepare_run_dir(cfg)
     dist = init_distributed(cfg.device)
     try:
         return _train(cfg, dist)
@@ -96,8 +165,9 @@ def _train(cfg: TrainConfig, dist) -> Path:
     torch.manual_seed(cfg.seed)
     run_dir = cfg.out
     if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        with storage_errors(f"writing the run directory {run_dir}"):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     barrier(dist)
     logger = RunLogger(run_dir, dist, progress=cfg.progress)
     data, train_steps, train_ds, val_ds = load_training_data(cfg)
@@ -126,7 +196,8 @@ def _train(cfg: TrainConfig, dist) -> Path:
                 "n_obs_steps": cfg.n_obs_steps, "out_dim": cfg.action_horizon * policy.config.action_dim,
                 "hidden_dims": list(cfg.ensemble_hidden), "head": cfg.ensemble_head, "bootstrap": cfg.bootstrap,
                 "dataset": str(cfg.dataset)})
-            (run_dir / "posterior.json").write_text(json.dumps(posterior.summary(), indent=2))
+            with storage_errors(f"writing {run_dir / 'posterior.json'}"):
+                (run_dir / "posterior.json").write_text(json.dumps(posterior.summary(), indent=2))
             log.info("posterior: mean std %.4f (normalized action units) over %d states", posterior.mean_std,
                      posterior.factor.shape[0])
         del model
