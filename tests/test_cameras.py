@@ -6,51 +6,7 @@ import numpy as np
 import pytest
 from postbc_core.errors import PostBCError
 
-W, H, FPS = 64, 48, 30
-
-
-def _intr(rs, f, cx, cy):
-    i = rs.intrinsics()
-    i.width, i.height, i.fx, i.fy, i.ppx, i.ppy = W, H, f, f + 1.0, cx, cy
-    i.model = rs.distortion.brown_conrady
-    i.coeffs = [0.0, 0.0, 0.0, 0.0, 0.0]
-    return i
-
-
-class SoftwareRealSense:
-    """A software RealSense: a color and a depth sensor whose frames the test injects."""
-
-    def __init__(self, rs, serial="SW0001"):
-        self.rs = rs
-        self.dev = rs.software_device()
-        self.dev.register_info(rs.camera_info.serial_number, serial)
-        self.depth_s = self.dev.add_sensor("Stereo Module")
-        self.color_s = self.dev.add_sensor("RGB Camera")
-        vs = rs.video_stream()
-        vs.type, vs.index, vs.uid, vs.width, vs.height, vs.fps = rs.stream.depth, 0, 0, W, H, FPS
-        vs.bpp, vs.fmt, vs.intrinsics = 2, rs.format.z16, _intr(rs, 50.0, W / 2, H / 2)
-        self.dprof = self.depth_s.add_video_stream(vs)
-        self.depth_s.add_read_only_option(rs.option.depth_units, 0.001)
-        cs = rs.video_stream()
-        cs.type, cs.index, cs.uid, cs.width, cs.height, cs.fps = rs.stream.color, 0, 1, W, H, FPS
-        self.color_intr = _intr(rs, 55.0, 31.5, 23.25)
-        cs.bpp, cs.fmt, cs.intrinsics = 3, rs.format.rgb8, self.color_intr
-        self.cprof = self.color_s.add_video_stream(cs)
-        ext = rs.extrinsics()
-        ext.rotation, ext.translation = [1, 0, 0, 0, 1, 0, 0, 0, 1], [0, 0, 0]
-        self.dprof.register_extrinsics_to(self.cprof, ext)
-        self.dev.create_matcher(rs.matchers.dlr_c)
-        self._keep = []  # librealsense reads the pixel buffers after on_video_frame returns
-
-    def inject(self, k, color, depth):
-        rs = self.rs
-        for sensor, prof, arr, bpp in ((self.depth_s, self.dprof, depth, 2), (self.color_s, self.cprof, color, 3)):
-            f = rs.software_video_frame()
-            f.pixels = arr
-            self._keep.append(arr)
-            f.bpp, f.stride, f.timestamp = bpp, W * bpp, k * 1000.0 / FPS
-            f.domain, f.frame_number, f.profile = rs.timestamp_domain.hardware_clock, k, prof.as_video_stream_profile()
-            sensor.on_video_frame(f)
+from _realsense_sw import FPS, H, W, Feeder, SoftwareRealSense
 
 
 @pytest.fixture()
@@ -126,6 +82,106 @@ def test_realsense_no_device_clear_error(rs):
         pytest.skip("a real RealSense is connected")
     with pytest.raises(PostBCError, match="no RealSense device found.*available serials: none"):
         RealSenseCamera(context=ctx).connect()
+
+
+# ---------------------------------------------------------------- several devices, unplug / replug
+def test_select_serial_precedence():
+    from postbc_core.cameras.realsense import select_serial
+
+    avail = ["B2", "A1", "C3"]  # enumeration order: the choice must not depend on it
+    assert select_serial(avail, name="c", index=0) == "A1"
+    assert select_serial(avail, name="c", index=2) == "C3"
+    assert select_serial(avail, name="c", serial="C3", index=0) == "C3"  # an explicit serial wins over index
+    assert select_serial(avail, name="c", serial="C3", pinned="B2") == "B2"  # the device already streamed from
+    assert select_serial(["Z9"], name="c") == "Z9"
+    with pytest.raises(PostBCError, match=r"'c': its RealSense 'A1' is not connected \(unplugged\?\); available "
+                                          r"serials: \['B2'\]"):
+        select_serial(["B2"], name="c", index=0, pinned="A1")  # never falls back to another camera's device
+
+
+def test_realsense_index_must_be_a_device_number():
+    from postbc_core.cameras.realsense import RealSenseConfig
+    from postbc_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"index=-1: give a device number >= 0"):
+        RealSenseConfig(index=-1)
+
+
+def _frames_from(cam, n=3, timeout_s=2.0):
+    """n frames read from a streaming camera (the first pair may be held back by the syncer)."""
+    out = []
+    deadline = __import__("time").monotonic() + 10.0
+    while len(out) < n:
+        assert __import__("time").monotonic() < deadline, f"camera {cam.name}: no frames"
+        out.append(cam.read(timeout_s=timeout_s))
+    return out
+
+
+def test_realsense_several_devices_get_distinct_devices_by_index(rs):
+    """Two cameras, no serials: camera k opens the k-th device sorted by serial, whatever the enumeration order."""
+    from postbc_core.cameras.realsense import RealSenseCamera, RealSenseConfig
+
+    feeder = Feeder({20: SoftwareRealSense(rs, "B2"), 10: SoftwareRealSense(rs, "A1")})  # B2 enumerates first
+    cams = [RealSenseCamera(RealSenseConfig(width=W, height=H, fps=FPS, name=n, index=k), devices=feeder.connected)
+            for k, n in enumerate(("front", "wrist"))]
+    with feeder, cams[0], cams[1]:
+        assert (cams[0].serial, cams[1].serial) == ("A1", "B2")
+        assert {int(f.color[0, 0, 0]) for f in _frames_from(cams[0])} == {10}  # A1's frames only
+        assert {int(f.color[0, 0, 0]) for f in _frames_from(cams[1])} == {20}
+        assert {f.extras["serial"] for f in _frames_from(cams[1], 1)} == {"B2"}
+
+
+def test_realsense_several_devices_without_choice_list_serials(rs):
+    from postbc_core.cameras.realsense import RealSenseCamera, RealSenseConfig
+
+    devs = [SoftwareRealSense(rs, "B2").dev, SoftwareRealSense(rs, "A1").dev]
+    with pytest.raises(PostBCError, match=r"'front': 2 RealSense devices are connected \['A1', 'B2'\] and none is "
+                                          r"chosen; set the camera node's `serial` \(bringup: camera_serials:="):
+        RealSenseCamera(RealSenseConfig(width=W, height=H, fps=FPS, name="front"), devices=devs).connect()
+    # The second of two cameras with one device connected: a clear error, not "device busy".
+    with pytest.raises(PostBCError, match=r"'wrist' takes RealSense #1 sorted by serial \(index=1\), but only 1 "
+                                          r"connected: \['B2'\].*camera_serials"):
+        RealSenseCamera(RealSenseConfig(width=W, height=H, fps=FPS, name="wrist", index=1), devices=devs[:1]).connect()
+
+
+def test_realsense_unplug_reported_replug_reopens_the_same_device(rs):
+    from postbc_core.cameras.realsense import RealSenseCamera, RealSenseConfig
+
+    feeder = Feeder({10: SoftwareRealSense(rs, "A1"), 20: SoftwareRealSense(rs, "B2")})
+    cam = RealSenseCamera(RealSenseConfig(width=W, height=H, fps=FPS, name="front", index=0, reconnect_attempts=0),
+                          devices=feeder.connected)
+    with feeder, cam:
+        assert cam.serial == "A1" and int(_frames_from(cam, 1)[0].color[0, 0, 0]) == 10
+        feeder.unplug(10)
+        with pytest.raises(PostBCError, match=r"'front': RealSense A1 disconnected \(unplugged\?\); connected "
+                                              r"serials: \['B2'\]"):
+            for _ in range(10):  # frames queued before the unplug may still come out first
+                cam.read(timeout_s=0.3)
+        cam.close()
+        # Index 0 now points at B2 (the other camera's device): the camera must wait for its own device instead.
+        with pytest.raises(PostBCError, match=r"its RealSense 'A1' is not connected"):
+            cam.connect()
+        feeder.replug(10, rs)
+        cam.connect()
+        assert cam.serial == "A1" and {int(f.color[0, 0, 0]) for f in _frames_from(cam)} == {10}
+
+
+def test_realsense_read_reconnects_when_replugged_in_time(rs):
+    """The library's own retries (reconnect_attempts): a read spanning a short unplug returns the device's frames."""
+    import threading
+
+    from postbc_core.cameras.realsense import RealSenseCamera, RealSenseConfig
+
+    feeder = Feeder({10: SoftwareRealSense(rs, "A1")})
+    cam = RealSenseCamera(RealSenseConfig(width=W, height=H, fps=FPS, name="front", reconnect_attempts=20),
+                          devices=feeder.connected)
+    with feeder, cam:
+        _frames_from(cam, 1)
+        feeder.unplug(10)
+        threading.Timer(1.0, feeder.replug, args=(10, rs)).start()
+        for _ in range(10):  # drain what was queued before the unplug, then block across it
+            f = cam.read(timeout_s=0.3)
+        assert cam.serial == "A1" and int(f.color[0, 0, 0]) == 10
 
 
 def test_sim_camera_intrinsics_and_frames():

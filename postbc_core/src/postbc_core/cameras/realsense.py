@@ -2,10 +2,18 @@
 
 Pin pyrealsense2==2.55.1.6486: 2.56+ embeds Fast DDS and crashes processes that also create rclpy nodes.
 Hardware path: rs.pipeline(context) + rs.config (serial, resolution, fps). Test/injection path: construct with
-`device=` (e.g. an rs.software_device); its sensors are opened directly into an rs.syncer, because librealsense
-2.55 does not list software devices in a context (so a pipeline cannot select them). Both paths share alignment,
-conversion, timestamps and intrinsics. Units: depth uint16 millimetres (depth_units 0.001 m assumed; other units
-are rescaled and logged), times in seconds.
+`devices=` (rs.software_device objects, or a callable returning the ones "connected" now, so a test can unplug and
+replug them); the chosen device's sensors are opened directly into an rs.syncer, because librealsense 2.55 does not
+list software devices in a context (`software_device.add_to(ctx)` leaves `ctx.query_devices()` empty, checked), so a
+pipeline cannot select them. Both paths share device selection (`select_serial`), alignment, conversion, timestamps
+and intrinsics. Units: depth uint16 millimetres (depth_units 0.001 m assumed; other units are rescaled and logged),
+times in seconds.
+
+Device selection (`select_serial`): `serial` names the device; else `index` takes the index-th connected device
+sorted by serial (the bringup gives its k-th camera index k, so several cameras without serials get distinct
+devices, the same ones on every start); else the only connected device. Serial order, not USB enumeration order,
+because enumeration order changes with ports and replugging. Once connected, a camera keeps its device's serial for
+every reconnect: after an unplug the index would otherwise point at another camera's device.
 """
 
 from __future__ import annotations
@@ -41,12 +49,53 @@ def list_realsense_serials(context=None) -> list[str]:
             if d.supports(rs.camera_info.serial_number)]
 
 
+SERIAL_FIX = ("set the camera node's `serial` (bringup: camera_serials:=<one serial per camera, in the order of "
+              "`cameras`>; `rs-enumerate-devices -s` lists them)")
+
+
+def select_serial(available, *, name: str, serial: str | None = None, index: int | None = None,
+                  pinned: str | None = None) -> str:
+    """The serial camera `name` opens among the `available` ones (connected now). Precedence: `pinned` (the device
+    this camera already streamed from; only it may be reopened), `serial`, the `index`-th sorted by serial, the only
+    device. Raises PostBCError naming the connected serials and the parameter to set."""
+    avail = sorted(available)
+    shown = avail if avail else "none"
+    if pinned is not None:
+        if pinned not in avail:
+            raise PostBCError(f"camera {name!r}: its RealSense {pinned!r} is not connected (unplugged?); available "
+                              f"serials: {shown}")
+        return pinned
+    if serial is not None:
+        if serial not in avail:
+            raise PostBCError(f"camera {name!r}: RealSense serial {serial!r} not found; available serials: {shown}")
+        return serial
+    if not avail:
+        raise PostBCError(f"camera {name!r}: no RealSense device found (available serials: none). Check the USB 3 "
+                          "cable and the librealsense udev rules (99-realsense-libusb.rules).")
+    if index is None:
+        if len(avail) > 1:
+            raise PostBCError(f"camera {name!r}: {len(avail)} RealSense devices are connected {avail} and none is "
+                              f"chosen; {SERIAL_FIX}, or `index` (the k-th device sorted by serial)")
+        return avail[0]
+    if index >= len(avail):
+        raise PostBCError(f"camera {name!r} takes RealSense #{index} sorted by serial (index={index}), but only "
+                          f"{len(avail)} connected: {avail}; connect the missing camera, drop a camera from "
+                          f"`cameras`, or {SERIAL_FIX}")
+    return avail[index]
+
+
+def _serial_of(rs, device) -> str:
+    return device.get_info(rs.camera_info.serial_number) if device.supports(rs.camera_info.serial_number) else "?"
+
+
 @dataclass
 class RealSenseConfig:
     """Stream settings."""
 
     serial: str | None = None
-    """device serial number; None = the only connected device (an error if several)."""
+    """device serial number; None = by `index`, or the only connected device (an error if several)."""
+    index: int | None = None
+    """with no serial: the index-th connected device sorted by serial (0-based); None = the only device."""
     width: int = 640
     """color and depth width (px)."""
     height: int = 480
@@ -65,30 +114,26 @@ class RealSenseConfig:
             raise ConfigError(f"RealSense stream {self.width}x{self.height}@{self.fps}: all must be > 0")
         if self.reconnect_attempts < 0:
             raise ConfigError(f"reconnect_attempts={self.reconnect_attempts} must be >= 0")
+        if self.index is not None and (isinstance(self.index, bool) or not isinstance(self.index, int)
+                                       or self.index < 0):
+            raise ConfigError(f"index={self.index!r}: give a device number >= 0 (the k-th RealSense sorted by "
+                              "serial) or None")
 
 
 class _PipelineSource:
     """Hardware: rs.pipeline over a context."""
 
-    def __init__(self, rs, cfg: RealSenseConfig, context):
-        self.rs, self.cfg = rs, cfg
+    def __init__(self, rs, cfg: RealSenseConfig, context, pinned: str | None):
+        self.rs, self.cfg, self.pinned = rs, cfg, pinned
         self.ctx = context if context is not None else rs.context()
         self.pipe = None
 
+    def serials(self) -> list[str]:
+        return list_realsense_serials(self.ctx)
+
     def start(self):
         rs, cfg = self.rs, self.cfg
-        serials = list_realsense_serials(self.ctx)
-        if not serials:
-            raise PostBCError(f"camera {cfg.name!r}: no RealSense device found (available serials: none). Check the "
-                              "USB 3 cable and the librealsense udev rules (99-realsense-libusb.rules).")
-        serial = cfg.serial
-        if serial is None:
-            if len(serials) > 1:
-                raise PostBCError(f"camera {cfg.name!r}: several RealSense devices {serials}; set serial to one")
-            serial = serials[0]
-        elif serial not in serials:
-            raise PostBCError(f"camera {cfg.name!r}: RealSense serial {serial!r} not found; available serials: "
-                              f"{serials}")
+        serial = select_serial(self.serials(), name=cfg.name, serial=cfg.serial, index=cfg.index, pinned=self.pinned)
         rc = rs.config()
         rc.enable_device(serial)
         rc.enable_stream(rs.stream.color, cfg.width, cfg.height, rs.format.rgb8, cfg.fps)
@@ -115,7 +160,7 @@ class _PipelineSource:
         return fs if ok else None
 
     def connected(self) -> bool:
-        return getattr(self, "serial", None) in list_realsense_serials(self.ctx)
+        return getattr(self, "serial", None) in self.serials()
 
     def stop(self):
         if self.pipe is not None:
@@ -127,11 +172,18 @@ class _PipelineSource:
 
 
 class _SensorSource:
-    """A given device (rs.software_device in tests): its sensors stream straight into an rs.syncer."""
+    """Given devices (rs.software_device in tests): the selected one's sensors stream straight into an rs.syncer."""
 
-    def __init__(self, rs, cfg: RealSenseConfig, device):
-        self.rs, self.cfg, self.dev = rs, cfg, device
+    def __init__(self, rs, cfg: RealSenseConfig, devices, pinned: str | None):
+        self.rs, self.cfg, self.pinned = rs, cfg, pinned
+        self._devices = devices if callable(devices) else (lambda: devices)
         self.opened = []
+
+    def _by_serial(self) -> dict:
+        return {_serial_of(self.rs, d): d for d in self._devices()}
+
+    def serials(self) -> list[str]:
+        return list(self._by_serial())
 
     def _find(self, stream, fmt):
         cfg = self.cfg
@@ -149,17 +201,20 @@ class _SensorSource:
 
     def start(self):
         rs, cfg = self.rs, self.cfg
-        self.serial = (self.dev.get_info(rs.camera_info.serial_number)
-                       if self.dev.supports(rs.camera_info.serial_number) else "?")
-        if cfg.serial is not None and cfg.serial != self.serial:
-            raise PostBCError(f"camera {cfg.name!r}: RealSense serial {cfg.serial!r} not found; available serials: "
-                              f"{[self.serial]}")
+        devices = self._by_serial()
+        self.serial = select_serial(devices, name=cfg.name, serial=cfg.serial, index=cfg.index, pinned=self.pinned)
+        self.dev = devices[self.serial]
         self.sync = rs.syncer()
         wanted = [(rs.stream.color, rs.format.rgb8)] + ([(rs.stream.depth, rs.format.z16)] if cfg.depth else [])
         found = [self._find(st, fmt) for st, fmt in wanted]
         for sensor, prof in found:
-            sensor.open(prof)
-            sensor.start(self.sync)
+            try:
+                sensor.open(prof)
+                sensor.start(self.sync)
+            except RuntimeError as e:  # e.g. another camera object streams this device already
+                self.stop()
+                raise PostBCError(f"camera {cfg.name!r} ({self.serial}): cannot stream {cfg.width}x{cfg.height}@"
+                                  f"{cfg.fps}: {e}") from e
             self.opened.append(sensor)
         depth_units = 0.001
         if cfg.depth:
@@ -173,7 +228,7 @@ class _SensorSource:
         return fs if ok else None
 
     def connected(self) -> bool:
-        return True
+        return getattr(self, "serial", None) in self._by_serial()
 
     def stop(self):
         for s in self.opened:
@@ -186,14 +241,20 @@ class _SensorSource:
 
 
 class RealSenseCamera(Camera):
-    """`RealSenseCamera(RealSenseConfig(serial="..."))`; `context=`/`device=` inject a librealsense context or
-    device (tests use an rs.software_device)."""
+    """`RealSenseCamera(RealSenseConfig(serial="..."))`; `context=` injects a librealsense context, `device=` one
+    device or `devices=` several (a sequence, or a callable returning the devices connected now); tests use
+    rs.software_device objects. `serial` is the device streamed from, kept for reconnects (None before connect)."""
 
-    def __init__(self, config: RealSenseConfig | None = None, *, context=None, device=None):
+    def __init__(self, config: RealSenseConfig | None = None, *, context=None, device=None, devices=None):
         self.config = config or RealSenseConfig()
         self.name = self.config.name
-        self._context, self._device = context, device
+        if device is not None and devices is not None:
+            raise ConfigError("RealSenseCamera: give device= or devices=, not both")
+        self._context = context
+        self._devices = [device] if device is not None else devices
+        self.serial: str | None = None
         self._src = None
+        self._stale = False
         self._align = None
         self._intr: Intrinsics | None = None
         self._depth_scale_mm = 1.0
@@ -206,10 +267,11 @@ class RealSenseCamera(Camera):
         if self._src is not None:
             return
         rs = _rs()
-        src = (_SensorSource(rs, self.config, self._device) if self._device is not None
-               else _PipelineSource(rs, self.config, self._context))
+        src = (_SensorSource(rs, self.config, self._devices, self.serial) if self._devices is not None
+               else _PipelineSource(rs, self.config, self._context, self.serial))
         intr, depth_units = src.start()
         self._src = src
+        self.serial = src.serial
         self._align = rs.align(rs.stream.color) if self.config.depth else None
         self._depth_scale_mm = depth_units * 1000.0
         if abs(self._depth_scale_mm - 1.0) > 1e-9:
@@ -240,24 +302,31 @@ class RealSenseCamera(Camera):
                     return frame
                 # a syncer can hand out a lone color or depth frame before its partner arrives: wait for the pair
             if time.monotonic() >= deadline:
-                if not self._src.connected() and attempts < self.config.reconnect_attempts:
+                # _stale: a failed reconnect left the stopped source; its device may be back by now
+                if (self._stale or not self._src.connected()) and attempts < self.config.reconnect_attempts:
                     attempts += 1
                     logger.warning("camera %s: device disconnected; reconnecting (attempt %d/%d)", self.name,
                                    attempts, self.config.reconnect_attempts)
                     self._reconnect()
                     deadline = time.monotonic() + timeout_s
                     continue
-                raise PostBCError(f"camera {self.name!r} (RealSense {getattr(self._src, 'serial', '?')}): no frame "
-                                  f"within {timeout_s:.2f} s; check the cable/USB 3 port or raise timeout_s")
+                serial = getattr(self._src, "serial", "?")
+                if not self._src.connected():
+                    raise PostBCError(f"camera {self.name!r}: RealSense {serial} disconnected (unplugged?); "
+                                      f"connected serials: {sorted(self._src.serials()) or 'none'}. Replug it into "
+                                      "a USB 3 port")
+                raise PostBCError(f"camera {self.name!r} (RealSense {serial}): no frame within {timeout_s:.2f} s; "
+                                  "check the cable/USB 3 port or raise timeout_s")
 
     def _reconnect(self) -> None:
         src, self._src = self._src, None
         src.stop()
         try:
             self.connect()
+            self._stale = False
         except PostBCError as e:
             logger.warning("camera %s: reconnect failed: %s", self.name, e)
-            self._src = src  # keep a handle so the next read can try again
+            self._src, self._stale = src, True  # keep a handle so the next read can try again
 
     def _convert(self, rs, fs) -> Frame | None:
         if self._align is not None:
@@ -281,4 +350,4 @@ class RealSenseCamera(Camera):
     def close(self) -> None:
         if self._src is not None:
             self._src.stop()
-            self._src = None
+            self._src, self._stale = None, False
