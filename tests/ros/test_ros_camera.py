@@ -199,3 +199,99 @@ def test_realsense_reconnects_after_read_failure(graph, tmp_path):
     assert np.allclose(np.diff(pre), 0.033, atol=1e-6)
     # The calibration file's intrinsics replace the device's (30 px focal length in FlakyCamera).
     assert infos.msgs and infos.msgs[-1].k[0] == 40.0 and list(infos.msgs[-1].d)[:2] == [0.1, -0.05]
+
+
+# ---------------------------------------------------------------- several RealSenses, unplug / replug
+def test_bringup_gives_each_camera_its_own_device():
+    from postbc import bringup
+
+    specs = {n.name: n.parameters for n in bringup.graph("sim", bringup.Bringup(backend="interbotix"))}
+    assert (specs["camera_front"]["index"], specs["camera_wrist"]["index"]) == (0, 1)
+    assert "serial" not in specs["camera_front"]
+    pinned = {n.name: n.parameters for n in bringup.graph("sim", bringup.Bringup(
+        backend="interbotix", camera_serials=("111", "222")))}
+    assert pinned["camera_wrist"]["serial"] == "222" and "index" not in pinned["camera_wrist"]
+    with pytest.raises(ConfigError, match="index=-2"):
+        bringup.graph("sim", bringup.Bringup(backend="interbotix"), {"camera_front": {"index": -2}})
+
+
+def _software_factory(feeder):
+    from postbc_core.cameras.realsense import RealSenseCamera
+
+    return lambda cfg: RealSenseCamera(cfg, devices=feeder.connected)
+
+
+def test_realsense_nodes_take_distinct_devices_and_survive_replug(graph):
+    """Two camera nodes, no serials, two software RealSenses (librealsense's own syncer behind the real node): each
+    node streams its own device; an unplugged camera is reported, reopens its own device when replugged (not the
+    other camera's), and the other camera keeps streaming meanwhile."""
+    rs = pytest.importorskip("pyrealsense2")
+    from _realsense_sw import FPS, H, W, Feeder, SoftwareRealSense
+
+    feeder = Feeder({20: SoftwareRealSense(rs, "B2"), 10: SoftwareRealSense(rs, "A1")})
+    with feeder:
+        cams = {}
+        for k, name in enumerate(("front", "wrist")):
+            cams[name] = graph.add(Camera(f"camera_{name}", context=graph.context,
+                                          camera_factory=_software_factory(feeder), parameter_overrides=_params(
+                backend="realsense", camera=name, index=k, width=W, height=H, fps=float(FPS), read_timeout=0.3,
+                reconnect_backoff=0.05, reconnect_backoff_max=0.2)))
+        helper = graph.node("helper")
+        images = {n: Collector(helper, Image, topics.image_topic(n)) for n in cams}
+        wait_for(lambda: all(len(c) >= 5 for c in images.values()), 10.0, what="images from both cameras")
+        assert (cams["front"].serial, cams["wrist"].serial) == ("A1", "B2")
+        assert {int(cv.image_array(m)[0, 0, 0]) for m in images["front"].msgs} == {10}
+        assert {int(cv.image_array(m)[0, 0, 0]) for m in images["wrist"].msgs} == {20}
+
+        feeder.unplug(10)
+        wait_for(lambda: not cams["front"].connected, 5.0, what="the unplug to be reported")
+        assert cams["front"].disconnects == 1
+        n_wrist = len(images["wrist"])
+        time.sleep(0.5)  # front retries meanwhile: index 0 now points at B2, which it must not take
+        assert not cams["front"].connected and cams["front"].serial == "A1"
+        assert len(images["wrist"]) > n_wrist + 5, "the other camera must keep streaming"
+        feeder.replug(10, rs)
+        n_front = len(images["front"])
+        wait_for(lambda: cams["front"].reconnects == 1 and len(images["front"]) >= n_front + 5, 10.0,
+                 what="frames after the replug")
+        assert cams["front"].connected and cams["front"].serial == "A1"
+        assert {int(cv.image_array(m)[0, 0, 0]) for m in images["front"].msgs[n_front:]} == {10}
+
+
+EXIT_SCRIPT = r"""
+import functools, sys, threading
+import pyrealsense2 as rs
+from _realsense_sw import FPS, H, W, Feeder, SoftwareRealSense
+from postbc.node_main import run_node
+from postbc.nodes.camera import Camera
+from postbc_core.cameras.realsense import RealSenseCamera
+from rclpy.parameter import Parameter
+
+feeder = Feeder({10: SoftwareRealSense(rs, "A1")}).__enter__()
+threading.Timer(2.0, feeder.unplug, args=(10,)).start()  # unplugged for good after 2 s of streaming
+params = dict(backend="realsense", camera="front", index=0, width=W, height=H, fps=float(FPS), read_timeout=0.3,
+              reconnect_backoff=0.05, reconnect_backoff_max=0.2, reconnect_timeout=1.0)
+node = functools.partial(Camera, "camera_front", camera_factory=lambda cfg: RealSenseCamera(cfg, devices=feeder.connected),
+                         parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+sys.exit(run_node(node, []))
+"""
+
+
+def test_realsense_node_exits_2_when_the_camera_stays_unplugged():
+    """The node's own process (run_node, as `ros2 run` / a launch starts it): a camera that does not come back within
+    reconnect_timeout ends it with exit status 2 and an error naming the serial and the fix, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("pyrealsense2")
+    from _paths import ROOT
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT / "ros2_ws" / "src" / "postbc"),
+                                                      os.environ.get("PYTHONPATH", "")]))
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert "error: camera node 'front': RealSense A1 disconnected and not back after" in r.stderr
+    assert "reconnect_timeout=1" in r.stderr and "Traceback" not in r.stderr
+    assert time.monotonic() - t0 < 60

@@ -129,6 +129,10 @@ def _cameras(s: Bringup) -> list[NodeSpec]:
             p["task"] = s.task
         elif s.camera_serials:
             p["serial"] = s.camera_serials[i]
+        else:
+            # No serials: the k-th camera takes the k-th connected RealSense sorted by serial, so the cameras get
+            # distinct devices, the same ones on every start (each node logs its serial; pin with camera_serials).
+            p["index"] = i
         specs.append(NodeSpec("camera", f"camera_{cam}", p))
     return specs
 

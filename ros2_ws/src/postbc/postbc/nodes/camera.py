@@ -7,9 +7,14 @@ host scheduling jitter), and stamps are comparable with every other stamp of the
 "global time" already maps the device clock onto the host clock with drift correction, so the offset stays
 constant; with a raw hardware clock domain the offset is re-measured whenever a stamp would lie in the future
 (drift can then only make stamps older, never acausal). A read timeout or failure marks the camera disconnected
-and retries `connect` with exponential backoff (reconnect_backoff .. reconnect_backoff_max s) without ending the
-node; frames lost are counted from gaps in the device frame counter. A device missing at start ends the node with
-an error naming the serial and the fix.
+and retries `connect` with exponential backoff (reconnect_backoff .. reconnect_backoff_max s); frames lost are
+counted from gaps in the device frame counter. A reconnect reopens the same device (its serial is kept), so an
+unplugged camera never takes over another camera's device. A camera still disconnected after `reconnect_timeout`
+s ends the node with an error and exit status 2 (the error is raised from a timer, so the executor's spin ends and
+run_node exits), so a launch that stops on a node's exit stops instead of recording without that camera. A device
+missing at start ends the node the same way, with an error naming the serial and the fix. Several cameras without
+serials: the bringup gives the k-th camera `index` k, the k-th connected RealSense sorted by serial
+(postbc_core.cameras.realsense.select_serial); the node logs which serial each camera took.
 
 backend "sim": renders the MuJoCo twin by mirroring the sim driver: the same task model, the arm from
 /joint_states (fingers left = +g, right = -g), the free bodies from /postbc/sim/object_poses ([0] = the task
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -54,7 +60,10 @@ class Params:
     height: int = 480
     """Image height (px)."""
     serial: str = ""
-    """realsense: device serial number; "" = the only connected device."""
+    """realsense: device serial number; "" = by `index`, or the only connected device."""
+    index: int = -1
+    """realsense, when serial is "": the index-th connected RealSense sorted by serial (the bringup gives its k-th
+    camera k); -1 = the only connected device (an error listing the serials if there are several)."""
     camera_info_file: str = ""
     """camera_info YAML from `postbc calibrate intrinsics`; overrides the device's / twin's intrinsics."""
     depth: bool = False
@@ -67,6 +76,9 @@ class Params:
     """realsense: first wait (s) before a reconnect attempt; doubles after each failure."""
     reconnect_backoff_max: float = 5.0
     """realsense: longest wait (s) between reconnect attempts."""
+    reconnect_timeout: float = 30.0
+    """realsense: seconds a disconnected camera may take to come back (e.g. replugged) before the node exits with
+    status 2; 0 = keep trying forever."""
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -81,6 +93,11 @@ class Params:
             raise ConfigError(f"read_timeout={self.read_timeout}, reconnect_backoff={self.reconnect_backoff}, "
                               f"reconnect_backoff_max={self.reconnect_backoff_max}: need timeouts > 0 and "
                               "reconnect_backoff_max >= reconnect_backoff")
+        if self.index < -1:
+            raise ConfigError(f"index={self.index}: give the k-th RealSense sorted by serial (k >= 0) or -1 for the "
+                              "only connected device")
+        if self.reconnect_timeout < 0:
+            raise ConfigError(f"reconnect_timeout={self.reconnect_timeout}: give seconds >= 0 (0 = retry forever)")
 
 
 class Camera(Node):
@@ -97,7 +114,10 @@ class Camera(Node):
         self.frames_published = 0
         self.frames_dropped = 0  # realsense: gaps in the device frame counter
         self.reconnects = 0
+        self.disconnects = 0
         self.connected = False
+        self.serial = ""  # realsense: the device streamed from (kept across reconnects)
+        self.fatal: PostBCError | None = None  # set by the reader thread when the camera gave up
         self._info_override = None
         if p.camera_info_file:
             from postbc_core.cameras.calibration import load_camera_info
@@ -135,27 +155,48 @@ class Camera(Node):
         p = self.params
         # The node owns reconnects (backoff, without blocking anyone); the library's own retries would only
         # stretch a failed read to several timeouts.
-        cfg = RealSenseConfig(serial=p.serial or None, width=p.width, height=p.height, fps=round(p.fps),
-                              depth=p.depth, name=p.camera, reconnect_attempts=0)
+        index = None if p.serial or p.index < 0 else p.index
+        cfg = RealSenseConfig(serial=p.serial or None, index=index, width=p.width, height=p.height,
+                              fps=round(p.fps), depth=p.depth, name=p.camera, reconnect_attempts=0)
         self._cam = (camera_factory or RealSenseCamera)(cfg)
+        which = (f"serial {p.serial!r}" if p.serial else f"#{index} sorted by serial" if index is not None
+                 else "(any serial)")
         try:
             self._cam.connect()
         except PostBCError as e:
-            raise PostBCError(f"camera node {p.camera!r}: cannot open the RealSense "
-                              f"{'serial ' + repr(p.serial) if p.serial else '(any serial)'}: {e}. Fix: plug the "
+            raise PostBCError(f"camera node {p.camera!r}: cannot open the RealSense {which}: {e}. Fix: plug the "
                               "camera into a USB 3 port, or set `serial` to one listed by `rs-enumerate-devices`; "
                               "for the twin use backend:=sim") from e
+        self.serial = getattr(self._cam, "serial", None) or p.serial
+        self.get_logger().info(f"camera {p.camera}: RealSense {self.serial} ({which}); pin it with `serial` "
+                               f"(bringup camera_serials) if this is not the {p.camera} camera")
         self.connected = True
         self._offset: float | None = None
         self._last_index: int | None = None
+        self._down_since: float | None = None
+        # The reader thread cannot end the process itself; a timer raises its fatal error in the executor, whose
+        # spin then ends (run_node prints it and exits 2).
+        self.create_timer(0.2, self._raise_fatal)
         self._thread = threading.Thread(target=self._realsense_loop, name=f"camera-{p.camera}", daemon=True)
         self._thread.start()
+
+    def _raise_fatal(self) -> None:
+        if self.fatal is not None:
+            raise self.fatal
 
     def _realsense_loop(self) -> None:
         p = self.params
         backoff = p.reconnect_backoff
         while not self._stop.is_set():
             if not self.connected:
+                down = time.monotonic() - self._down_since
+                if p.reconnect_timeout > 0 and down > p.reconnect_timeout:
+                    self.fatal = PostBCError(
+                        f"camera node {p.camera!r}: RealSense {self.serial} disconnected and not back after "
+                        f"{down:.0f} s (reconnect_timeout={p.reconnect_timeout:g}); exiting so the launch stops. Fix: "
+                        "replug the camera into a USB 3 port and restart; raise reconnect_timeout (0 = wait forever)")
+                    self.get_logger().fatal(str(self.fatal))
+                    return
                 if self._stop.wait(backoff):
                     return
                 try:
@@ -168,15 +209,18 @@ class Camera(Node):
                 self.connected, backoff = True, p.reconnect_backoff
                 self._offset, self._last_index = None, None  # a new stream: new clock anchor and counter
                 self.reconnects += 1
-                self.get_logger().info(f"camera {p.camera}: reconnected (reconnect #{self.reconnects})")
+                self.get_logger().info(f"camera {p.camera}: RealSense {self.serial} reconnected after "
+                                       f"{time.monotonic() - self._down_since:.1f} s (reconnect #{self.reconnects})")
             try:
                 frame = self._cam.read(timeout_s=p.read_timeout)
             except Exception as e:  # noqa: BLE001 - a timeout or a USB error: mark disconnected, never crash
                 if self._stop.is_set():
                     return
-                self.connected = False
-                self.get_logger().error(f"camera {p.camera}: read failed ({e}); disconnected, reconnecting with "
-                                        f"backoff {p.reconnect_backoff:g}..{p.reconnect_backoff_max:g} s")
+                self.connected, self._down_since = False, time.monotonic()
+                self.disconnects += 1
+                limit = f"up to {p.reconnect_timeout:g} s" if p.reconnect_timeout > 0 else "until it is back"
+                self.get_logger().error(f"camera {p.camera}: read failed ({e}); disconnected, reconnecting {limit} "
+                                        f"with backoff {p.reconnect_backoff:g}..{p.reconnect_backoff_max:g} s")
                 with contextlib.suppress(Exception):  # the device may already be gone
                     self._cam.close()
                 continue
