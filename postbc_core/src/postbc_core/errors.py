@@ -37,6 +37,10 @@ class CheckpointError(PostBCError):
     """A checkpoint is missing, corrupt, or from an incompatible version."""
 
 
+class ActionError(PostBCError, ValueError):
+    """A robot action with the wrong shape, a non-real dtype or non-finite values (rejected: nothing is sent)."""
+
+
 class StorageError(PostBCError, OSError):
     """Writing or reading a file failed for a reason the user fixes outside postbc (full disk, read-only or
     permission-denied directory); the message names the path and the fix."""

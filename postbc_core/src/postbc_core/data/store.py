@@ -45,7 +45,7 @@ import numcodecs
 import numpy as np
 import zarr
 
-from postbc_core.errors import StoreError, StoreValidationError, storage_error
+from postbc_core.errors import StoreError, StoreValidationError, storage_error, storage_errors
 
 log = logging.getLogger(__name__)
 
@@ -380,6 +380,10 @@ class WriterLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        with storage_errors(f"taking the writer lock of {self.store_path}"):
+            self._acquire()
+
+    def _acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -642,28 +646,33 @@ class EpisodeStore:
         lock = WriterLock(path)
         lock.acquire()
         try:
-            refuse_if_backup(path)
-            if path.exists():
-                if not overwrite:
-                    raise StoreError(f"{path} already exists: pass overwrite=True to replace it, or pick a new path")
-                log.warning("%s: overwriting the existing store", path)
-                if path.is_dir():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
-            root = _open_group(path, "w")
-            root.attrs.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "created_by": _version_string()})
-            root.require_group("data")
-            meta = root.require_group("meta")
-            _create_array(meta, "episode_ends", shape=(0,), chunks=(META_CHUNK,), dtype=np.int64,
-                          compressor=_lowdim_compressor(), fill_value=0)
-            for name, (dtype, fill) in META_FIELDS.items():
-                _create_array(meta, name, shape=(0,), chunks=(META_CHUNK,), dtype=dtype,
-                              compressor=_lowdim_compressor(), fill_value=fill)
-            return cls(path, "a", root, lock)
+            with storage_errors(f"creating the store {path}"):
+                return cls._create_locked(path, lock, overwrite)
         except BaseException:
             lock.release()
             raise
+
+    @classmethod
+    def _create_locked(cls, path: Path, lock: WriterLock, overwrite: bool) -> EpisodeStore:
+        refuse_if_backup(path)
+        if path.exists():
+            if not overwrite:
+                raise StoreError(f"{path} already exists: pass overwrite=True to replace it, or pick a new path")
+            log.warning("%s: overwriting the existing store", path)
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        root = _open_group(path, "w")
+        root.attrs.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "created_by": _version_string()})
+        root.require_group("data")
+        meta = root.require_group("meta")
+        _create_array(meta, "episode_ends", shape=(0,), chunks=(META_CHUNK,), dtype=np.int64,
+                      compressor=_lowdim_compressor(), fill_value=0)
+        for name, (dtype, fill) in META_FIELDS.items():
+            _create_array(meta, name, shape=(0,), chunks=(META_CHUNK,), dtype=dtype,
+                          compressor=_lowdim_compressor(), fill_value=fill)
+        return cls(path, "a", root, lock)
 
     @classmethod
     def open(cls, path: str | os.PathLike, mode: str = "r") -> EpisodeStore:
@@ -1172,6 +1181,10 @@ class EpisodeWriter:
             self._write_blocks(blocks, at, n)
 
     def _write_blocks(self, blocks: dict[str, np.ndarray], at: int, n: int) -> None:
+        with storage_errors(f"writing an episode to {self._store.path} (committed episodes are untouched)"):
+            self._write_blocks_unchecked(blocks, at, n)
+
+    def _write_blocks_unchecked(self, blocks: dict[str, np.ndarray], at: int, n: int) -> None:
         store = self._store
         for key in sorted(blocks):
             arr = store._arrays[key]
@@ -1203,6 +1216,10 @@ class EpisodeWriter:
             raise StoreError(f"{self._store.path}: cannot commit an empty episode (no steps); discard() it instead")
         self.flush()
         self._shutdown()
+        with storage_errors(f"committing an episode to {self._store.path} (committed episodes are untouched)"):
+            return self._commit(code, end_time)
+
+    def _commit(self, code: int, end_time: float | None) -> int:
         store = self._store
         end = self._start + self._written
         for key, arr in store._arrays.items():

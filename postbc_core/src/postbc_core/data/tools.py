@@ -32,11 +32,15 @@ from postbc_core.data.store import (
     _open_group,
     array_compressor,
     array_nbytes_stored,
+    backup_name,
     create_data_array,
     open_group_readonly,
+    read_rows,
+    refuse_if_backup,
+    restore_backup,
 )
 from postbc_core.data.validate import ValidationReport, check_group, validate_store
-from postbc_core.errors import ConfigError, StoreError
+from postbc_core.errors import ConfigError, StoreError, storage_errors
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,7 @@ COPY_BLOCK_BYTES = 32 << 20  # rows copied per block: ~32 MiB of steps
 
 def _open_validated(path: str | os.PathLike, *, scan_values: bool = True) -> EpisodeStore:
     """Validate `path` (raise StoreValidationError naming every problem), then open it read-only."""
+    restore_backup(path)
     report = validate_store(path, scan_values=scan_values)
     report.raise_for_problems()
     for w in report.warnings:
@@ -71,7 +76,9 @@ def _remove(path: Path) -> None:
 def _require_absent(out: Path) -> None:
     if out.exists():
         raise StoreError(f"output {out} already exists: remove it or choose another path")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    refuse_if_backup(out)
+    with storage_errors(f"creating the output directory of {out}"):
+        out.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _block_rows(arrays: Iterable[Any]) -> int:
@@ -93,7 +100,7 @@ def _copy_episodes(src: EpisodeStore, dst: EpisodeStore, episodes: Iterable[int]
         try:
             for a in range(meta["start"], meta["end"], block):
                 b = min(meta["end"], a + block)
-                w.extend({rename.get(k, k): np.asarray(src.data(k)[a:b]) for k in keys})
+                w.extend({rename.get(k, k): src.rows(k, a, b) for k in keys})
             w.commit(meta["success"], end_time=meta["end_time"])
         except BaseException:
             w.discard()
@@ -143,6 +150,7 @@ def _check_rename(rename: Mapping[str, str], available: Sequence[str], where: st
 def info(path: str | os.PathLike) -> dict[str, Any]:
     """Summary of a store: episodes, steps, per-key shape/dtype/chunks/compressor/bytes, episode length
     statistics, success counts, sources, tasks, format version and validation warnings."""
+    restore_backup(path)
     report = validate_store(path, scan_values=False)
     report.raise_for_problems()
     with EpisodeStore.open(path, "r") as store:
@@ -189,9 +197,10 @@ def _build(out: Path, fill) -> Path:
     """Create a store under a temporary sibling of `out`, fill it with `fill(store)`, rename into place."""
     tmp = _tmp_sibling(out, "tmp")
     try:
-        with EpisodeStore.create(tmp) as dst:
-            fill(dst)
-        os.rename(tmp, out)
+        with storage_errors(f"writing {out}"):
+            with EpisodeStore.create(tmp) as dst:
+                fill(dst)
+            os.rename(tmp, out)
     except BaseException:
         _remove(tmp)
         raise
@@ -261,10 +270,21 @@ def split(src: str | os.PathLike, out_dir: str | os.PathLike, val_fraction: floa
     return paths
 
 
+# Test hook: called with "renamed_to_backup" between the two renames of an in-place drop (a test kills the process
+# there). Never set outside tests.
+_DROP_TEST_HOOK = None
+
+
+def _hook_drop(point: str) -> None:
+    if _DROP_TEST_HOOK is not None:
+        _DROP_TEST_HOOK(point)
+
+
 def drop(src: str | os.PathLike, episodes: Iterable[int], out: str | os.PathLike | None = None) -> Path:
     """Remove `episodes` (indices, negative from the end). out=None: in place, by building the result
     beside `src` and swapping directories (the original stays intact until the swap)."""
     src = Path(src)
+    restore_backup(src)  # a previous in-place drop killed between its renames: finish it backwards first
     lock = None
     if out is None:
         lock = WriterLock(src)  # no recorder may append while the store is rewritten
@@ -290,13 +310,16 @@ def drop(src: str | os.PathLike, episodes: Iterable[int], out: str | os.PathLike
                 return out
             tmp = _tmp_sibling(src, "tmp")
             try:
-                with EpisodeStore.create(tmp) as dst:
-                    _copy_episodes(store, dst, keep)
+                with storage_errors(f"rewriting {src} in place (the store is unchanged)"):
+                    with EpisodeStore.create(tmp) as dst:
+                        _copy_episodes(store, dst, keep)
             except BaseException:
                 _remove(tmp)
                 raise
-        old = _tmp_sibling(src, "old")
+        # Between these two renames only the backup holds the store: EpisodeStore.open restores it (restore_backup).
+        old = backup_name(src)
         os.rename(src, old)
+        _hook_drop("renamed_to_backup")
         try:
             os.rename(tmp, src)
         except BaseException:
@@ -342,7 +365,7 @@ def export_diffusion_policy(src: str | os.PathLike, out: str | os.PathLike, keys
                 dst = create_data_array(data, rename.get(k, k), tuple(arr.shape[1:]), np.dtype(arr.dtype), length=n)
                 block = max(1, _block_rows([arr]) // dst.chunks[0]) * dst.chunks[0]  # whole chunks per write
                 for a in range(0, n, block):
-                    dst[a: min(n, a + block)] = arr[a: min(n, a + block)]
+                    dst[a: min(n, a + block)] = read_rows(arr, a, min(n, a + block), f"data/{k}", src)
             meta = root.require_group("meta")
             ends = _create_array(meta, "episode_ends", shape=(store.n_episodes,),
                                  chunks=(max(1, store.n_episodes),), dtype=np.int64,
@@ -407,7 +430,7 @@ def import_diffusion_policy(src: str | os.PathLike, out: str | os.PathLike,
             try:
                 for a in range(start, int(end), block):
                     b = min(int(end), a + block)
-                    w.extend({rename.get(k, k): np.asarray(arr[a:b]) for k, arr in data.items()})
+                    w.extend({rename.get(k, k): read_rows(arr, a, b, f"data/{k}", src) for k, arr in data.items()})
                 w.commit(None, end_time=float("nan"))
             except BaseException:
                 w.discard()

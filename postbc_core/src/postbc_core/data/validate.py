@@ -12,17 +12,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pathlib import Path
+
 from postbc_core.data.store import (
     META_FIELDS,
     SOURCES,
     EpisodeStore,
-    _group_arrays,
     _has,
     analyze_layout,
+    array_names,
+    backup_problem,
     check_format_attrs,
+    damaged_chunks,
+    open_array,
     open_group_readonly,
 )
-from postbc_core.errors import StoreValidationError
+from postbc_core.errors import StoreError, StoreValidationError
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +65,44 @@ def validate_store(path_or_store: str | os.PathLike | EpisodeStore, *, scan_valu
     """Check a store's layout, dtypes, lengths, metadata and (when `scan_values`) NaN/inf values."""
     path = path_or_store.path if isinstance(path_or_store, EpisodeStore) else path_or_store
     report = ValidationReport(path=str(path))
+    note = backup_problem(path)
+    if note and not Path(path).exists():
+        report.errors.append(note)
+        return report
+    if note:
+        report.warnings.append(note)
     try:
         root = open_group_readonly(path)
     except Exception as exc:  # StoreError with the reason
         report.errors.append(str(exc))
         return report
-    check_group(root, report, scan_values=scan_values)
+    try:
+        check_group(root, report, scan_values=scan_values)
+    except Exception as exc:  # damage of a kind not foreseen below: still a report, never a crash
+        report.errors.append(f"validation stopped: {type(exc).__name__}: {exc} (the store is damaged)")
     return report
+
+
+def _arrays(group, where: str, report: ValidationReport) -> dict:
+    """{name: array} of `group`; arrays whose metadata cannot be read become errors."""
+    out = {}
+    for name in array_names(group):
+        try:
+            out[name] = open_array(group, name, where, report.path)
+        except StoreError as exc:
+            report.errors.append(str(exc).removeprefix(f"{report.path}: "))
+    return out
+
+
+def _check_chunks(name: str, arr, stop: int, errors: list[str]) -> bool:
+    """Errors for every chunk of arr[:stop] that cannot be read (first MAX_FINDINGS_PER_KEY); True when all read."""
+    bad = damaged_chunks(arr, 0, stop)
+    for a, b, reason in bad[:MAX_FINDINGS_PER_KEY]:
+        errors.append(f"{name}: damaged chunk at rows {a}..{b - 1} cannot be read ({reason}); restore the store "
+                      "from a copy or record those episodes again")
+    if len(bad) > MAX_FINDINGS_PER_KEY:
+        errors.append(f"{name}: {len(bad) - MAX_FINDINGS_PER_KEY} more damaged chunk(s)")
+    return not bad
 
 
 def check_group(root, report: ValidationReport, *, import_mode: bool = False, scan_values: bool = True) -> None:
@@ -88,8 +124,12 @@ def check_group(root, report: ValidationReport, *, import_mode: bool = False, sc
     if missing:
         return
 
-    data = _group_arrays(root["data"])
-    ends_arr = root["meta"]["episode_ends"]
+    data = _arrays(root["data"], "data", report)
+    try:
+        ends_arr = open_array(root["meta"], "episode_ends", "meta", report.path)
+    except StoreError as exc:
+        errors.append(str(exc).removeprefix(f"{report.path}: "))
+        return
     if ends_arr.ndim != 1:
         errors.append(f"meta/episode_ends has shape {ends_arr.shape}, expected one dimension (N,)")
         return
@@ -101,6 +141,8 @@ def check_group(root, report: ValidationReport, *, import_mode: bool = False, sc
             f"meta/episode_ends has dtype {ends_arr.dtype}, expected int64"
             + (" (converted on import)" if import_mode else "")
         )
+    if not _check_chunks("meta/episode_ends", ends_arr, ends_arr.shape[0], errors):
+        return  # without the episode boundaries nothing else can be checked
     ends = np.asarray(ends_arr[:]).astype(np.int64)
     if not data:
         if ends.shape[0]:
@@ -146,12 +188,17 @@ def check_group(root, report: ValidationReport, *, import_mode: bool = False, sc
                             + ", ".join(what) + "; open in append mode to recover (EpisodeStore.open(path, 'a'))")
 
     if is_postbc:
-        _check_meta(root["meta"], n, errors, warnings)
+        _check_meta(root["meta"], n, errors, warnings, report)
 
-    if scan_values and not an.errors:
+    if scan_values:
         ends_c = ends[:n]
         for key, arr in data.items():
-            if np.dtype(arr.dtype).kind == "f" and arr.ndim >= 1:
+            if arr.ndim < 1:
+                continue
+            stop = min(steps, int(arr.shape[0])) if not an.errors else int(arr.shape[0])
+            if not _check_chunks(f"data/{key}", arr, stop, errors):
+                continue
+            if np.dtype(arr.dtype).kind == "f" and not an.errors:
                 errors += _scan_nonfinite(key, arr, ends_c, steps)
 
 
@@ -160,10 +207,13 @@ def _kind_name(dt: np.dtype) -> str:
             "c": "complex", "M": "datetime", "m": "timedelta"}.get(dt.kind, dt.kind)
 
 
-def _check_meta(meta, n: int, errors: list[str], warnings: list[str]) -> None:
-    arrays = _group_arrays(meta)
+def _check_meta(meta, n: int, errors: list[str], warnings: list[str], report: ValidationReport) -> None:
+    arrays = {k: v for k, v in _arrays(meta, "meta", report).items() if k != "episode_ends"}
+    listed = set(array_names(meta))
     for name, (dtype, _fill) in META_FIELDS.items():
         arr = arrays.get(name)
+        if arr is None and name in listed:
+            continue  # its damaged metadata is reported already
         if arr is None:
             errors.append(f"missing meta/{name} (per-episode {name}, {n} rows expected)")
             continue
@@ -182,6 +232,8 @@ def _check_meta(meta, n: int, errors: list[str], warnings: list[str]) -> None:
                 continue
         elif dt != dtype:
             errors.append(f"meta/{name} has dtype {dt}, expected {dtype}")
+            continue
+        if not _check_chunks(f"meta/{name}", arr, min(n, arr.shape[0]), errors):
             continue
         values = np.asarray(arr[:n])
         if name == "success":

@@ -148,7 +148,7 @@ class SafetyLayer:
         cur = self.check_finite(current_q, "current joint state")
         g = self.check_gripper(requested_gripper)
         self.stats.commands += 1
-        altered = False
+        altered = g != float(np.asarray(requested_gripper, dtype=np.float64).reshape(()))  # the gripper was clamped
         lim = self.limits.joint_limits
 
         # 2. joint limits

@@ -15,6 +15,7 @@ closing before the fingers are fully down. Units: metres, radians, seconds. Shap
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -456,7 +457,7 @@ def record_demos(task: str, episodes: int, out: Path, *, seed: int = 0, quality:
     joint_effort, gripper_pos, ee_pose, object_pose, the task's extras, `<camera>_rgb`, cmd_ee_delta, cmd_joint_pos,
     reward, done (see run_demo_episode). Returns (and logs) the DemoStats.
     """
-    from postbc_core.data.store import EpisodeStore
+    from postbc_core.data.store import STRING_META, EpisodeStore
     from postbc_core.sim.registry import make
 
     if episodes < 1:
@@ -469,6 +470,11 @@ def record_demos(task: str, episodes: int, out: Path, *, seed: int = 0, quality:
                           "teleop path (EE delta -> IK -> joint targets); leave action_mode unset")
     if overwrite and append:
         raise ConfigError("pass either overwrite or append, not both")
+    # Everything checkable is checked before the store is touched, so a typo never leaves an empty store behind.
+    if not 0.0 <= quality <= 1.0:  # (also refuses NaN)
+        raise ConfigError(f"quality={quality}: use a value in [0, 1] (1 = clean operator, 0 = sloppy)")
+    if not isinstance(operator, str) or len(operator) > STRING_META["operator"]:
+        raise ConfigError(f"operator {operator!r} must be a string of at most {STRING_META['operator']} characters")
     if task not in DEMONSTRATORS:
         make(task)  # unknown task: the registry's ConfigError lists the tasks
         raise ConfigError(f"no scripted demonstrator for task {task!r}; available: {', '.join(sorted(DEMONSTRATORS))}")
@@ -477,7 +483,9 @@ def record_demos(task: str, episodes: int, out: Path, *, seed: int = 0, quality:
     if out.exists() and not (overwrite or append):
         raise StoreError(f"{out} already exists: pass overwrite=True / --overwrite (replace it) or append=True / "
                          "--append (add episodes), or pick a new path")
+    created = not out.exists()
     store = EpisodeStore.open(out, "a") if append else EpisodeStore.create(out, overwrite=overwrite)
+    created = created or overwrite
     stats = DemoStats(task=task)
     safety = SafetyLayer(SafetyLimits())
     t0 = time.time()
@@ -494,6 +502,11 @@ def record_demos(task: str, episodes: int, out: Path, *, seed: int = 0, quality:
                 stats.stored += 1
             logger.debug("%s attempt %d (seed %d): %s in %d steps, mode %s", task, i, seed + i,
                          "success" if ep.success else "failure", ep.length, ep.mode)
+    except BaseException:
+        if created and store.n_episodes == 0:  # a store this call made and nothing was committed to: leave no trace
+            store.close()
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         store.close()
         env.close()

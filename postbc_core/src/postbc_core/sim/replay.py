@@ -82,6 +82,12 @@ def replay_episode(dataset: str | Path, episode: int, *, out: str | Path, action
         extras = [k for k in ("joint_vel", "bowl_pose", "target_pos") if k in store]
         ep = store.episode(episode, [action_key, *REQUIRED_STATE_KEYS, *extras])
     task_name = task or meta["task"]
+    if task and meta["task"] in list_tasks() and task != meta["task"]:
+        # Refused, not warned: the episode's initial state and actions belong to another scene (another object, bowl
+        # or target), so the replay and its divergence numbers would describe nothing that was recorded.
+        raise ConfigError(f"--task {task!r}: episode {meta['index']} of {dataset} was recorded in sim task "
+                          f"{meta['task']!r}; replaying it in another task's scene is meaningless. Drop --task (or "
+                          f"pass --task {meta['task']}); --task is for episodes whose recorded task is not a sim task")
     if task_name not in list_tasks():
         raise ConfigError(f"episode {meta['index']} of {dataset} has task {meta['task']!r}, not a sim task; pass "
                           f"--task (one of {list_tasks()})")
