@@ -191,3 +191,56 @@ def test_interbotix_not_connected():
 
     with pytest.raises(PostBCError, match="not connected"):
         InterbotixRobot().get_observation()
+
+
+# ---------------------------------------------------------------- joint_effort units (N·m on every backend)
+def test_interbotix_effort_to_torque_uses_each_servos_datasheet():
+    """xs_sdk effort -> N·m, against the ROBOTIS datasheet numbers written out here (12 V): XM430-W350 4.1 N·m at
+    2.3 A (effort in mA); XL430-W250 Present_Load in 0.1 % of its 1.5 N·m stall torque, times xs_driver's 2.69;
+    shoulder and elbow have a shadow motor each (wx250s.yaml), so the joint carries twice the master's torque."""
+    from postbc_core.robots.interbotix import ARM_SERVOS, effort_to_torque
+
+    # waist 2300 mA (XM430 stall current), shoulder 1000 mA, elbow -500 mA, forearm_roll 0, wrist_angle 100 mA,
+    # wrist_rotate at 50 % load (raw 500 -> effort 500 * 2.69)
+    effort = [2300.0, 1000.0, -500.0, 0.0, 100.0, 500 * 2.69]
+    torque = effort_to_torque(effort, ARM_SERVOS["wx250s"])
+    kt = 4.1 / 2.3  # N·m/A
+    want = [4.1, 2 * 1.0 * kt, -2 * 0.5 * kt, 0.0, 0.1 * kt, 0.5 * 1.5]
+    np.testing.assert_allclose(torque, want, rtol=1e-9)
+    with pytest.raises(PostBCError, match=r"effort has shape \(9,\)"):
+        effort_to_torque([0.0] * 9, ARM_SERVOS["wx250s"])
+
+
+def test_interbotix_observation_effort_is_newton_metres(fake_sdk):
+    """The SDK's joint_states.effort (milliamps on the XM servos) comes out of get_observation in N·m, the unit the
+    twin reports, so the store holds one unit whatever the backend."""
+    from postbc_core.robots.interbotix import InterbotixConfig, InterbotixRobot
+
+    with InterbotixRobot(InterbotixConfig(sleep_on_close=False)) as robot:
+        core = robot.bot.core
+        idx = core.js_index_map
+        with core.js_mutex:
+            core.joint_states.effort[idx["waist"]] = 1150.0  # mA: half the XM430-W350 stall current
+            core.joint_states.effort[idx["shoulder"]] = -230.0
+            core.joint_states.effort[idx["wrist_rotate"]] = 1000 * 2.69  # XL430 at 100 % load
+        eff = robot.get_observation()["joint_effort"]
+    assert eff[0] == pytest.approx(2.05) and eff[1] == pytest.approx(-2 * 0.41) and eff[5] == pytest.approx(1.5)
+    assert np.all(np.abs(eff) < 20.0)  # within the URDF effort limits (N·m), far below raw milliamps
+
+
+def test_interbotix_servo_table_errors_name_the_fix():
+    from postbc_core.errors import ConfigError
+    from postbc_core.robots.interbotix import InterbotixConfig
+
+    with pytest.raises(ConfigError, match=r"robot_model='px100' has no published servo table.*InterbotixConfig\.servos"):
+        InterbotixConfig(robot_model="px100")
+    servos = {j: ("XM430-W350", 1) for j in ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle")}
+    with pytest.raises(ConfigError, match="for exactly the joints"):
+        InterbotixConfig(servos=servos)
+    with pytest.raises(ConfigError, match=r"\['wrist_rotate'\]: servo model 'XM999' has no effort conversion; known"):
+        InterbotixConfig(servos={**servos, "wrist_rotate": ("XM999", 1)})
+    with pytest.raises(ConfigError, match=r"motors=0 must be an integer >= 1"):
+        InterbotixConfig(servos={**servos, "wrist_rotate": ("XL430-W250", 0)})
+    # an arm with other servos (e.g. XM540-W270 at the shoulder) is one setting away
+    cfg = InterbotixConfig(servos={**servos, "shoulder": ("XM540-W270", 2), "wrist_rotate": ("XL430-W250", 1)})
+    assert cfg.servos["shoulder"] == ("XM540-W270", 2)

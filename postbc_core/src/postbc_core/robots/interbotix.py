@@ -4,7 +4,16 @@ The SDK is imported lazily in `connect()` (it exists only on the robot, installe
 this module imports anywhere. Commands stream without blocking: `bot.core.robot_write_commands("arm", q)` publishes
 a JointGroupCommand that the xs_sdk executes with the time-based profile set once by `arm.set_trajectory_time`
 (the blocking `set_joint_positions(..., blocking=True)` path sleeps `moving_time` per call and is used only for
-`go_home`). Every command passes the shared SafetyLayer first. Units: rad, m, s.
+`go_home`). Every command passes the shared SafetyLayer first. Units: rad, m, s, N·m.
+
+Efforts: xs_sdk's JointState.effort is not a torque. Its driver (interbotix_xs_driver, `read_joint_states`) reports
+the raw register at address 126 times 2.69 for every X-series servo (DynamixelWorkbench::convertValue2Current): on
+the current-sensing XM servos that register is Present_Current (2.69 mA per unit), so effort is milliamps; on the
+XL430-W250 it is Present_Load (0.1 % of the maximum torque per unit), so effort is load x 2.69, not milliamps. And
+it publishes the master motor of a dual-motor joint only. `get_observation` converts every joint to N·m at the
+joint (`effort_to_torque`), the unit the MuJoCo twin reports (actuator force), so `joint_effort` means one thing in
+the store whatever the backend (data/README.md). The servo of each joint comes from `InterbotixConfig.servos`,
+by default Trossen's published table for the robot model (`ARM_SERVOS`).
 """
 
 from __future__ import annotations
@@ -29,6 +38,60 @@ from postbc_core.robots.base import (
 from postbc_core.robots.safety import SafetyLayer, SafetyLimits
 
 logger = logging.getLogger(__name__)
+
+# -- joint_effort: xs_sdk effort -> N·m ---------------------------------------------------------------------------
+# xs_driver's effort per unit of the servo's register 126 (DynamixelWorkbench::convertValue2Current's CURRENT_UNIT).
+XS_EFFORT_PER_UNIT = 2.69
+
+# N·m at the servo horn per unit of xs_sdk effort, by Dynamixel model, at the arms' 12 V supply (ROBOTIS e-manual,
+# "Stall Torque" at 12.0 V). Current-sensing servos: stall torque / stall current, effort in mA. The XL430 reports
+# Present_Load in 0.1 % of its maximum (stall) torque, which xs_driver multiplies by 2.69.
+NM_PER_EFFORT = {
+    "XM430-W350": 4.1 / 2.3 / 1000.0,  # 4.1 N·m at 2.3 A -> 1.783 N·m/A
+    "XM540-W270": 2.409 / 1000.0,  # 10.6 N·m at 4.4 A; the e-manual gives 2.409 N·m/A
+    "XL430-W250": 1.5 * 0.001 / XS_EFFORT_PER_UNIT,  # 1.5 N·m stall torque; 1 unit = 0.1 %
+}
+
+# Servo model and number of motors driving each arm joint. wx250s: Trossen's servo table
+# (TrossenRobotics/interbotix_xsarms_docs docs/_data/servos_wx250s.csv: IDs 1-7 XM430-W350, wrist_rotate and gripper
+# XL430-W250) and the motor config's shadows (interbotix_xsarm_control config/wx250s.yaml: shoulder_shadow and
+# elbow_shadow drive shoulder and elbow with their master). xs_sdk publishes the master's effort; the joint's torque
+# is the motors' sum, taken as equal shares.
+ARM_SERVOS: dict[str, dict[str, tuple[str, int]]] = {
+    "wx250s": {"waist": ("XM430-W350", 1), "shoulder": ("XM430-W350", 2), "elbow": ("XM430-W350", 2),
+               "forearm_roll": ("XM430-W350", 1), "wrist_angle": ("XM430-W350", 1),
+               "wrist_rotate": ("XL430-W250", 1)},
+}
+
+
+def check_servos(servos: dict[str, tuple[str, int]], where: str = "servos") -> None:
+    """Raise ConfigError unless `servos` maps every arm joint to (a model in NM_PER_EFFORT, motors >= 1)."""
+    if not isinstance(servos, dict) or set(servos) != set(JOINT_NAMES):
+        raise ConfigError(f"{where}={servos!r}: give {{joint: (servo model, motors)}} for exactly the joints "
+                          f"{list(JOINT_NAMES)}")
+    for joint, entry in servos.items():
+        model, n = entry if isinstance(entry, (tuple, list)) and len(entry) == 2 else (entry, None)
+        if model not in NM_PER_EFFORT:
+            raise ConfigError(f"{where}[{joint!r}]: servo model {model!r} has no effort conversion; known models: "
+                              f"{sorted(NM_PER_EFFORT)} (add its torque constant to NM_PER_EFFORT)")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"{where}[{joint!r}]: motors={n!r} must be an integer >= 1 (2 for a joint with a "
+                              "shadow motor)")
+
+
+def effort_scale(servos: dict[str, tuple[str, int]]) -> np.ndarray:
+    """(6,) N·m per unit of xs_sdk effort for the arm joints in JOINT_NAMES order."""
+    check_servos(servos)
+    return np.array([NM_PER_EFFORT[servos[j][0]] * servos[j][1] for j in JOINT_NAMES], dtype=np.float64)
+
+
+def effort_to_torque(effort, servos: dict[str, tuple[str, int]]) -> np.ndarray:
+    """xs_sdk JointState.effort of the arm joints (6,) in JOINT_NAMES order -> joint torque (6,) N·m."""
+    effort = np.asarray(effort, dtype=np.float64)
+    if effort.shape != (len(JOINT_NAMES),):
+        raise PostBCError(f"effort has shape {effort.shape}; expected ({len(JOINT_NAMES)},) in the order "
+                          f"{list(JOINT_NAMES)}")
+    return effort * effort_scale(servos)
 
 INSTALL_HINT = (
     "interbotix_xs_modules is not importable. It ships with Interbotix's ROS 2 Humble arm software: run their "
@@ -62,8 +125,18 @@ class InterbotixConfig:
     """park the arm in the SDK's sleep pose before disconnecting."""
     limits: SafetyLimits = field(default_factory=SafetyLimits)
     """the safety limits applied to every command."""
+    servos: dict[str, tuple[str, int]] | None = None
+    """per arm joint (Dynamixel model, motors driving it), to convert xs_sdk's effort to N·m; None = ARM_SERVOS of
+    robot_model (Trossen's published table). Set it for an arm whose servos differ."""
 
     def __post_init__(self):
+        if self.servos is None:
+            if self.robot_model not in ARM_SERVOS:
+                raise ConfigError(f"robot_model={self.robot_model!r} has no published servo table here "
+                                  f"({sorted(ARM_SERVOS)}); give InterbotixConfig.servos={{joint: (model, motors)}} "
+                                  "so joint_effort can be converted to N·m")
+            self.servos = dict(ARM_SERVOS[self.robot_model])
+        check_servos(self.servos, "InterbotixConfig.servos")
         if not self.control_hz > 0:
             raise ConfigError(f"control_hz={self.control_hz} must be > 0")
         if not 0.0 <= self.gripper_pressure <= 1.0:
@@ -99,6 +172,7 @@ class InterbotixRobot(Robot):
         self.config = config or InterbotixConfig()
         self.control_hz = self.config.control_hz
         self.safety = SafetyLayer(self.config.limits)
+        self._effort_scale = effort_scale(self.config.servos)
         self._node = node
         self._bot = None
         self._shutdown_fn = None
@@ -171,7 +245,7 @@ class InterbotixRobot(Robot):
         if header is not None and getattr(header.stamp, "sec", 0):
             stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
         return {
-            "joint_pos": q, "joint_vel": pick(vel), "joint_effort": pick(eff),
+            "joint_pos": q, "joint_vel": pick(vel), "joint_effort": pick(eff) * self._effort_scale,  # N·m
             "gripper_pos": np.array([finger], dtype=np.float64),
             "ee_pose": np.concatenate([p, quat]), "timestamp": np.float64(stamp),
         }
