@@ -10,6 +10,15 @@ Profiles: sim (driver + cameras), record_demos (+ teleop + recorder), policy (+ 
 rollouts), finetune (+ teleop for episode keys / labels on the real arm, + the finetune manager, which runs the
 frozen policy itself). Node parameters are checked against each node's `Params` dataclass
 here, so a typo fails before anything starts.
+
+Teleop input: `teleop:=joy` adds joy's `game_controller_node` (apt ros-humble-joy), `teleop:=spacemouse` spacenav's
+`spacenav_node` (apt ros-humble-spacenav + the spacenavd daemon). `teleop:=keyboard` starts no input node: a launch
+gives its children a pipe, not the terminal, so the keys are read by `ros2 run postbc keyboard` in a terminal of its
+own (as teleop_twist_keyboard is run), which publishes them to the teleop node.
+
+Every node of a launched profile is required: when one exits (the driver cannot reach the arm, a camera is
+unplugged, a checkpoint does not load), the launch shuts the others down and repeats that node's last error line at
+the end, so the cause is the last thing on the screen.
 """
 
 from __future__ import annotations
@@ -38,9 +47,11 @@ class Bringup:
     task: str = "lift_cube"
     """Sim task (postbc_core sim registry); also stored as the episodes' task name."""
     cameras: tuple[str, ...] = ("front", "wrist")
-    """Camera names: one camera node each, topics /<name>/image_raw. Empty = no cameras (state-only policies)."""
+    """Camera names, comma-separated: one camera node each, topics /<name>/image_raw. `none` = no cameras
+    (state-only policies)."""
     camera_serials: tuple[str, ...] = ()
-    """RealSense serial numbers, one per camera in order (real arm; empty = the first devices found)."""
+    """RealSense serial numbers, comma-separated, one per camera in order (real arm; `none` = the connected
+    devices in serial order)."""
     image_width: int = 0
     """Camera image width in pixels (0 = backend default: 640 real, 128 sim)."""
     image_height: int = 0
@@ -50,7 +61,10 @@ class Bringup:
     control_hz: float = 10.0
     """Control rate of teleop, policy and recorder (Hz; the WidowX runs 5-10 Hz)."""
     teleop: str = "keyboard"
-    """Teleop input: keyboard | joy (sensor_msgs/Joy from the joy node) | spacemouse (spacenav's Twist)."""
+    """Teleop input: keyboard (run `ros2 run postbc keyboard` in its own terminal) | joy (starts joy's
+    game_controller_node) | spacemouse (starts spacenav's spacenav_node)."""
+    joy_device_id: int = 0
+    """teleop:=joy: the gamepad's SDL device index (joy's device_id parameter)."""
     store: str = "data/demos.zarr"
     """Episode store the recorder writes (created, or appended to when it exists)."""
     checkpoint: str = ""
@@ -87,11 +101,17 @@ class Bringup:
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """One node of a profile: `ros2 run postbc <executable>` named `name` with `parameters`."""
+    """One node of a profile: `ros2 run <package> <executable>` named `name` with `parameters`. Nodes of other
+    packages (the joy / spacenav input drivers) run under `ros2 launch` only; their parameters are theirs."""
 
     executable: str
     name: str
     parameters: dict[str, Any] = field(default_factory=dict)
+    package: str = "postbc"
+
+    @property
+    def ours(self) -> bool:
+        return self.package == "postbc"
 
     @property
     def module(self) -> str:
@@ -109,6 +129,12 @@ class NodeSpec:
 
 
 PROFILES = ("sim", "record_demos", "policy", "finetune")
+# The standard ROS 2 input drivers teleop listens to (Humble apt packages ros-humble-joy, ros-humble-spacenav).
+# joy: game_controller_node reports every supported pad in SDL2's GameController order (teleop's default mapping);
+# autorepeat_rate republishes a held stick, which teleop's input_timeout relies on. spacenav: spacenav_node publishes
+# /spacenav/twist and /spacenav/joy (relative names, root namespace) from the spacenavd daemon.
+JOY_NODE = ("joy", "game_controller_node")
+SPACENAV_NODE = ("spacenav", "spacenav_node")
 
 
 def _driver(s: Bringup) -> NodeSpec:
@@ -137,6 +163,19 @@ def _cameras(s: Bringup) -> list[NodeSpec]:
     return specs
 
 
+def _teleop(s: Bringup) -> list[NodeSpec]:
+    """The teleop node and the standard input driver of its device (none for the keyboard: see the module doc)."""
+    specs = [NodeSpec("teleop", "teleop", {"device": s.teleop, "control_hz": s.control_hz})]
+    if s.teleop == "joy":
+        pkg, exe = JOY_NODE
+        specs.append(NodeSpec(exe, "joy", {"device_id": s.joy_device_id, "deadzone": 0.05, "autorepeat_rate": 20.0},
+                              package=pkg))
+    elif s.teleop == "spacemouse":
+        pkg, exe = SPACENAV_NODE
+        specs.append(NodeSpec(exe, "spacenav", {"zero_when_static": True}, package=pkg))
+    return specs
+
+
 def _recorder(s: Bringup, source: str) -> NodeSpec:
     p: dict[str, Any] = {"store": s.store, "control_hz": s.control_hz, "cameras": list(s.cameras), "task": s.task,
                          "source": source}
@@ -162,8 +201,7 @@ def graph(profile: str, settings: Bringup | None = None,
         raise ConfigError(f"unknown profile {profile!r}; choose one of {PROFILES}")
     specs = [_driver(s), *_cameras(s)]
     if profile == "record_demos":
-        specs += [NodeSpec("teleop", "teleop", {"device": s.teleop, "control_hz": s.control_hz}),
-                  _recorder(s, "teleop")]
+        specs += [*_teleop(s), _recorder(s, "teleop")]
     elif profile == "policy":
         specs.append(_policy(s))
         if s.record:
@@ -172,13 +210,14 @@ def graph(profile: str, settings: Bringup | None = None,
         # The manager runs the frozen policy itself (exact DSRL transitions; see nodes/finetune_manager.py).
         _policy(s)  # the same checkpoint check
         if not s.sim:  # the operator resets the scene and labels episodes with the teleop keys
-            specs.append(NodeSpec("teleop", "teleop", {"device": s.teleop, "control_hz": s.control_hz}))
+            specs += _teleop(s)
         specs.append(NodeSpec("finetune_manager", "finetune_manager",
                               {"checkpoint": s.checkpoint, "out": s.finetune_out, "task": s.task, "device": s.device,
                                "control_hz": s.control_hz, "backend": s.backend, "auto_start": s.sim,
                                "cameras": list(s.cameras)}))
     if s.sim:
-        specs = [dataclasses.replace(n, parameters={**n.parameters, "use_sim_time": True}) for n in specs]
+        specs = [dataclasses.replace(n, parameters={**n.parameters, "use_sim_time": True}) if n.ours else n
+                 for n in specs]
     return _apply_overrides(specs, node_overrides or {})
 
 
@@ -200,7 +239,10 @@ BUILTIN_PARAMETERS = ("use_sim_time",)
 
 
 def check_parameters(spec: NodeSpec, values: dict[str, Any]) -> None:
-    """Raise ConfigError unless `values` builds the node's Params (names, types, __post_init__ checks)."""
+    """Raise ConfigError unless `values` builds the node's Params (names, types, __post_init__ checks).
+    Another package's node declares its own parameters: nothing to check here."""
+    if not spec.ours:
+        return
     own = {k: v for k, v in values.items() if k not in BUILTIN_PARAMETERS}
     try:
         params_mod.coerce(spec.params_class(), own)
@@ -231,6 +273,10 @@ def parse_sets(items: list[str]) -> tuple[dict[str, Any], dict[str, dict[str, An
     return settings, nodes
 
 
+# How a launch argument says "empty list": ros2launch refuses `name:=` with nothing after it.
+EMPTY_LIST_WORDS = ("", "none", "[]", "''", '""')
+
+
 def make_settings(values: dict[str, Any]) -> Bringup:
     """Bringup from launch-argument / --set values (strings from launch are parsed; lists for tuple fields)."""
     kw = {}
@@ -239,7 +285,7 @@ def make_settings(values: dict[str, Any]) -> Bringup:
             continue
         v = values[f.name]
         if str(f.type).startswith("tuple"):
-            if v is None or v == "":
+            if v is None or (isinstance(v, str) and v.strip().lower() in EMPTY_LIST_WORDS):
                 v = ()
             elif isinstance(v, str):
                 v = tuple(x.strip() for x in v.split(","))
@@ -276,6 +322,11 @@ def merge_params_file(specs: list[NodeSpec], file_params: dict[str, dict[str, An
     glob = file_params.get("**", {})
     out: dict[str, dict[str, Any]] = {}
     for n in specs:
+        if not n.ours:
+            vals = dict(file_params.get(n.name, {}))  # e.g. joy: {device_id: 1}; its node checks them
+            if vals:
+                out[n.name] = vals
+            continue
         known = {f.name for f in dataclasses.fields(n.params_class())}
         vals = {k: v for k, v in glob.items() if k in known}
         vals.update(file_params.get(n.name, {}))
@@ -316,8 +367,55 @@ def _launch_default(f) -> str:
     return str(v)
 
 
+def launch_parameters(spec: NodeSpec) -> dict[str, Any]:
+    """The parameters launch_ros can pass for `spec`. launch_ros refuses an empty list (it cannot infer the array's
+    element type), so an empty list is left out when the node's own default is already empty."""
+    defaults = params_mod.defaults(spec.params_class()) if spec.ours else {}
+    out = {}
+    for k, v in spec.parameters.items():
+        if isinstance(v, (list, tuple)) and not v:
+            if defaults.get(k, []) != []:
+                raise ConfigError(f"node {spec.name!r}: {k}=[] cannot be passed by ros2 launch (its default is "
+                                  f"{defaults[k]}); use `postbc ros run` or a params file")
+            continue
+        out[k] = v
+    return out
+
+
+class _ExitWatch:
+    """Ends the launch when any node exits on its own and repeats that node's last error line after every
+    process has stopped (the other nodes' shutdown logs would otherwise bury it)."""
+
+    def __init__(self, names: list[str]):
+        self.running = set(names)
+        self.last_err: dict[str, str] = {}
+        self.first_exit: tuple[str, int] | None = None
+
+    def on_stderr(self, name: str, event) -> None:
+        lines = [ln.strip() for ln in event.text.decode(errors="replace").splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ln.startswith("error:") or "[ERROR]" in ln or "[FATAL]" in ln]
+        if errors:
+            self.last_err[name] = errors[-1]
+
+    def on_exit(self, name: str, event, context):
+        from launch.actions import LogInfo, Shutdown
+
+        self.running.discard(name)
+        actions = []
+        if not context.is_shutdown and self.first_exit is None:
+            self.first_exit = (name, event.returncode)
+            actions.append(Shutdown(reason=f"{name} exited (code {event.returncode}); the profile needs every node"))
+        if not self.running and self.first_exit is not None:
+            first, code = self.first_exit
+            err = self.last_err.get(first, "")
+            actions.append(LogInfo(msg=f"launch stopped because {first} exited with code {code}"
+                                       + (f": {err}" if err else "")))
+        return actions
+
+
 def _launch_setup(context, profile: str):
-    from launch.actions import IncludeLaunchDescription
+    from launch.actions import IncludeLaunchDescription, RegisterEventHandler
+    from launch.event_handlers import OnProcessExit, OnProcessIO
     from launch.launch_description_sources import PythonLaunchDescriptionSource
     from launch_ros.actions import Node
 
@@ -336,7 +434,15 @@ def _launch_setup(context, profile: str):
         actions.append(IncludeLaunchDescription(
             PythonLaunchDescriptionSource(f"{get_package_share_directory(pkg)}/{rel}"),
             launch_arguments={"robot_model": settings.robot_model, "use_rviz": "false"}.items()))
+    watch = _ExitWatch([n.name for n in specs])
     for n in specs:
-        actions.append(Node(package="postbc", executable=n.executable, name=n.name, output="screen",
-                            emulate_tty=True, parameters=[n.parameters]))
+        node = Node(package=n.package, executable=n.executable, name=n.name, output="screen", emulate_tty=True,
+                    parameters=[launch_parameters(n)])
+        actions += [
+            RegisterEventHandler(OnProcessIO(target_action=node,
+                                             on_stderr=lambda ev, name=n.name: watch.on_stderr(name, ev))),
+            RegisterEventHandler(OnProcessExit(target_action=node,
+                                               on_exit=lambda ev, ctx, name=n.name: watch.on_exit(name, ev, ctx))),
+            node,
+        ]
     return actions

@@ -1,36 +1,92 @@
-"""`main(args=None)` shared by every node's console script: init, spin on a multi-threaded executor, clean exit.
+"""`main(args=None)` shared by every node's console script: init, spin, and a shutdown a robot can trust.
 
-Configuration errors (bad parameters, missing checkpoint or device) print `error: ...` and exit 2 instead of a
-traceback, like the `postbc` command.
+Shutdown order: SIGINT (Ctrl-C: the terminal sends it to `ros2 launch` and every node, and launch sends it again)
+or SIGTERM (launch's escalation, `docker stop`, systemd) only sets a stop flag. The spin loop ends, the node's
+`destroy_node` stops its threads and finishes its work (the driver parks or holds the arm, the recorder discards an
+open episode, the finetune manager saves) while the ROS context is still valid, then the context is shut down. rclpy's
+own handlers (installed by a plain `rclpy.init()`) instead shut the context down from the signal, before any of that
+runs, so a node's last publish fails with "publisher's context is invalid" and a second Ctrl-C interrupts cleanup
+with a KeyboardInterrupt traceback; here later signals are ignored while cleanup runs (launch escalates to SIGKILL
+if a node ever hangs).
+
+Configuration errors (bad parameters, missing checkpoint or device) and a node's fatal runtime error (PostBCError
+raised from a callback, e.g. a camera unplugged) print `error: ...` and exit 2 instead of a traceback, like the
+`postbc` command; a launch file stops the whole launch on it.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 import rclpy
 from postbc_core.errors import PostBCError
 from rclpy.executors import ExternalShutdownException
+from rclpy.signals import SignalHandlerOptions
 
 from postbc.executors import MultiThreadedExecutor
 
+SPIN_PERIOD_S = 0.1  # how often the spin loop looks at the stop flag (a signal is acted on within this)
+
+
+class StopSignals:
+    """SIGINT / SIGTERM -> `event` (the first one; later ones are ignored so cleanup can finish).
+    Install from the main thread; `restore()` puts the previous handlers back."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> StopSignals:
+        for s in self.SIGNALS:
+            self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+        self.event.set()
+
+    def restore(self) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+        self._previous.clear()
+
+
+def init(args: list[str] | None = None, context=None) -> StopSignals:
+    """rclpy.init without rclpy's signal handlers (see the module doc) + our StopSignals."""
+    stop = StopSignals().install()
+    rclpy.init(args=args, context=context, signal_handler_options=SignalHandlerOptions.NO)
+    return stop
+
 
 def run_node(node_cls, args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+    stop = init(args)
     node = None
+    executor = None
+    code = 0
     try:
         node = node_cls()
         executor = MultiThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        while not stop.event.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=SPIN_PERIOD_S)
     except PostBCError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        code = 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+        try:
+            if executor is not None:
+                executor.shutdown(timeout_sec=5.0)  # running callbacks finish before the node goes away
+            if node is not None:
+                node.destroy_node()
+        finally:
+            rclpy.try_shutdown()
+            stop.restore()
+    return code

@@ -40,6 +40,8 @@ class Composition:
         self.executor = MultiThreadedExecutor(num_threads=len(specs) + 2, context=self.context)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self.stopped = threading.Event()  # set when spin() returns
+        self.error: BaseException | None = None
         try:
             for spec in specs:
                 overrides = [Parameter(k, value=v) for k, v in spec.parameters.items()]
@@ -59,6 +61,8 @@ class Composition:
         return self
 
     def spin(self) -> None:
+        """Spin until close() or the context ends. A callback's exception (a node's fatal error, e.g. a camera
+        unplugged) ends the spin and is kept in `self.error` for the caller, never lost with the thread."""
         from rclpy.executors import ExternalShutdownException
 
         try:
@@ -66,20 +70,22 @@ class Composition:
                 self.executor.spin_once(timeout_sec=0.1)
         except ExternalShutdownException:
             pass
+        except BaseException as e:  # noqa: BLE001 - handed to the caller (main() prints it)
+            self.error = e
+        finally:
+            self.stopped.set()
 
     def close(self) -> None:
-        """Stop spinning (joins the executor thread), then destroy the nodes (they stop their own threads)."""
+        """Stop spinning (joins the executor thread), let running callbacks finish and stop the executor's threads,
+        then destroy the nodes (each stops its own threads while the context is still valid)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
-        for name, node in reversed(list(self.nodes.items())):
-            try:
-                self.executor.remove_node(node)
-            finally:
-                node.destroy_node()
+        self.executor.shutdown(timeout_sec=5.0)
+        for node in reversed(list(self.nodes.values())):
+            node.destroy_node()
         self.nodes.clear()
-        self.executor.shutdown(timeout_sec=2.0)
 
     def __enter__(self) -> Composition:
         return self
@@ -120,27 +126,34 @@ def main(argv: list[str] | None = None, prog: str = "postbc ros") -> int:
         return 0
     import rclpy
 
-    rclpy.init()
+    from postbc.node_main import init
+
+    stop = init()  # SIGINT / SIGTERM end the loop below; the nodes are destroyed before the context goes down
     comp = None
+    code = 0
     try:
         comp = Composition(specs)
         print(f"running {args.profile}: {', '.join(comp.nodes)} (Ctrl-C to stop)", flush=True)
         comp.start()
         deadline = time.monotonic() + args.duration if args.duration > 0 else None
-        while rclpy.ok() and (deadline is None or time.monotonic() < deadline):
-            time.sleep(0.1)
+        while not stop.event.wait(0.1) and rclpy.ok() and not comp.stopped.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        if comp.error is not None:
+            raise comp.error
     except PostBCError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        code = 2
     except KeyboardInterrupt:
         pass
     finally:
-        if comp is not None:
-            comp.close()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
-
+        try:
+            if comp is not None:
+                comp.close()
+        finally:
+            rclpy.try_shutdown()
+            stop.restore()
+    return code
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The upstream ROS 2 tools the conformance tests run against: `ros2 launch` (launch, launch_xml, launch_yaml,
+# launch_ros, ros2launch), the `ros2` CLI (ros2cli + its verbs), rosidl_runtime_py, and the message packages they
+# import that no registry serves as a wheel (composition_interfaces: launch_ros imports it at module level).
+# Sources: ../shared/third_party (humble snapshots, see its README); they never become part of the project.
+#
+#   scripts/ros_upstream.sh [VENV]     (default .venv; prints the prefix it made or found)
+#
+# Output: a prefix under ${POSTBC_CACHE:-~/.cache/postbc}/ros-upstream-<key> with
+#   site/      the Python packages (pip --target, so the project's venv stays as requirements/ci.txt pins it)
+#   install/   colcon install space of the message packages
+#   env.sh     the environment (PATH, PYTHONPATH, AMENT_PREFIX_PATH, LD_LIBRARY_PATH) that makes `ros2` work
+# <key> hashes everything that goes into it (sources, pins, this script, the interpreter), so CI builds once per
+# machine and rebuilds when any input changes. The venv gets the build-time wheels of requirements/ros-upstream.txt
+# and its <venv>/ros-upstream.env points at the prefix (tests/ros/upstream.py reads it).
+# Where ../shared/third_party is absent (a user's clone) this prints why and exits 0: the tests that need it skip
+# with the same message.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${1:-.venv}
+PY="$PWD/$VENV/bin/python"
+TP=${POSTBC_THIRD_PARTY:-$PWD/../shared/third_party}
+MARK="$VENV/ros-upstream.env"
+if [ ! -d "$TP/ros2/launch_ros" ]; then
+  echo "ros_upstream: $TP not found: the ros2 launch / ros2 CLI conformance tests will skip (CI always has it)"
+  rm -f "$MARK"
+  exit 0
+fi
+TP=$(cd "$TP" && pwd)
+R="$TP/ros2"
+PY_PKGS=("$R/launch/launch" "$R/launch/launch_xml" "$R/launch/launch_yaml" "$R/launch_ros/launch_ros"
+         "$R/launch_ros/ros2launch" "$R/rosidl_runtime_py")
+for d in "$R"/ros2cli/ros2*; do PY_PKGS+=("$d"); done
+MSG_PKGS=("$R/rcl_interfaces/composition_interfaces")
+REQS=requirements/ros-upstream.txt
+
+# The build needs rosidl's generators and ament_cmake (wheels pinned in $REQS) in the venv itself: colcon's cmake
+# finds them through the venv's prefix. Installing an already-satisfied pin is a no-op.
+"$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQS" 2>&1 | grep -v "^WARNING: Location" || true
+
+key=$({ for p in "${PY_PKGS[@]}" "${MSG_PKGS[@]}"; do (cd "$p" && find . -type f ! -name '*.pyc' -print0 | sort -z |
+          xargs -0 sha256sum); done
+        sha256sum "$REQS" requirements/ci.txt "$0"; "$PY" -c "import sys; print(sys.version, sys.prefix)"; uname -m; } |
+      sha256sum | cut -c1-16)
+CACHE=${POSTBC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/postbc}
+PREFIX="$CACHE/ros-upstream-$key"
+
+if [ ! -f "$PREFIX/.complete" ]; then
+  echo "ros_upstream: building $PREFIX (once per machine and input set; a few minutes on 2 cores)"
+  mkdir -p "$CACHE"
+  WORK=$(mktemp -d "$CACHE/.build-XXXXXX")
+  trap 'rm -rf "$WORK"' EXIT
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation --target "$WORK/site" \
+    "${PY_PKGS[@]}" 2>&1 | grep -v -e "^WARNING: Location" -e "SetuptoolsDeprecationWarning" || true
+  # Trap (third_party/README): the rosidl wheels' *Export.cmake files carry the wheel build container's Python and
+  # numpy include paths; point them at this interpreter's before cmake reads them.
+  pyinc=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  npinc=$("$PY" -c 'import numpy; print(numpy.get_include())')
+  pyver=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  grep -rl --include='*Export.cmake' "/opt/python/" "$VENV/share" 2>/dev/null | while read -r f; do
+    sed -i -e "s#/opt/python/[^/;\"]*/lib/python$pyver/site-packages/numpy/_core/include#$npinc#g" \
+           -e "s#/opt/python/[^/;\"]*/include/python$pyver#$pyinc#g" "$f"
+  done
+  venv_prefix=$(cd "$VENV" && pwd)
+  mkdir -p "$WORK/src"
+  for p in "${MSG_PKGS[@]}"; do cp -r "$p" "$WORK/src/"; done
+  # BUILD_TESTING=OFF: the packages' lint tests would need ament_lint_auto (not shipped as a wheel).
+  (cd "$WORK" && PATH="$venv_prefix/bin:$PATH" AMENT_PREFIX_PATH="$venv_prefix" CMAKE_PREFIX_PATH="$venv_prefix" \
+     "$venv_prefix/bin/colcon" --log-base log build --base-paths src --build-base build --install-base install \
+     --merge-install --event-handlers console_direct- \
+     --cmake-args -DBUILD_TESTING=OFF "-DPython3_EXECUTABLE=$PY" >"$WORK/build.log" 2>&1) || {
+    tail -40 "$WORK/build.log" >&2
+    echo "ros_upstream: colcon build of ${MSG_PKGS[*]##*/} failed (full log above, last 40 lines)" >&2
+    exit 1
+  }
+  rm -rf "$WORK/build" "$WORK/src" "$WORK/log" "$WORK/build.log"
+  site_rel=$(cd "$WORK/install" && ls -d lib/python3*/site-packages)
+  cat >"$WORK/env.sh" <<EOF
+# Source to use the upstream ros2 tools built by scripts/ros_upstream.sh (with the venv's python first on PATH).
+export PATH="$PREFIX/site/bin:\$PATH"
+export PYTHONPATH="$PREFIX/site:$PREFIX/install/$site_rel\${PYTHONPATH:+:\$PYTHONPATH}"
+export AMENT_PREFIX_PATH="$PREFIX/install:$PREFIX/site\${AMENT_PREFIX_PATH:+:\$AMENT_PREFIX_PATH}"
+export LD_LIBRARY_PATH="$PREFIX/install/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+EOF
+  touch "$WORK/.complete"
+  rm -rf "$PREFIX"
+  mv "$WORK" "$PREFIX"  # atomic: a killed build never leaves a prefix that looks complete
+  trap - EXIT
+fi
+echo "$PREFIX" >"$MARK"
+echo "$PREFIX"
