@@ -68,10 +68,42 @@ def test_trajectory_keeps_nan_for_the_safety_layer_and_rejects_malformed():
     msg.points = []
     with pytest.raises(cv.ConversionError, match="no points"):
         cv.trajectory_chunk(msg)
-    with pytest.raises(cv.ConversionError, match="non-decreasing"):
+    with pytest.raises(cv.ConversionError, match="strictly increasing"):
         cv.trajectory_msg(np.zeros((2, 6)), 0.0, 0.0, times=[0.2, 0.1])
+    with pytest.raises(cv.ConversionError, match="need dt or times"):
+        cv.trajectory_msg(np.zeros((2, 6)), 0.0, 0.0)
     with pytest.raises(cv.ConversionError, match=r"\(T, 6\)"):
         cv.trajectory_msg(np.zeros((2, 5)), 0.0, 0.0)
+
+
+def _valid_msg():
+    return cv.trajectory_msg(np.zeros((2, 6)), 0.02, 3.0, dt=0.1)
+
+
+def _names(m, names):
+    m.joint_names = names
+
+
+def _point(m, field, value):
+    setattr(m.points[1], field, value)
+
+
+@pytest.mark.parametrize("damage,match", [
+    # what joint_trajectory_controller (Humble) refuses, refused here with the reason
+    (lambda m: _names(m, [*JOINT_NAMES[:5], "gripper", "left_finger"]), r"unknown joints \['gripper'\]"),
+    (lambda m: _names(m, [*JOINT_NAMES[:6], "waist"]), "names a joint twice"),
+    (lambda m: _point(m, "time_from_start", m.points[0].time_from_start), "increase strictly"),
+    (lambda m: _point(m, "velocities", [0.0, 0.0]), "2 velocities for 7 joints"),
+    (lambda m: _point(m, "accelerations", [0.0] * 3), "3 accelerations for 7 joints"),
+    (lambda m: _point(m, "effort", [0.0] * 7), "efforts"),
+])
+def test_trajectory_checked_like_joint_trajectory_controller(damage, match):
+    msg = _valid_msg()
+    msg.points[1].velocities = [0.0] * 7  # one per joint: accepted (positions are what the driver streams)
+    assert cv.trajectory_chunk(msg).times.tolist() == [0.0, 0.1]
+    damage(msg)
+    with pytest.raises(cv.ConversionError, match=match):
+        cv.trajectory_chunk(msg)
 
 
 @pytest.mark.parametrize("shape,dtype,enc", [((48, 64, 3), np.uint8, "rgb8"), ((48, 64), np.uint16, "16UC1"),

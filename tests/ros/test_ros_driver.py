@@ -21,6 +21,7 @@ from postbc.conversions import (
 )
 from postbc_core.errors import ConfigError
 from postbc_core.robots import kinematics
+from postbc_core.robots.base import JOINT_NAMES
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from ros_helpers import call_service, wait_for
@@ -28,7 +29,7 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import SetBool, Trigger
-from trajectory_msgs.msg import JointTrajectory
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 HOME = kinematics.HOME_QPOS
 RTF = 1.0  # real time: on a loaded 2-core machine message latency costs less sim time than at 2x
@@ -327,6 +328,32 @@ def test_stale_and_future_commands_rejected(sim_driver, capfd):
     assert _hold_still(probe, now, now + 0.5) < 2e-3
     st = drv.status()
     assert st["commands"]["rejected"] == 2 and st["commands"]["accepted"] == 0
+
+
+def test_standard_trajectory_client_stamp_conventions(sim_driver):
+    """An independent rclpy client with a plain trajectory_msgs/JointTrajectory, stamped as
+    joint_trajectory_controller users do: stamp 0 = start on receipt; a future stamp waits for it."""
+    drv, probe = sim_driver
+    probe.wait_sim_time(2.0)  # a stamp of 0 is then 2 s "old": stale unless it means "now"
+    msg = JointTrajectory()  # header.stamp left at 0, like `ros2 topic pub` or rqt_joint_trajectory_controller
+    msg.joint_names = list(JOINT_NAMES)  # arm joints only: the gripper keeps its target
+    target = HOME + np.array([0.3, 0, 0, 0, 0, 0])
+    msg.points = [JointTrajectoryPoint(positions=[*map(float, target)])]
+    msg.points[0].time_from_start.nanosec = 100_000_000  # 0.1 s, well inside the watchdog
+    t0 = probe.latest().stamp
+    probe.cmd.publish(msg)
+    wait_for(lambda: probe.latest().joint_pos[0] > HOME[0] + 0.1, 10, what="the zero-stamped command to move the arm")
+    assert drv.status()["commands"]["rejected"] == 0 and probe.latest().stamp - t0 < 2.0
+
+    # Due 1.5 s ahead (inside max_command_lead): the arm holds the previous target until then, then moves.
+    probe.wait_sim_time(probe.latest().stamp + 0.6)  # the first command settled (watchdog hold)
+    now = drv.now()
+    q_hold = probe.latest().joint_pos.copy()
+    probe.send(HOME + np.array([-0.3, 0, 0, 0, 0, 0]), stamp=now + 1.5)
+    probe.wait_sim_time(now + 1.3)
+    assert np.max(np.abs(probe.latest().joint_pos - q_hold)) < 2e-3, "moved before the trajectory's start"
+    wait_for(lambda: probe.latest().joint_pos[0] < q_hold[0] - 0.1, 10, what="the future-stamped command")
+    assert drv.status()["commands"]["accepted"] == 2
 
 
 def test_watchdog_holds_when_commands_stop(sim_driver, capfd):

@@ -119,10 +119,12 @@ def trajectory_msg(joint_pos, gripper, stamp: float, dt: float | None = None, ti
     if g is None:
         raise ConversionError(f"gripper has {np.size(gripper)} values for {T} points")
     if times is None:
+        if T > 1 and dt is None:
+            raise ConversionError(f"{T} points need dt or times (time_from_start must increase strictly)")
         times = np.arange(T) * (0.0 if dt is None else float(dt))
     times = np.asarray(times, np.float64).reshape(-1)
-    if times.shape != (T,) or np.any(np.diff(times) < 0):
-        raise ConversionError(f"times must be {T} non-decreasing offsets, got {times}")
+    if times.shape != (T,) or np.any(np.diff(times) <= 0):
+        raise ConversionError(f"times must be {T} strictly increasing offsets, got {times}")
     msg = JointTrajectory()
     msg.header.stamp = to_time(stamp)
     msg.joint_names = list(COMMAND_JOINTS)
@@ -137,29 +139,48 @@ def trajectory_msg(joint_pos, gripper, stamp: float, dt: float | None = None, ti
 def trajectory_chunk(msg: JointTrajectory) -> Chunk:
     """JointTrajectory (joint names in any order; the gripper joint optional) -> Chunk in our joint order.
 
-    Values are returned as sent, NaN included: rejecting them is the safety layer's job, with a log line.
+    Checked as ros2_controllers' joint_trajectory_controller checks a trajectory (Humble, allow_partial_joints_goal
+    false): every arm joint named, no unknown or repeated names, at least one point, as many positions as names,
+    velocities / accelerations empty or one per joint (the driver streams positions; they are not used), no efforts,
+    time_from_start strictly increasing. The header stamp is returned as sent (0 = "start now", resolved by the
+    driver). Values are returned as sent, NaN included: rejecting them is the driver's job, with a log line.
     A point without the gripper keeps NaN there (the driver then holds the current gripper target)."""
     if not msg.points:
         raise ConversionError("JointTrajectory has no points; send at least one target")
-    index = {n: i for i, n in enumerate(msg.joint_names)}
+    names = list(msg.joint_names)
+    unknown = [n for n in names if n not in COMMAND_JOINTS]
+    if unknown:
+        raise ConversionError(f"JointTrajectory names unknown joints {unknown}; the wx250s command joints are "
+                              f"{list(COMMAND_JOINTS)}")
+    if len(set(names)) != len(names):
+        raise ConversionError(f"JointTrajectory names a joint twice: {names}")
+    index = {n: i for i, n in enumerate(names)}
     missing = [n for n in JOINT_NAMES if n not in index]
     if missing:
-        raise ConversionError(f"JointTrajectory lacks joints {missing} (has {list(msg.joint_names)}); command all "
-                              f"of {list(COMMAND_JOINTS)}")
+        raise ConversionError(f"JointTrajectory lacks joints {missing} (has {names}); command all "
+                              f"of {list(COMMAND_JOINTS)} (the gripper joint {GRIPPER_JOINT} may be left out)")
     idx = [index[n] for n in JOINT_NAMES]
     gi = index.get(GRIPPER_JOINT)
     q = np.empty((len(msg.points), N_JOINTS))
     g = np.full(len(msg.points), np.nan)
     t = np.empty(len(msg.points))
     for k, p in enumerate(msg.points):
-        if len(p.positions) != len(msg.joint_names):
-            raise ConversionError(f"point {k} has {len(p.positions)} positions for {len(msg.joint_names)} joints")
+        if len(p.positions) != len(names):
+            raise ConversionError(f"point {k} has {len(p.positions)} positions for {len(names)} joints")
+        for field_name in ("velocities", "accelerations"):
+            n = len(getattr(p, field_name))
+            if n not in (0, len(names)):
+                raise ConversionError(f"point {k} has {n} {field_name} for {len(names)} joints (give none or one "
+                                      "per joint)")
+        if len(p.effort):
+            raise ConversionError(f"point {k} has efforts; the driver takes position targets only (leave effort "
+                                  "empty)")
         q[k] = [p.positions[i] for i in idx]
         if gi is not None:
             g[k] = p.positions[gi]
         t[k] = to_sec(p.time_from_start)
-    if np.any(np.diff(t) < 0):
-        raise ConversionError(f"time_from_start must not decrease along the trajectory, got {t}")
+    if np.any(np.diff(t) <= 0):
+        raise ConversionError(f"time_from_start must increase strictly along the trajectory, got {t.tolist()}")
     return Chunk(joint_pos=q, gripper=g, times=t, stamp=to_sec(msg.header.stamp))
 
 

@@ -41,7 +41,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 
 from postbc import conversions as cv
 from postbc import topics
-from postbc.node_main import run_node
+from postbc.node_main import main as node_main
 from postbc.params import declare
 
 BACKENDS = ("realsense", "sim")
@@ -329,7 +329,7 @@ class Camera(Node):
 
 
 def main(args=None):
-    return run_node(Camera, args)
+    node_main(Camera, args)
 
 
 if __name__ == "__main__":

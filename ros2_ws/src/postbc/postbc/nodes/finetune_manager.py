@@ -44,7 +44,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from postbc import topics
 from postbc.conversions import trajectory_msg
-from postbc.node_main import run_node
+from postbc.node_main import main as node_main
 from postbc.observation import ObservationSource
 from postbc.params import declare
 
@@ -277,12 +277,15 @@ class FinetuneManager(Node):
     def _request_reset(self) -> None:
         """Lock held, state resetting: (re)send the reset / go-home request when none is in flight (or it timed out)."""
         cli = self._reset_cli if self.sim else self._home_cli
-        fut, sent = self._reset_future, self._reset_sent
-        if fut is not None and not fut.done() and time.monotonic() - sent < RESET_TIMEOUT_S:
-            return
-        if fut is not None and not fut.done():
+        fut = self._reset_future
+        # A cancelled rclpy Future is not done() (Humble through Kilted): test both, and forget a cancelled
+        # request, or every later tick would find it "pending", time it out and warn again.
+        if fut is not None and not (fut.done() or fut.cancelled()):
+            if time.monotonic() - self._reset_sent < RESET_TIMEOUT_S:
+                return
             self.get_logger().warning(f"{cli.srv_name}: no answer in {RESET_TIMEOUT_S:.0f} s, asking again")
             fut.cancel()
+            self._reset_future = None
         if not cli.service_is_ready():
             self.get_logger().info(f"waiting for {cli.srv_name} (is the robot_driver running?)",
                                    throttle_duration_sec=5.0)
@@ -422,7 +425,7 @@ class FinetuneManager(Node):
 
 
 def main(args=None):
-    return run_node(FinetuneManager, args)
+    node_main(FinetuneManager, args)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from postbc import topics
 from postbc.conversions import trajectory_msg
-from postbc.node_main import run_node
+from postbc.node_main import main as node_main
 from postbc.observation import ObservationSource
 from postbc.params import declare
 
@@ -340,4 +340,4 @@ class Policy(Node):
 
 
 def main(args=None):
-    return run_node(Policy, args)
+    node_main(Policy, args)

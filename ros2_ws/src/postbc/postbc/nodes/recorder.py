@@ -59,7 +59,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from postbc import conversions as cv
 from postbc import topics
-from postbc.node_main import run_node
+from postbc.node_main import main as node_main
 from postbc.params import declare
 
 NO_STAMP = -1.0  # `<stream>_stamp` of a stream without any message yet (the store refuses NaN)
@@ -575,7 +575,7 @@ class Recorder(Node):
 
 
 def main(args=None):
-    return run_node(Recorder, args)
+    node_main(Recorder, args)
 
 
 if __name__ == "__main__":

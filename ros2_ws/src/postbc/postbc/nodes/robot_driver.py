@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from geometry_msgs.msg import PoseArray
@@ -42,7 +42,7 @@ from postbc.conversions import (
     to_time,
     trajectory_chunk,
 )
-from postbc.node_main import run_node
+from postbc.node_main import main as node_main
 from postbc.params import declare
 
 BACKENDS = ("sim", "interbotix")
@@ -72,7 +72,13 @@ class Params:
     command_timeout: float = 0.5
     """Watchdog (s): hold the measured position when the last trajectory's last point is this far in the past."""
     max_command_age: float = 0.5
-    """A trajectory whose header stamp is older than this (s) on arrival is rejected (also one this far ahead)."""
+    """A trajectory whose header stamp is older than this (s) on arrival is rejected: the stamp is the observation
+    time its producer acted on, so this bounds perception-to-action latency (stricter than
+    joint_trajectory_controller, which only rejects a trajectory that ends in the past). A zero stamp starts on
+    receipt and is never stale."""
+    max_command_lead: float = 5.0
+    """A trajectory may start in the future (its points wait for stamp + time_from_start; the previous target is
+    held until then), up to this many seconds ahead; farther is rejected as a clock mismatch."""
     joint_margin: float = 0.02
     """rad kept clear of each URDF joint limit."""
     workspace_min: tuple[float, float, float] = (0.05, -0.40, 0.01)
@@ -105,7 +111,8 @@ class Params:
                               f"{1.0 / PHYSICS_DT:.0f}] Hz")
         if not self.real_time_factor > 0:
             raise ConfigError(f"real_time_factor={self.real_time_factor} must be > 0 (1.0 = real time)")
-        for name in ("command_timeout", "max_command_age", "max_joint_speed", "home_tolerance", "home_timeout"):
+        for name in ("command_timeout", "max_command_age", "max_command_lead", "max_joint_speed", "home_tolerance",
+                     "home_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be > 0")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -280,15 +287,18 @@ class RobotDriver(Node):
             self._reject(f"command rejected: {len(bad)} non-finite value(s), first {n}={v} at point {k}; nothing "
                          "moves. Check the policy output / normalizer for NaNs.")
             return
+        if chunk.stamp == 0.0:  # joint_trajectory_controller's convention: a zero stamp starts on receipt
+            chunk = replace(chunk, stamp=now)
         age = now - chunk.stamp
         if age > self.params.max_command_age:
             self._reject(f"command rejected: header stamp {chunk.stamp:.3f} s is {age:.3f} s old (> max_command_age "
                          f"{self.params.max_command_age} s); stamp commands with the observation time on the node "
                          "clock (use_sim_time=True in sim) and keep inference latency below max_command_age")
             return
-        if age < -self.params.max_command_age:
+        if age < -self.params.max_command_lead:
             self._reject(f"command rejected: header stamp {chunk.stamp:.3f} s is {-age:.3f} s in the future of the "
-                         f"driver's clock ({now:.3f} s); in sim run the producer with use_sim_time=True")
+                         f"driver's clock ({now:.3f} s; max_command_lead {self.params.max_command_lead} s): a clock "
+                         "mismatch? In sim run the producer with use_sim_time=True, or stamp 0 to start on receipt")
             return
         with self._lock:
             reason = ("e-stop is latched (publish false on /postbc/estop, then call ~/enable true)" if self._estop
@@ -498,7 +508,12 @@ class RobotDriver(Node):
             resp.success, resp.message = False, f"go_home: no result after {wall_limit:.1f} s of wall time"
             return resp
         resp.success, resp.message = self._home_result
-        (self.get_logger().info if resp.success else self.get_logger().error)(resp.message)
+        # One call site per severity: rclpy's logger refuses a call site whose severity changes
+        # ("Logger severity cannot be changed between calls", Humble through Kilted).
+        if resp.success:
+            self.get_logger().info(resp.message)
+        else:
+            self.get_logger().error(resp.message)
         return resp
 
     def _srv_reset(self, req, resp):
@@ -548,5 +563,5 @@ class RobotDriver(Node):
 
 
 def main(args=None):
-    return run_node(RobotDriver, args)
+    node_main(RobotDriver, args)
 

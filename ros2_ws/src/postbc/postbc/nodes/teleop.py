@@ -78,7 +78,7 @@ from postbc.conversions import (
     twist_array,
     twist_stamped_msg,
 )
-from postbc.node_main import run_node
+from postbc.node_main import main as node_main
 from postbc.params import declare
 
 DEVICES = ("keyboard", "joy", "spacemouse")
@@ -383,8 +383,12 @@ class Teleop(Node):
             with self._lock:
                 self._homing = False
                 self._hold_q = None  # re-anchor to wherever the arm ended up
-            (self.get_logger().info if r is not None and r.success else self.get_logger().error)(
-                f"home: {r.message if r is not None else 'no response'}")
+            # One call site per severity: rclpy's logger refuses a call site whose severity changes
+            # ("Logger severity cannot be changed between calls", Humble through Kilted).
+            if r is not None and r.success:
+                self.get_logger().info(f"home: {r.message}")
+            else:
+                self.get_logger().error(f"home: {r.message if r is not None else 'no response'}")
 
         fut.add_done_callback(done)
 
@@ -452,4 +456,4 @@ class Teleop(Node):
 
 
 def main(args=None):
-    return run_node(Teleop, args)
+    node_main(Teleop, args)
