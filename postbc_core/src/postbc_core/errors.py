@@ -45,6 +45,9 @@ class StorageError(PostBCError, OSError):
     """Writing or reading a file failed for a reason the user fixes outside postbc (full disk, read-only or
     permission-denied directory); the message names the path and the fix."""
 
+    def __str__(self) -> str:  # OSError would format errno/filename instead of the message
+        return str(self.args[0])
+
 
 # errno -> what to do about it (the errors a user fixes outside postbc; anything else stays a bug report)
 _OS_FIXES = {
@@ -60,16 +63,20 @@ def storage_error(exc: OSError, action: str = "") -> StorageError | None:
     """The user-facing StorageError for an OSError with a known fix (None for any other OSError).
 
     action: what was being done, e.g. "writing the run directory runs/x" (the failing file is named too)."""
-    if isinstance(exc, StorageError):
-        return exc
-    fix = _OS_FIXES.get(getattr(exc, "errno", None))
-    if fix is None:
-        return None
-    where = exc.filename if exc.filename is not None else ""
     what = f"{action}: " if action else ""
-    err = StorageError(f"{what}{os.strerror(exc.errno)}{f' ({where})' if where else ''}; {fix}")
-    err.errno = exc.errno
-    err.filename = exc.filename
+    if isinstance(exc, StorageError):  # the outermost action is the one the user asked for: it names the error
+        if not action:
+            return exc
+        err = StorageError(f"{what}{exc.reason}")
+    else:
+        fix = _OS_FIXES.get(getattr(exc, "errno", None))
+        if fix is None:
+            return None
+        where = f" ({exc.filename})" if exc.filename is not None else ""
+        err = StorageError(f"{what}{os.strerror(exc.errno)}{where}; {fix}")
+        err.reason = f"{os.strerror(exc.errno)}{where}; {fix}"
+    err.reason = getattr(err, "reason", None) or exc.reason
+    err.errno, err.filename = exc.errno, exc.filename
     return err
 
 
@@ -91,4 +98,4 @@ def storage_errors(action: str):
         err = storage_error(exc, action)
         if err is None or err is exc:
             raise
-        raise err from exc
+        raise err from (exc.__cause__ if isinstance(exc, StorageError) else exc)

@@ -572,11 +572,11 @@ def damaged_chunks(arr, start: int, stop: int) -> list[tuple[int, int, str]]:
 
 
 def _damaged(arr, start, stop, what, store_path, exc) -> StoreError:
-    bad = damaged_chunks(arr, start, stop)
-    where = ", ".join(f"rows {a}..{b - 1} ({r})" for a, b, r in bad[:3]) or f"rows {start}..{stop - 1} ({exc})"
-    return StoreError(f"{store_path}: {what} cannot be read: damaged chunk(s) at {where}; the store is damaged: "
-                      f"`postbc data validate {store_path}` lists every damaged array; restore the store from a copy "
-                      "or record it again")
+    bad = damaged_chunks(arr, start, stop) or [(start, stop, f"{type(exc).__name__}: {exc}")]
+    where = "; ".join(f"damaged chunk at rows {a}..{b - 1} cannot be read ({r})" for a, b, r in bad[:3])
+    more = f" (and {len(bad) - 3} more chunks)" if len(bad) > 3 else ""
+    return StoreError(f"{store_path}: {what}: {where}{more}; `postbc data validate {store_path}` lists every damaged "
+                      "array; restore the store from a copy or record it again")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1192,7 +1192,15 @@ class EpisodeWriter:
                 raise StoreError(f"{store.path}: data/{key} has {arr.shape[0]} rows, expected {at}: "
                                  "was the store modified by someone else?")
             _resize(arr, at + n)
-            arr[at: at + n] = blocks[key]
+            try:
+                arr[at: at + n] = blocks[key]
+            except (StoreError, OSError):
+                raise
+            except Exception as exc:  # a partial chunk is read back to be extended: it may be damaged
+                raise StoreError(f"{store.path}: cannot append to data/{key} at rows {at}..{at + n - 1}: "
+                                 f"{type(exc).__name__}: {exc}; the existing chunk there is probably damaged: "
+                                 f"`postbc data validate {store.path}` lists every damaged array (committed "
+                                 "episodes are untouched)") from None
         self._written = at + n - self._start
         _hook("flushed")
 
@@ -1217,7 +1225,14 @@ class EpisodeWriter:
         self.flush()
         self._shutdown()
         with storage_errors(f"committing an episode to {self._store.path} (committed episodes are untouched)"):
-            return self._commit(code, end_time)
+            try:
+                return self._commit(code, end_time)
+            except (StoreError, OSError):
+                raise
+            except Exception as exc:  # the metadata chunks are read back to be extended: one may be damaged
+                raise StoreError(f"{self._store.path}: cannot commit the episode: {type(exc).__name__}: {exc}; a "
+                                 f"metadata chunk is probably damaged: `postbc data validate {self._store.path}` "
+                                 "lists every damaged array (committed episodes are untouched)") from None
 
     def _commit(self, code: int, end_time: float | None) -> int:
         store = self._store

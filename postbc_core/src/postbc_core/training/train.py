@@ -164,15 +164,17 @@ def _train(cfg: TrainConfig, dist) -> Path:
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     run_dir = cfg.out
+    # The data is loaded and checked before anything is written, so bad input leaves no half run behind.
+    data, train_steps, train_ds, val_ds = load_training_data(cfg)
+    if len(train_ds) == 0:
+        raise ConfigError(f"{cfg.dataset}: no training windows (episodes too short for To={cfg.n_obs_steps}?)")
     if dist.is_main:
         with storage_errors(f"writing the run directory {run_dir}"):
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     barrier(dist)
-    logger = RunLogger(run_dir, dist, progress=cfg.progress)
-    data, train_steps, train_ds, val_ds = load_training_data(cfg)
-    if len(train_ds) == 0:
-        raise ConfigError(f"{cfg.dataset}: no training windows (episodes too short for To={cfg.n_obs_steps}?)")
+    with storage_errors(f"writing the run directory {run_dir}"):
+        logger = RunLogger(run_dir, dist, progress=cfg.progress)
     torch.manual_seed(cfg.seed)
     policy = build_policy(cfg, data, train_steps).to(dist.device)
     log.info("training on %d windows from %d steps (%s)", len(train_ds), len(train_steps), cfg.dataset)
