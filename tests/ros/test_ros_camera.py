@@ -257,6 +257,23 @@ def test_realsense_nodes_take_distinct_devices_and_survive_replug(graph):
         assert cams["front"].connected and cams["front"].serial == "A1"
         assert {int(cv.image_array(m)[0, 0, 0]) for m in images["front"].msgs[n_front:]} == {10}
 
+        # A hub glitch: both cameras drop, the wrist camera's device comes back first. Index 0 then points at B2;
+        # the front camera must wait for A1 instead of taking B2 (the cameras would silently swap).
+        feeder.unplug(10)
+        feeder.unplug(20)
+        wait_for(lambda: not cams["front"].connected and not cams["wrist"].connected, 5.0, what="both unplugs")
+        feeder.replug(20, rs)
+        n = {k: len(v) for k, v in images.items()}
+        wait_for(lambda: cams["wrist"].connected and len(images["wrist"]) >= n["wrist"] + 5, 10.0,
+                 what="the wrist camera back")
+        time.sleep(0.5)  # several reconnect attempts of the front camera meanwhile
+        assert not cams["front"].connected and len(images["front"]) == n["front"]
+        feeder.replug(10, rs)
+        wait_for(lambda: cams["front"].connected and len(images["front"]) >= n["front"] + 5, 10.0,
+                 what="the front camera back")
+        assert {int(cv.image_array(m)[0, 0, 0]) for m in images["front"].msgs[n["front"]:]} == {10}
+        assert {int(cv.image_array(m)[0, 0, 0]) for m in images["wrist"].msgs[n["wrist"]:]} == {20}
+
 
 EXIT_SCRIPT = r"""
 import functools, sys, threading
