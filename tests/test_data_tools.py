@@ -25,7 +25,17 @@ from postbc_core.data import (
     split,
     validate_store,
 )
+from postbc_core.data.store import ZARR_MAJOR
 from postbc_core.errors import ConfigError, PostBCError, StoreError, StoreValidationError
+
+
+# Raw zarr writes for hand-made stores, with zarr-python 3 (CI's 3.11) or 2 (the robot's 3.10; its only format is 2).
+def _new_v2_group(path):
+    return zarr.open_group(str(path), mode="w", **({"zarr_format": 2} if ZARR_MAJOR >= 3 else {}))
+
+
+def _new_array(group, name, **kw):
+    return (group.create_array if ZARR_MAJOR >= 3 else group.create_dataset)(name, **kw)
 
 
 def _make(path, lengths=(3, 4, 5), seed=0, schema=None, **meta):
@@ -69,10 +79,10 @@ def test_validation_missing_groups_and_arrays(tmp_path):
     assert "missing meta/episode_ends" in _errors(p)
     del g["data"]
     assert "missing data" in _errors(p)
-    g2 = zarr.open_group(str(tmp_path / "m.zarr"), mode="w", zarr_format=2)
+    g2 = _new_v2_group(str(tmp_path / "m.zarr"))
     g2.attrs.update(format="postbc-episodes", format_version=1)
     g2.require_group("data")
-    g2.require_group("meta").create_array("episode_ends", shape=(0,), dtype="int64")
+    _new_array(g2.require_group("meta"), "episode_ends", shape=(0,), dtype="int64")
     errs = _errors(tmp_path / "m.zarr")
     assert "missing meta/success" in errs and "missing meta/task" in errs
     assert "not a zarr group" in _errors(tmp_path / "nothing_here.zarr") or "no such store" in _errors(
@@ -98,15 +108,15 @@ def test_validation_bad_dtypes(tmp_path):
     p = tmp_path / "s.zarr"
     _make(p)
     g = zarr.open_group(str(p), mode="r+")
-    g["data"].create_array("label", shape=(12,), dtype="<U4", fill_value="")
-    g["data"].create_array("wrist_rgb", shape=(12, 4, 4, 3), dtype="float32", fill_value=0)
+    _new_array(g["data"], "label", shape=(12,), dtype="<U4", fill_value="")
+    _new_array(g["data"], "wrist_rgb", shape=(12, 4, 4, 3), dtype="float32", fill_value=0)
     g["meta/success"][0] = 7
     errs = _errors(p)
     assert "data/label has dtype <U4 (unicode string): only numeric and bool arrays are allowed" in errs
     assert "data/wrist_rgb: rgb images must be uint8" in errs and "float32" in errs
     assert "meta/success: episode 0 has label 7" in errs
     del g["meta/episode_ends"]
-    g["meta"].create_array("episode_ends", shape=(3,), dtype="float64", fill_value=0)[:] = [3, 7, 12]
+    _new_array(g["meta"], "episode_ends", shape=(3,), dtype="float64", fill_value=0)[:] = [3, 7, 12]
     assert "meta/episode_ends has dtype float64, expected int64" in _errors(p)
 
 
@@ -275,11 +285,11 @@ def test_export_plain_replay_buffer_and_import_back(tmp_path, suffix):
 
 
 def _dp_store(path, data: dict, ends, ends_dtype="int64"):
-    g = zarr.open_group(str(path), mode="w", zarr_format=2)
+    g = _new_v2_group(str(path))
     for k, v in data.items():
-        g.require_group("data").create_array(k, shape=v.shape, dtype=v.dtype,
-                                             fill_value="" if v.dtype.kind == "U" else 0)[...] = v
-    g.require_group("meta").create_array("episode_ends", shape=(len(ends),), dtype=ends_dtype)[:] = ends
+        _new_array(g.require_group("data"), k, shape=v.shape, dtype=v.dtype,
+                   fill_value="" if v.dtype.kind == "U" else 0)[...] = v
+    _new_array(g.require_group("meta"), "episode_ends", shape=(len(ends),), dtype=ends_dtype)[:] = ends
     return path
 
 
@@ -302,8 +312,8 @@ def test_import_errors_are_clear(tmp_path):
     nan["obs"][3, 1] = np.nan
     with pytest.raises(StoreValidationError, match=r"data/obs holds NaN/inf at episode 1 step 1"):
         import_diffusion_policy(_dp_store(tmp_path / "e", nan, [2, 6]), tmp_path / "o5")
-    g = zarr.open_group(str(tmp_path / "f"), mode="w", zarr_format=2)
-    g.require_group("data").create_array("obs", shape=(3,), dtype="float32")
+    g = _new_v2_group(str(tmp_path / "f"))
+    _new_array(g.require_group("data"), "obs", shape=(3,), dtype="float32")
     with pytest.raises(StoreValidationError, match="missing meta"):
         import_diffusion_policy(tmp_path / "f", tmp_path / "o6")
     with pytest.raises(StoreValidationError, match="episode_ends has dtype float64"):
