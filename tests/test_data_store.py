@@ -422,7 +422,8 @@ def test_corrupt_episode_ends_is_an_error_not_a_silent_drop(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
-# zarr-python 2 compatibility (installs zarr 2.18 into a temporary directory, ~45 s)
+# zarr-python 2 compatibility (installs zarr 2.18 into a temporary directory, ~45 s; under zarr 2 itself, as in the
+# robot-environment run, the installed one)
 # ----------------------------------------------------------------------------------------------
 
 # Pinned: what zarr 2.18 needs at run time (installed --no-deps next to the venv's numpy).
@@ -433,6 +434,8 @@ ZARR2_PACKAGES = ["zarr==2.18.7", "numcodecs==0.15.1", "asciitree==1.0.0", "fast
 @pytest.fixture(scope="session")
 def zarr2_dir(tmp_path_factory):
     target = tmp_path_factory.mktemp("zarr2")
+    if store_mod.ZARR_MAJOR == 2:  # already zarr-python 2 (the robot's Python 3.10 run): use it as installed
+        return target  # empty: nothing on PYTHONPATH shadows it
     res = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check",
                           "--target", str(target), *ZARR2_PACKAGES], capture_output=True, text=True, timeout=300)
     if res.returncode != 0:
