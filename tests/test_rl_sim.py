@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -181,11 +180,9 @@ def test_finetune_killed_mid_episode_resumes_exactly_like_an_uninterrupted_run(l
                             stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         lines = []
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
+        # No wall-clock deadline of its own (a loaded machine is slow, not wrong): the child stalls or exits, and
+        # pytest's timeout bounds a hang.
+        for line in proc.stdout:
             lines.append(line)
             if line.strip() == "stalled":
                 break
