@@ -102,13 +102,13 @@ def rewrite_header(ckpt: Path, postbc: str) -> None:
 
 
 def inject_oserror(monkeypatch, err: int) -> None:
-    """Every store chunk write fails with OSError(err) (a full disk, a read-only mount)."""
-    import postbc_core.data.store as store_mod
+    """Every file put into place by rename fails with OSError(err), as on a full disk or a read-only mount: every
+    store chunk and metadata write (zarr 2's DirectoryStore and our zarr 3 store both write a temporary file and
+    os.replace it), whatever the zarr version."""
+    def fail(src, dst, *a, **kw):
+        raise OSError(err, os.strerror(err), str(dst))
 
-    def fail(path, data):
-        raise OSError(err, os.strerror(err), str(path))
-
-    monkeypatch.setattr(store_mod, "_atomic_write_bytes", fail)
+    monkeypatch.setattr(os, "replace", fail)
 
 
 # ---------------------------------------------------------------------------------------------------------------
