@@ -506,14 +506,17 @@ def test_finetune_resume_refuses_other_weights_and_names_both_hashes(tmp_path, r
 # typed actions and the clamp flag
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("make, match", [
-    (lambda A, E: A(joint_pos=np.zeros(5), gripper=0.02), r"joint_pos \(rad\) must have shape \(6,\) .*got shape \(5,\)"),
+    (lambda A, E: A(joint_pos=np.zeros(5), gripper=0.02),
+     r"joint_pos \(rad\) must have shape \(6,\) .*got shape \(5,\)"),
     (lambda A, E: A(joint_pos=np.zeros((6, 1)), gripper=0.02), r"must have shape \(6,\).*got shape \(6, 1\)"),
     (lambda A, E: A(joint_pos=np.zeros(6) + 1j, gripper=0.02), r"dtype complex128; it must hold real numbers"),
     (lambda A, E: A(joint_pos=np.array(["0"] * 6), gripper=0.02), r"dtype <U1; it must hold real numbers"),
     (lambda A, E: A(joint_pos=np.zeros(6, bool), gripper=0.02), r"dtype bool; it must hold real numbers"),
-    (lambda A, E: A(joint_pos=np.array([0, 0, 0, 0, np.nan, 0]), gripper=0.02), r"non-finite values \(wrist_angle=nan\)"),
+    (lambda A, E: A(joint_pos=np.array([0, 0, 0, 0, np.nan, 0]), gripper=0.02),
+     r"non-finite values \(wrist_angle=nan\)"),
     (lambda A, E: A(joint_pos=np.zeros(6), gripper=float("inf")), r"gripper \(m\) has non-finite values"),
-    (lambda A, E: A(joint_pos=np.zeros(6), gripper=np.array([0.01, 0.02])), r"gripper \(m\) must have shape a scalar"),
+    (lambda A, E: A(joint_pos=np.zeros(6), gripper=np.array([0.01, 0.02])),
+     r"gripper \(m\) must have shape \(\) \(a scalar\), got shape \(2,\)"),
     (lambda A, E: A(joint_pos=np.zeros(6), gripper=0.02 + 0j), r"gripper \(m\) has dtype complex128"),
     (lambda A, E: E(delta=np.zeros(7), gripper=0.02), r"delta \(m, rad\) must have shape \(6,\) \(dx, dy, dz"),
     (lambda A, E: E(delta=np.array([0, 0, np.inf, 0, 0, 0]), gripper=0.02), r"non-finite values \(dz=inf\)"),

@@ -256,12 +256,13 @@ def split(src: str | os.PathLike, out_dir: str | os.PathLike, val_fraction: floa
         val = get_val_mask(store.n_episodes, val_fraction, seed=seed)
         tmps = {}
         try:
-            for name, mask in (("train", ~val), ("val", val)):
-                tmps[name] = _tmp_sibling(paths[name], "tmp")
-                with EpisodeStore.create(tmps[name]) as dst:
-                    _copy_episodes(store, dst, np.nonzero(mask)[0].tolist())
-            for name in paths:
-                os.rename(tmps[name], paths[name])
+            with storage_errors(f"writing the split into {out_dir}"):
+                for name, mask in (("train", ~val), ("val", val)):
+                    tmps[name] = _tmp_sibling(paths[name], "tmp")
+                    with EpisodeStore.create(tmps[name]) as dst:
+                        _copy_episodes(store, dst, np.nonzero(mask)[0].tolist())
+                for name in paths:
+                    os.rename(tmps[name], paths[name])
         except BaseException:
             for p in tmps.values():
                 _remove(p)
@@ -357,27 +358,28 @@ def export_diffusion_policy(src: str | os.PathLike, out: str | os.PathLike, keys
         tmp = _tmp_sibling(out, "tmp")
         zip_tmp = _tmp_sibling(out, "tmpzip") if _is_zip(out) else None
         try:
-            root = _open_group(tmp, "w")
-            data = root.require_group("data")
-            n = store.n_steps
-            for k in keys:
-                arr = store.data(k)
-                dst = create_data_array(data, rename.get(k, k), tuple(arr.shape[1:]), np.dtype(arr.dtype), length=n)
-                block = max(1, _block_rows([arr]) // dst.chunks[0]) * dst.chunks[0]  # whole chunks per write
-                for a in range(0, n, block):
-                    dst[a: min(n, a + block)] = read_rows(arr, a, min(n, a + block), f"data/{k}", src)
-            meta = root.require_group("meta")
-            ends = _create_array(meta, "episode_ends", shape=(store.n_episodes,),
-                                 chunks=(max(1, store.n_episodes),), dtype=np.int64,
-                                 compressor=_lowdim_compressor(), fill_value=0)
-            if store.n_episodes:
-                ends[:] = store.episode_ends
-            if zip_tmp is not None:
-                _zip_dir(tmp, zip_tmp)
-                _remove(tmp)
-                os.rename(zip_tmp, out)
-            else:
-                os.rename(tmp, out)
+            with storage_errors(f"exporting to {out}"):
+                root = _open_group(tmp, "w")
+                data = root.require_group("data")
+                n = store.n_steps
+                for k in keys:
+                    arr = store.data(k)
+                    dst = create_data_array(data, rename.get(k, k), tuple(arr.shape[1:]), np.dtype(arr.dtype), length=n)
+                    block = max(1, _block_rows([arr]) // dst.chunks[0]) * dst.chunks[0]  # whole chunks per write
+                    for a in range(0, n, block):
+                        dst[a: min(n, a + block)] = read_rows(arr, a, min(n, a + block), f"data/{k}", src)
+                meta = root.require_group("meta")
+                ends = _create_array(meta, "episode_ends", shape=(store.n_episodes,),
+                                     chunks=(max(1, store.n_episodes),), dtype=np.int64,
+                                     compressor=_lowdim_compressor(), fill_value=0)
+                if store.n_episodes:
+                    ends[:] = store.episode_ends
+                if zip_tmp is not None:
+                    _zip_dir(tmp, zip_tmp)
+                    _remove(tmp)
+                    os.rename(zip_tmp, out)
+                else:
+                    os.rename(tmp, out)
         except BaseException:
             _remove(tmp)
             if zip_tmp is not None:

@@ -410,7 +410,8 @@ class Finetuner:
         except (RuntimeError, KeyError, ValueError) as e:  # torch: size mismatch / missing keys
             raise CheckpointError(f"--resume: the agent saved in {self.cfg.out / STATE_FILE} does not fit the one "
                                   f"built from {self.cfg.checkpoint} ({str(e).splitlines()[0][:300]}); resume with "
-                                  "the checkpoint the run started from, or start a new run with another --out") from None
+                                  "the checkpoint the run started from, or start a new run with another --out"
+                                  ) from None
         set_rng_state(state["rng"], self.rng)
         for k in ("episodes_done", "env_steps", "decisions", "updates", "pending_transitions"):
             setattr(self, k, int(c[k]))

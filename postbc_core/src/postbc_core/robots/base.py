@@ -36,7 +36,7 @@ def _real(what: str, value, names: tuple[str, ...] | None) -> np.ndarray:
                           + "; command rejected, nothing sent")
     shape = (len(names),) if names is not None else ()
     if arr.shape != shape:
-        expect = f"({len(names)},) ({', '.join(names)})" if names is not None else "a scalar"
+        expect = f"({len(names)},) ({', '.join(names)})" if names is not None else "() (a scalar)"
         raise ActionError(f"{what} must have shape {expect}, got shape {arr.shape}; command rejected, nothing sent")
     arr = arr.astype(np.float64)  # a copy: later changes to the caller's array do not change the action
     bad = np.flatnonzero(~np.isfinite(arr.reshape(-1)))
