@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # The robot-environment run: the library and ROS suites under Python 3.10 with the versions a ROS 2 Humble PC ends
 # up with (requirements/robot-py310.txt: numpy < 2, zarr 2, mujoco 3, OpenCV 4.11, torch 2.13, rclpy wheels for
-# cp310). Creates .venv-py310 once; it is rebuilt only when the requirements, postbc_core's pyproject or the
-# interpreter change (a stamp keyed on their hash), so repeated runs pay only for the tests.
+# cp310). The venv (~5.5 GB: PyPI's cp310 torch is the CUDA build) is built once per machine under
+# ~/.cache/postbc/venv-py310-<hash of the requirements, postbc_core's pyproject, the interpreter>, shared by every
+# checkout and CI clone on the machine, and rebuilt only when one of those changes; a run then re-points its editable
+# postbc_core at this checkout (~5 s). .venv-py310 in the checkout links to it.
 #
 #   bash scripts/test_py310.sh               set up (if needed) and run the robot-environment subset
 #   bash scripts/test_py310.sh --setup-only  only set up
 #   bash scripts/test_py310.sh ARGS...       pytest ARGS instead of the default subset (e.g. tests/test_data_store.py)
 #
-# Environment: PY310 (the interpreter; default: python3.10 on PATH, else pyenv's newest 3.10, else /usr/bin), VENV310 (default
-# .venv-py310), REQUIRE_PY310=1 (fail instead of skipping when no 3.10 interpreter exists).
+# Environment: PY310 (the interpreter; default: python3.10 on PATH, else pyenv's newest 3.10, else /usr/bin),
+# POSTBC_CACHE (default ${XDG_CACHE_HOME:-~/.cache}/postbc), REQUIRE_PY310=1 (fail instead of skipping when no 3.10
+# interpreter exists).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-VENV=${VENV310:-.venv-py310}
+CACHE=${POSTBC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/postbc}
+LINK=.venv-py310
 REQS=requirements/robot-py310.txt
 # pip itself pinned too: the resolver's behaviour is part of what makes the install repeatable.
 PIP_VERSION=26.3
@@ -39,26 +43,44 @@ if [ -z "$PY" ]; then
   exit 0
 fi
 
-# The stamp: hash of everything the venv is built from.
+# The venv's key: hash of everything it is built from.
 KEY=$( { cat "$REQS" requirements/robot-constraints.txt postbc_core/pyproject.toml; "$PY" -VV; echo "pip $PIP_VERSION"; } \
        | sha256sum | cut -c1-16)
-STAMP="$VENV/.installed-$KEY"
+VENV="$CACHE/venv-py310-$KEY"
+STAMP="$VENV/.installed"
+
+mkdir -p "$CACHE" || exit 1
+# One run at a time per machine: the shared venv's editable install points at one checkout while its tests run.
+exec 9>"$CACHE/venv-py310.lock"
+if command -v flock >/dev/null 2>&1 && ! flock -n 9; then
+  echo "robot-environment run: waiting for another checkout's run to finish ($CACHE/venv-py310.lock)"
+  flock 9
+fi
+
+pip_q() {  # quiet pip, minus the warnings about this machine's pip config naming absent local index folders
+  "$VENV/bin/python" -m pip install -q "$@" 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
+}
 
 if [ ! -f "$STAMP" ]; then
   echo "robot-environment venv: building $VENV with $("$PY" -V) ($REQS)"
   start=$SECONDS
   rm -rf "$VENV"
   "$PY" -m venv "$VENV" || { echo "error: $PY -m venv failed (Ubuntu: apt-get install python3.10-venv)" >&2; exit 1; }
-  pip_q() {  # quiet pip, minus the warnings about this machine's pip config naming absent local index folders
-    "$VENV/bin/python" -m pip install -q "$@" 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
-  }
   pip_q "pip==$PIP_VERSION" || exit 1
   pip_q -r "$REQS" || exit 1
   pip_q --no-deps --no-build-isolation -e postbc_core || exit 1
   "$VENV/bin/python" -m pip check || exit 1
   touch "$STAMP"
   echo "robot-environment venv: ready in $((SECONDS - start)) s"
+  # venvs of older requirements: 5.5 GB each, never used again
+  for old in "$CACHE"/venv-py310-*; do [ "$old" = "$VENV" ] || rm -rf "$old"; done
 fi
+# The editable postbc_core must be this checkout's (another checkout or CI clone may have run last).
+if ! grep -qxF "$PWD/postbc_core/src" "$VENV"/lib/python3.10/site-packages/__editable__.postbc_core-*.pth 2>/dev/null; then
+  pip_q --no-deps --no-build-isolation -e postbc_core || exit 1
+fi
+[ -L "$LINK" ] || rm -rf "$LINK"  # a link for humans: .venv-py310/bin/python
+ln -sfn "$VENV" "$LINK"
 
 export MPLBACKEND=Agg MUJOCO_GL=${MUJOCO_GL:-egl}
 # One intra-op thread: this run may overlap the 3.11 suite on a 2-core machine.
@@ -103,11 +125,9 @@ else
         tests/test_calibration.py tests/test_cameras.py)
 fi
 
-start=$SECONDS
 # -p no:cacheprovider: leave .pytest_cache (the 3.11 run's last-failed state) alone.
 "$VENV/bin/python" -m pytest -p no:cacheprovider "${ARGS[@]}"
 rc=$?
-echo "robot-environment run (Python 3.10): exit $rc in $((SECONDS - start)) s"
 if [ "$rc" -eq 5 ]; then
   echo "error: pytest collected no tests (exit 5); check the selection" >&2
   exit 1
