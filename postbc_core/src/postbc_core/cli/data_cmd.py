@@ -59,11 +59,13 @@ def info(path: Positional[str], json_output: bool = False) -> int:
 
 
 def validate(path: Positional[str], skip_values: bool = False) -> int:
-    """Check a store's layout, dtypes, lengths, metadata and values; exit 1 if it has errors.
+    """Check a store's layout, dtypes, lengths, metadata and values; list every problem (every damaged array and
+    chunk too) and exit 1 if it has errors.
 
     Args:
         path: The store directory.
-        skip_values: Skip the NaN/inf scan of float arrays (faster on large stores).
+        skip_values: Skip reading the data chunks (the damaged-chunk check and the NaN/inf scan; faster on large
+            stores).
     """
     report = validate_store(path, scan_values=not skip_values)
     print(report)
