@@ -47,6 +47,25 @@ from rclpy.context import Context
 from ros_helpers import Graph
 
 
+@pytest.fixture(scope="session")
+def colcon_install(tmp_path_factory) -> Path:
+    """`colcon build` of ros2_ws into a temporary build/install space (what CI and the Dockerfile run); returns
+    the package's install prefix (install/postbc)."""
+    import shutil
+    import subprocess
+
+    from _paths import BIN
+
+    root = tmp_path_factory.mktemp("colcon")
+    colcon = shutil.which("colcon", path=str(BIN)) or shutil.which("colcon")
+    assert colcon, "colcon is not installed; `make setup` installs colcon-common-extensions (requirements/ci.txt)"
+    r = subprocess.run([colcon, "--log-base", str(root / "log"), "build", "--base-paths", str(ROOT / "ros2_ws/src"),
+                        "--build-base", str(root / "build"), "--install-base", str(root / "install")],
+                       cwd=root, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return root / "install" / "postbc"
+
+
 @pytest.fixture
 def ros_context():
     """A fresh rclpy Context (init/shutdown around the test)."""

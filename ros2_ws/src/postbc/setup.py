@@ -9,6 +9,7 @@ from glob import glob
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 PACKAGE = "postbc"
 HERE = Path(__file__).resolve().parent
@@ -20,7 +21,24 @@ def _rel(pattern: str) -> list[str]:
     return sorted(os.path.relpath(p, HERE) for p in glob(str(REPO / pattern)))
 
 
-NODES = ("robot_driver", "camera", "teleop", "recorder", "policy", "finetune_manager")
+LAUNCH_FILES = _rel("launch/*.launch.py")
+
+
+class BuildPy(build_py):
+    """build_py that refuses to build without the launch files: colcon would otherwise report success and install an
+    empty share/postbc/launch, and `ros2 launch postbc ...` would fail later on the robot with "file not found".
+    (Checked here, not at import: colcon runs setup.py to identify the package, and hides that run's output.)"""
+
+    def run(self):
+        if not LAUNCH_FILES:
+            raise SystemExit(f"error: no launch/*.launch.py under {REPO}: the postbc package installs the "
+                             f"repository's top-level launch/ folder; build from the repository's ros2_ws (`cd "
+                             f"<repo>/ros2_ws && colcon build`), or symlink ros2_ws/src/postbc from a clone so that "
+                             f"../../../launch exists")
+        super().run()
+
+
+NODES = ("robot_driver", "camera", "teleop", "keyboard", "recorder", "policy", "finetune_manager")
 
 setup(
     name=PACKAGE,
@@ -30,9 +48,10 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/config", sorted(glob("config/*.yaml"))),
-        (f"share/{PACKAGE}/launch", _rel("launch/*.launch.py")),
+        (f"share/{PACKAGE}/launch", LAUNCH_FILES),
     ],
     install_requires=["setuptools"],
+    cmdclass={"build_py": BuildPy},
     zip_safe=True,
     maintainer="PostBC robot stack",
     maintainer_email="dev@postbc.example",

@@ -17,6 +17,7 @@ raised from a callback, e.g. a camera unplugged) print `error: ...` and exit 2 i
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import signal
 import sys
@@ -25,6 +26,7 @@ import threading
 import rclpy
 from postbc_core.errors import PostBCError
 from rclpy.executors import ExternalShutdownException
+from rclpy.logging import get_logger
 from rclpy.signals import SignalHandlerOptions
 
 from postbc.executors import MultiThreadedExecutor
@@ -59,11 +61,40 @@ class StopSignals:
         self._previous.clear()
 
 
+class RosLogHandler(logging.Handler):
+    """postbc_core's Python logging -> the ROS log (console + /rosout), at most one line per second per severity.
+    The library warns per control step (a step shortened by the safety layer, an IK residual); a node that
+    printed each would flood the operator's terminal at 10-100 Hz, while the nodes report what matters on their own
+    logs. One rclpy call site per severity: rclpy refuses a call site whose severity changes."""
+
+    def __init__(self, name: str = "postbc_core"):
+        super().__init__(logging.INFO)
+        self.ros_logger = get_logger(name)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = self.format(record)
+        if record.levelno >= logging.ERROR:
+            self.ros_logger.error(msg, throttle_duration_sec=1.0)
+        elif record.levelno >= logging.WARNING:
+            self.ros_logger.warning(msg, throttle_duration_sec=1.0)
+        else:
+            self.ros_logger.info(msg, throttle_duration_sec=1.0)
+
+
+def route_library_logs() -> None:
+    lib = logging.getLogger("postbc_core")
+    if not any(isinstance(h, RosLogHandler) for h in lib.handlers):
+        lib.addHandler(RosLogHandler())
+        lib.propagate = False
+
+
 def init(args: list[str] | None = None, context=None) -> StopSignals:
-    """rclpy.init without rclpy's signal handlers (see the module doc) + our StopSignals."""
-    stop = StopSignals().install()
+    """rclpy.init without rclpy's signal handlers (see the module doc) + our StopSignals; postbc_core's Python
+    logging goes to the ROS log, rate-limited (RosLogHandler)."""
     rclpy.init(args=args, context=context, signal_handler_options=SignalHandlerOptions.NO)
-    return stop
+    route_library_logs()
+    # After init: rclpy.init(..., NO) puts the handlers rclpy found at import back in place (Python's defaults).
+    return StopSignals().install()
 
 
 def exit_now(code: int) -> None:

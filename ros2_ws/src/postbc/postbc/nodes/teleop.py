@@ -25,8 +25,9 @@ recorder gets one command per step. With hold_when_idle false nothing is publish
 watchdog holds the arm.
 
 Devices (parameter `device`):
-  keyboard    the terminal (raw mode on a thread, only when stdin is a TTY; restored on exit) and the `~/keys`
-              std_msgs/String topic (each character one key press; remote keyboards and tests use it). A motion
+  keyboard    the `~/keys` std_msgs/String topic (each character one key press), fed by `ros2 run postbc keyboard`
+              in a terminal of its own (a launched node has no terminal), remote keyboards and tests; and the
+              terminal itself when this node's stdin is a TTY (`postbc ros run record_demos` in a terminal). A motion
               key commands its axis at full speed for `input_timeout` s after the press; a held key's terminal
               autorepeat keeps it going, release stops it. KEY_BINDINGS below:
                 w / s  +x / -x (forward / back)      a / d  +y / -y (left / right)     r / f  +z / -z (up / down)
@@ -185,17 +186,18 @@ def unit_to_velocity(unit: np.ndarray, p: Params) -> np.ndarray:
     return np.asarray(unit, np.float64) * np.r_[[p.linear_speed] * 3, [p.angular_speed] * 3]
 
 
-class _Terminal:
-    """Raw-mode (cbreak) reader of a TTY stdin on a thread; restores the terminal settings when stopped."""
+class TerminalReader:
+    """Raw-mode (cbreak) reader of a TTY stdin on a thread; restores the terminal settings when stopped.
+    `on_key(key)` gets each key: a character, or "up" / "down" / "left" / "right" for the arrow keys."""
 
-    def __init__(self, on_key, log):
+    def __init__(self, on_key):
         import termios
         import tty
 
         self._fd = sys.stdin.fileno()
         self._old = termios.tcgetattr(self._fd)
         tty.setcbreak(self._fd)  # keys arrive unbuffered; Ctrl-C still raises SIGINT
-        self._on_key, self._log = on_key, log
+        self._on_key = on_key
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="teleop_keyboard", daemon=True)
         self._thread.start()
@@ -257,7 +259,11 @@ class Teleop(Node):
         if p.device == "keyboard":
             self.create_subscription(String, "~/keys", self._on_keys_msg, 10)
             if p.terminal and sys.stdin is not None and sys.stdin.isatty():
-                self._terminal = _Terminal(self.handle_key, self.get_logger())
+                self._terminal = TerminalReader(self.handle_key)  # `postbc ros run` in a terminal
+            else:
+                self.get_logger().info(f"keyboard: no terminal on this node's stdin (ros2 launch gives nodes a "
+                                       f"pipe): run `ros2 run postbc keyboard` in a terminal of its own; keys "
+                                       f"arrive on {self.resolve_topic_name('~/keys')}")
         elif p.device == "joy":
             self.create_subscription(Joy, p.joy_topic, self._on_joy, 10)
         else:

@@ -1,1 +1,0 @@
-"""Stand-in for launch_ros (see ../README.md)."""
