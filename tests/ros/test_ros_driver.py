@@ -314,6 +314,22 @@ def test_disable_holds_without_latching(sim_driver):
     assert probe.latest().joint_pos[0] > HOME[0] + 0.2
 
 
+def test_go_home_outcome_can_change_between_calls(sim_driver):
+    """Success, failure, success: each outcome logged at its own severity. rclpy's logger refuses a call site whose
+    severity changes ("Logger severity cannot be changed between calls"), so one shared call site
+    (`(log.info if ok else log.error)(msg)`) made the second, different outcome raise in the service callback."""
+    drv, probe = sim_driver
+    home = lambda: call_service(probe.node, Trigger, "/robot_driver/go_home", timeout=60)  # noqa: E731
+    assert home().success  # already home
+    probe.send(HOME + np.array([0.6, 0, 0, 0, 0, 0]))
+    wait_for(lambda: probe.latest().joint_pos[0] > HOME[0] + 0.3, 20, what="the arm to move away")
+    drv.params.home_timeout = 0.05  # robot seconds: far too short to get back
+    r = home()
+    assert not r.success and "from home after" in r.message
+    drv.params.home_timeout = 10.0
+    assert home().success
+
+
 def test_stale_and_future_commands_rejected(sim_driver, capfd):
     drv, probe = sim_driver
     log = NodeLog(capfd)

@@ -68,3 +68,54 @@ def test_is_rclpys_executor(ros_context):
         assert isinstance(ex, rclpy.executors.MultiThreadedExecutor)
     finally:
         ex.shutdown(timeout_sec=1.0)
+
+
+def test_default_thread_count_is_the_usable_cpus(monkeypatch, ros_context):
+    """Without num_threads: the CPUs this process may use (at least 2), not every core of the host (Humble:
+    multiprocessing.cpu_count(), Jazzy/Kilted: os.cpu_count())."""
+    for usable, expected in ((3, 3), (1, executors.MIN_THREADS)):
+        monkeypatch.setattr(executors, "usable_cpus", lambda n=usable: n)
+        ex = executors.MultiThreadedExecutor(context=ros_context)
+        try:
+            assert ex._executor._max_workers == expected
+        finally:
+            ex.shutdown(timeout_sec=1.0)
+    ex = executors.MultiThreadedExecutor(num_threads=5, context=ros_context)
+    assert ex._executor._max_workers == 5
+    ex.shutdown(timeout_sec=1.0)
+
+
+def test_usable_cpus_follows_affinity_and_cgroup_quota(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # docker run --cpus 1.5
+    assert executors.usable_cpus(tmp_path) == min(2, len(os.sched_getaffinity(0)))
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert executors.usable_cpus(tmp_path) == len(os.sched_getaffinity(0))
+    (tmp_path / "cpu.max").write_text("20000 100000\n")
+    assert executors.usable_cpus(tmp_path) == 1
+    # taskset -c 0: one CPU whatever the host has
+    code = ("import os; os.sched_setaffinity(0, {0}); from postbc import executors; "
+            f"print(executors.usable_cpus(__import__('pathlib').Path({str(tmp_path / 'none')!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.returncode == 0 and out.stdout.strip() == "1", out.stderr
+
+
+def test_shutdown_stops_the_thread_pool(ros_context):
+    """Humble's and Jazzy's MultiThreadedExecutor inherit Executor.shutdown, which leaves the thread pool running."""
+    from rclpy.node import Node
+
+    ex = executors.MultiThreadedExecutor(num_threads=2, context=ros_context)
+    node = Node("pool_probe", context=ros_context)
+    ran = threading.Event()
+    node.create_timer(0.01, ran.set)
+    ex.add_node(node)
+    while not ran.is_set():
+        ex.spin_once(timeout_sec=0.1)
+    pool = ex._executor
+    assert ex.shutdown(timeout_sec=5.0)
+    assert pool._shutdown and not any(t.is_alive() for t in pool._threads)
+    node.destroy_node()

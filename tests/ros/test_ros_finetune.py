@@ -124,3 +124,42 @@ def test_bad_parameters_fail_clearly(ros_context, tmp_path):
     with pytest.raises(PostBCError, match="nope.safetensors"):
         FinetuneManager(context=ros_context, parameter_overrides=[
             Parameter("checkpoint", value=str(tmp_path / "nope.safetensors")), Parameter("out", value=str(tmp_path))])
+
+
+class _CountingLogger:
+    """Stands in for a node's logger: counts calls per severity (rclpy's own logger only prints)."""
+
+    def __init__(self):
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, severity):
+        def log(msg, **kw):
+            self.calls[severity] = self.calls.get(severity, 0) + 1
+        return log
+
+
+def test_unreachable_driver_is_reported_once_not_every_tick(ros_context, weak_checkpoint, tmp_path, monkeypatch):
+    """A reset request in flight when the driver goes away: warn once, then wait quietly. A cancelled rclpy Future
+    is not done() (Humble through Kilted), so a loop that only tests done() re-cancels and warns on every tick."""
+    from postbc.nodes import finetune_manager as fm
+    from rclpy.parameter import Parameter
+
+    mgr = fm.FinetuneManager(context=ros_context, parameter_overrides=[
+        Parameter("checkpoint", value=str(weak_checkpoint)), Parameter("out", value=str(tmp_path / "ft")),
+        Parameter("auto_start", value=False), Parameter("device", value="cpu")])
+    try:
+        log = _CountingLogger()
+        monkeypatch.setattr(mgr, "get_logger", lambda: log)
+        monkeypatch.setattr(fm, "RESET_TIMEOUT_S", 0.0)  # every tick finds the request timed out
+        ready = {"driver": True}
+        monkeypatch.setattr(mgr._reset_cli, "service_is_ready", lambda: ready["driver"])
+        with mgr._lock:
+            mgr._begin_reset()
+            mgr._request_reset()  # sent; no answer comes
+            assert mgr._reset_future is not None
+            ready["driver"] = False  # the driver is gone
+            for _ in range(50):  # 5 s of 10 Hz ticks
+                mgr._request_reset()
+        assert log.calls.get("warning", 0) == 1, log.calls
+    finally:
+        mgr.destroy_node()
