@@ -32,7 +32,11 @@ def _claim_domain() -> str:
 
 
 os.environ.setdefault("ROS_DOMAIN_ID", _claim_domain())
+# Discovery on this host only. ROS_AUTOMATIC_DISCOVERY_RANGE exists from Iron on (the pip wheels here: Kilted; the
+# Python 3.10 run: Jazzy); Humble only knows ROS_LOCALHOST_ONLY (newer distros warn that it is deprecated).
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+if os.environ.get("ROS_DISTRO") == "humble":
+    os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 if str(ROS_PKG) not in sys.path:
     sys.path.insert(0, str(ROS_PKG))
