@@ -120,4 +120,8 @@ RUN source /opt/interbotix_ws/install/setup.bash && colcon build --symlink-insta
 
 COPY docker/entrypoint.sh /entrypoint.sh
 ENTRYPOINT ["/entrypoint.sh"]
+# `docker stop` sends this to PID 1 (ros2 launch, exec'd by the entrypoint). ros2 launch answers SIGINT by stopping
+# its nodes in order within its grace period (the driver holds the arm, the finetune manager keeps its checkpoint);
+# on SIGTERM it exits at once and leaves its children to be killed with the container.
+STOPSIGNAL SIGINT
 CMD ["bash"]
