@@ -155,7 +155,7 @@ def test_joint_states_rate_clock_and_object_poses(sim_driver, graph):
     poses = pose_array_arrays(extra.poses[-1])
     assert poses.shape == (1, 7)  # lift_cube: the cube is the only free body
     assert extra.poses[-1].header.frame_id == "world"
-    obs = drv.backend.task.observation(render=False)
+    obs = drv.robot.task.observation(render=False)
     assert np.allclose(poses[0], obs["object_pose"], atol=1e-3)
     assert extra.success[-1] is False
     st = wait_for(lambda: probe.status and probe.status[-1], what="status")
@@ -291,7 +291,7 @@ def test_estop_halts_within_a_period_and_stays_latched(sim_driver, graph):
         assert not r.success and "e-stop" in r.message
         # released on the topic, still latched until ~/enable true; then the stream moves the arm again
         probe.estop.publish(Bool(data=False))
-        wait_for(lambda: not drv._estop_topic, what="estop False received")
+        wait_for(lambda: not drv.executor_core.estop_input, what="estop False received")
         assert drv.status()["estop"]
         r = call_service(probe.node, SetBool, "/robot_driver/enable", SetBool.Request(data=True))
         assert r.success, r.message
@@ -323,10 +323,10 @@ def test_go_home_outcome_can_change_between_calls(sim_driver):
     assert home().success  # already home
     probe.send(HOME + np.array([0.6, 0, 0, 0, 0, 0]))
     wait_for(lambda: probe.latest().joint_pos[0] > HOME[0] + 0.3, 20, what="the arm to move away")
-    drv.params.home_timeout = 0.05  # robot seconds: far too short to get back
+    drv.executor_core.config.home_timeout = 0.05  # robot seconds: far too short to get back
     r = home()
     assert not r.success and "from home after" in r.message
-    drv.params.home_timeout = 10.0
+    drv.executor_core.config.home_timeout = 10.0
     assert home().success
 
 
@@ -479,10 +479,10 @@ def test_object_poses_carry_every_free_body(graph):
     probe = Probe(graph, extras=True)
     wait_for(lambda: probe.poses, what="object poses")
     poses = pose_array_arrays(probe.poses[-1])
-    obs = drv.backend.task.observation(render=False)
+    obs = drv.robot.task.observation(render=False)
     assert poses.shape == (2, 7)  # corn (the task object) first, then the bowl
     assert np.allclose(poses[0], obs["object_pose"], atol=1e-3)
-    assert np.allclose(poses[1], drv.backend.sim.body_pose("bowl"), atol=1e-3)
+    assert np.allclose(poses[1], drv.robot.sim.body_pose("bowl"), atol=1e-3)
 
 
 # ------------------------------------------------------------------------------------------------ interbotix

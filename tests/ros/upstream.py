@@ -39,9 +39,10 @@ def require() -> Path:
     return p
 
 
-def ros2_env(pkg_prefix: Path, **extra: str) -> dict[str, str]:
-    """os.environ + the upstream prefix's env.sh + postbc's colcon install prefix `pkg_prefix` (install/postbc):
-    what sourcing both setup files gives a user; this test process's ROS_DOMAIN_ID / discovery range stay."""
+def ros2_env(pkg_prefix: Path | None, **extra: str) -> dict[str, str]:
+    """os.environ + the upstream prefix's env.sh + postbc's colcon install prefix `pkg_prefix` (install/postbc; None:
+    the upstream prefix alone): what sourcing both setup files gives a user; this test process's ROS_DOMAIN_ID /
+    discovery range stay."""
     p = require()
     env = dict(os.environ)
     for line in (p / "env.sh").read_text().splitlines():
@@ -52,10 +53,11 @@ def ros2_env(pkg_prefix: Path, **extra: str) -> dict[str, str]:
         value = re.sub(r"\$\{(\w+):\+:\$\1\}", lambda mm: f":{env[mm.group(1)]}" if env.get(mm.group(1)) else "",
                        value)
         env[name] = value.replace("$PATH", env.get("PATH", ""))
-    site = next((pkg_prefix / "lib").glob("python3*/site-packages"))
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-    env["PYTHONPATH"] = f"{site}:{env['PYTHONPATH']}"
-    env["AMENT_PREFIX_PATH"] = f"{pkg_prefix}:{env['AMENT_PREFIX_PATH']}"
+    if pkg_prefix is not None:
+        site = next((pkg_prefix / "lib").glob("python3*/site-packages"))
+        env["PYTHONPATH"] = f"{site}:{env['PYTHONPATH']}"
+        env["AMENT_PREFIX_PATH"] = f"{pkg_prefix}:{env['AMENT_PREFIX_PATH']}"
     env["PYTHONUNBUFFERED"] = "1"
     env["RCUTILS_COLORIZED_OUTPUT"] = "0"
     env.update(extra)

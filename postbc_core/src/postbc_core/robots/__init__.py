@@ -6,6 +6,7 @@ from postbc_core.robots.base import (
     N_JOINTS,
     EEDeltaAction,
     JointAction,
+    JointReading,
     Robot,
     SentCommand,
 )
@@ -17,21 +18,26 @@ _LAZY = {
     "SimRobot": "postbc_core.robots.sim_robot",
     "InterbotixRobot": "postbc_core.robots.interbotix",
     "InterbotixConfig": "postbc_core.robots.interbotix",
+    "TrajectoryExecutor": "postbc_core.robots.controller",
+    "ExecutorConfig": "postbc_core.robots.controller",
 }
 
 __all__ = [
     "JOINT_NAMES",
     "N_JOINTS",
     "EEDeltaAction",
+    "ExecutorConfig",
     "InterbotixConfig",
     "InterbotixRobot",
     "JointAction",
+    "JointReading",
     "Robot",
     "SafetyLayer",
     "SafetyLimits",
     "SafetyStats",
     "SentCommand",
     "SimRobot",
+    "TrajectoryExecutor",
 ]
 
 

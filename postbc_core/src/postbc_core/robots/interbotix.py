@@ -1,10 +1,12 @@
 """Real WidowX 250s through Interbotix's Python SDK (`interbotix_xs_modules`, ROS 2 Humble).
 
 The SDK is imported lazily in `connect()` (it exists only on the robot, installed by Interbotix's installer), so
-this module imports anywhere. Commands stream without blocking: `bot.core.robot_write_commands("arm", q)` publishes
-a JointGroupCommand that the xs_sdk executes with the time-based profile set once by `arm.set_trajectory_time`
-(the blocking `set_joint_positions(..., blocking=True)` path sleeps `moving_time` per call and is used only for
-`go_home`). Every command passes the shared SafetyLayer first. Units: rad, m, s, N·m.
+this module imports anywhere. Commands stream without blocking through the SDK's `arm.set_joint_positions(...,
+blocking=False)`: a JointGroupCommand that the xs_sdk executes with the time-based profile `moving_time`, and the
+SDK's record of the last command (which its speed check measures from) stays true. The SDK refuses a command it
+finds outside its joint limits or too fast by returning False; every such refusal is a PostBCError here, never
+ignored. `go_home` is one blocking move whose arrival is measured. Every command passes the shared SafetyLayer
+first. Node ownership and shutdown: see `InterbotixRobot`. Units: rad, m, s, N·m.
 
 Efforts: xs_sdk's JointState.effort is not a torque. Its driver (interbotix_xs_driver, `read_joint_states`) reports
 the raw register at address 126 times 2.69 for every X-series servo (DynamixelWorkbench::convertValue2Current): on
@@ -32,6 +34,7 @@ from postbc_core.robots.base import (
     JOINT_NAMES,
     EEDeltaAction,
     JointAction,
+    JointReading,
     Robot,
     SentCommand,
 )
@@ -120,7 +123,18 @@ class InterbotixConfig:
     gripper_pressure: float = 0.5
     """fraction of the SDK's PWM range used to grip (0..1)."""
     home_moving_time: float = 2.0
-    """duration (s) of the blocking move in go_home."""
+    """duration (s) of the blocking moves of go_home and of parking in the sleep pose on close."""
+    home_tolerance: float = 0.02
+    """rad: go_home fails unless every joint ends this close to kinematics.HOME_QPOS."""
+    settle_timeout: float = 3.0
+    """s to wait after a blocking move's moving_time for the measured joints to arrive (go_home, close)."""
+    gripper_tolerance: float = 0.002
+    """m: a gripper target this close to the limits means fully open / closed (grasp with gripper_pressure); a
+    target in between is reached by moving the fingers and stopping them (the xs gripper runs in PWM mode)."""
+    connect_timeout: float = 10.0
+    """s to wait for the xs_sdk's services under /<robot_name> before failing with that cause."""
+    sdk_node_name: str = "interbotix_robot_manipulation"
+    """name of the SDK's own InterbotixRobotNode (upstream's default)."""
     sleep_on_close: bool = True
     """park the arm in the SDK's sleep pose before disconnecting."""
     limits: SafetyLimits = field(default_factory=SafetyLimits)
@@ -141,6 +155,9 @@ class InterbotixConfig:
             raise ConfigError(f"control_hz={self.control_hz} must be > 0")
         if not 0.0 <= self.gripper_pressure <= 1.0:
             raise ConfigError(f"gripper_pressure={self.gripper_pressure} must be in [0, 1]")
+        for name in ("home_moving_time", "home_tolerance", "settle_timeout", "gripper_tolerance", "connect_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}={getattr(self, name)} must be > 0")
         if self.stream_moving_time is not None and not self.stream_moving_time > 0:
             raise ConfigError(f"stream_moving_time={self.stream_moving_time} must be > 0 s (or None)")
 
@@ -150,34 +167,55 @@ class InterbotixConfig:
 
 
 def _import_sdk():
+    """(interbotix_xs_modules.xs_robot.arm, interbotix_common_modules.common_robot.robot), or a PostBCError naming
+    the missing module and how to install it."""
     try:
-        return importlib.import_module("interbotix_xs_modules.xs_robot.arm")
+        arm = importlib.import_module("interbotix_xs_modules.xs_robot.arm")
+        common = importlib.import_module("interbotix_common_modules.common_robot.robot")
     except ModuleNotFoundError as e:
-        raise PostBCError(f"{INSTALL_HINT} (import error: {e})") from e
+        if (e.name or "").startswith(("interbotix", "tf_transformations")):
+            raise PostBCError(f"{INSTALL_HINT} (import error: {e})") from e
+        # The SDK's own Python dependencies: Interbotix's installer pip-installs modern_robotics and transforms3d.
+        raise PostBCError(f"interbotix_xs_modules is installed but imports {e.name!r}, which is not: "
+                          f"`python3 -m pip install {PIP_NAMES.get(e.name, e.name)}` (Interbotix's installer "
+                          "xsarm_amd64_install.sh does this step; the Docker image does too)") from e
+    return arm, common
 
 
-def _optional_startup():
-    """robot_startup/robot_shutdown exist in the 2024+ Humble SDK (node= API); older SDKs spin on their own."""
-    try:
-        mod = importlib.import_module("interbotix_common_modules.common_robot.robot")
-        return getattr(mod, "robot_startup", None), getattr(mod, "robot_shutdown", None)
-    except ModuleNotFoundError:
-        return None, None
+PIP_NAMES = {"modern_robotics": "modern_robotics", "transforms3d": "transforms3d",
+             "urdf_parser_py": "urdfdom-py"}
 
 
 class InterbotixRobot(Robot):
-    """WidowX 250s over interbotix_xs_modules; `node` is an optional rclpy node the SDK should share."""
+    """WidowX 250s over interbotix_xs_modules (Humble).
 
-    def __init__(self, config: InterbotixConfig | None = None, node=None):
+    Node ownership follows the SDK: it gets its own `InterbotixRobotNode` and runs it the way upstream's
+    `robot_startup` does (its executor in its own thread): before startup the SDK spins that node itself through
+    rclpy's global executor, and after it, it waits for service responses by polling while that thread spins, so
+    the node must not be added to any other executor. The SDK uses the default ROS context (`rclpy.ok()`): inside a
+    ROS process (the driver) that context is the process's; standalone, connect() initializes it (without rclpy's
+    signal handlers, so Ctrl-C raises KeyboardInterrupt and `with robot:` still parks the arm) and close() shuts it
+    down. `robot_shutdown()` is never called: it shuts down the whole process's ROS context. close() parks the arm
+    while the context is valid, then takes the SDK's node out of its executor; the SDK's thread ends with the
+    context. Humble's SDK starts once per process (`robot_startup` raises when called again), so an
+    InterbotixRobot connects once per process."""
+
+    def __init__(self, config: InterbotixConfig | None = None):
         self.config = config or InterbotixConfig()
         self.control_hz = self.config.control_hz
         self.safety = SafetyLayer(self.config.limits)
         self._effort_scale = effort_scale(self.config.servos)
-        self._node = node
         self._bot = None
-        self._shutdown_fn = None
-        self._gripper_closed: bool | None = None
-        self._lock = threading.Lock()
+        self._node = None
+        self._owns_context = False
+        self._grip_goal: float | None = None  # the gripper target being executed (m)
+        self._grip_cmd: str | None = None  # the PWM command in force: "open" | "close" | "stop"
+        self._lock = threading.RLock()
+
+    @property
+    def namespace(self) -> str:
+        name = self.config.robot_model if self.config.robot_name is None else self.config.robot_name
+        return f"/{name}" if name else ""
 
     @property
     def is_connected(self) -> bool:
@@ -192,92 +230,194 @@ class InterbotixRobot(Robot):
     def connect(self) -> None:
         if self._bot is not None:
             return
-        arm_mod = _import_sdk()
-        c = self.config
-        kwargs = {"robot_model": c.robot_model, "group_name": c.group_name, "gripper_name": c.gripper_name,
-                  "gripper_pressure": c.gripper_pressure}
-        if c.robot_name is not None:
-            kwargs["robot_name"] = c.robot_name
-        if self._node is not None:
-            kwargs["node"] = self._node  # share the driver's node instead of the SDK creating its own
+        arm_mod, common = _import_sdk()
+        import rclpy
+        from interbotix_xs_msgs.srv import OperatingModes
+        from rclpy.signals import SignalHandlerOptions
+
+        c, ns = self.config, self.namespace
+        if common.interbotix_is_up():
+            raise PostBCError("the Interbotix SDK was already started in this process (robot_startup runs once per "
+                              "process in Humble's SDK and cannot be restarted); connect one InterbotixRobot per "
+                              "process")
+        if not rclpy.ok():
+            rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+            self._owns_context = True
+        node = common.InterbotixRobotNode(node_name=c.sdk_node_name)
         try:
-            bot = arm_mod.InterbotixManipulatorXS(**kwargs)
-        except Exception as e:  # the SDK raises plain exceptions when the xs_sdk node is not running
-            raise PostBCError(f"could not reach the {c.robot_model} through interbotix_xs_modules ({e!r}); is "
-                              f"`ros2 launch interbotix_xsarm_control xsarm_control.launch.py robot_model:="
-                              f"{c.robot_model}` running and the arm powered?") from e
-        startup, self._shutdown_fn = _optional_startup()
-        if startup is not None:
-            startup(self._node) if self._node is not None else startup()
-        self._bot = bot
+            # The SDK waits for the xs_sdk forever (logging every 5 s); fail after connect_timeout with the cause.
+            client = node.create_client(OperatingModes, f"{ns}/set_operating_modes")
+            found = client.wait_for_service(timeout_sec=c.connect_timeout)
+            node.destroy_client(client)
+            if not found:
+                raise PostBCError(
+                    f"no xs_sdk under {ns or '/'}: service {ns}/set_operating_modes did not appear within "
+                    f"{c.connect_timeout} s. Start the arm's driver first: `ros2 launch interbotix_xsarm_control "
+                    f"xsarm_control.launch.py robot_model:={c.robot_model}` (use_sim:=true runs Interbotix's "
+                    "simulated xs_sdk without the arm); if it runs under another namespace set robot_name to it; "
+                    "check ROS_DOMAIN_ID matches")
+            kwargs = {"robot_model": c.robot_model, "group_name": c.group_name, "gripper_name": c.gripper_name,
+                      "gripper_pressure": c.gripper_pressure, "node": node}
+            if c.robot_name is not None:
+                kwargs["robot_name"] = c.robot_name
+            try:
+                bot = arm_mod.InterbotixManipulatorXS(**kwargs)
+            except SystemExit as e:
+                # InterbotixArmXSInterface calls sys.exit(1) when the group's joints do not match the model.
+                raise PostBCError(f"interbotix_xs_modules exited ({e.code}) while setting up group "
+                                  f"{c.group_name!r} of robot_model={c.robot_model!r} under {ns}: its log line above "
+                                  "says why (e.g. the motor config's joints do not match the model)") from e
+            except Exception as e:
+                raise PostBCError(f"interbotix_xs_modules failed while connecting to the {c.robot_model} under {ns} "
+                                  f"(the xs_sdk is running there): {type(e).__name__}: {e}") from e
+            common.robot_startup(node)
+        except BaseException:
+            self._release(node)
+            raise
+        self._bot, self._node = bot, node
         bot.core.robot_torque_enable("group", c.group_name, True)
         bot.core.robot_torque_enable("single", c.gripper_name, True)
-        # Streaming: every JointGroupCommand moves over `moving_time` with a quarter of it accelerating.
+        # Streaming: every command moves over `moving_time` with a quarter of it accelerating (Profile_Velocity /
+        # Profile_Acceleration registers; modes.yaml starts them at 2 s, which would make each command a 2 s move).
         bot.arm.set_trajectory_time(moving_time=c.moving_time, accel_time=c.moving_time / 4)
         bot.gripper.set_pressure(c.gripper_pressure)
-        logger.info("connected to %s (group %s, gripper %s), streaming with moving_time %.3f s",
-                    c.robot_model, c.group_name, c.gripper_name, c.moving_time)
+        logger.info("connected to %s under %s (group %s, gripper %s), streaming with moving_time %.3f s",
+                    c.robot_model, ns, c.group_name, c.gripper_name, c.moving_time)
 
+    # -- reading ----------------------------------------------------------------------------------------------
     def _joint_state(self):
-        core = self.bot.core
-        lock = getattr(core, "js_mutex", None)
-        if lock is not None:
-            with lock:
-                js = core.joint_states
-                return (list(js.position), list(js.velocity), list(js.effort), dict(core.js_index_map),
-                        getattr(js, "header", None))
-        js = core.joint_states
-        return list(js.position), list(js.velocity), list(js.effort), dict(core.js_index_map), None
+        js = self.bot.core.robot_get_joint_states()  # a copy taken under the SDK's mutex
+        return js, dict(self.bot.core.js_index_map)
 
-    def get_observation(self) -> dict[str, np.ndarray]:
-        pos, vel, eff, idx, header = self._joint_state()
+    def measure(self) -> JointReading:
+        js, idx = self._joint_state()
+        return self._reading(js, idx)
+
+    def _reading(self, js, idx) -> JointReading:
+        pos = js.position
         ids = [idx[n] for n in JOINT_NAMES]
 
         def pick(values):
-            # xs_sdk may publish empty velocity/effort lists depending on the motor config
+            # xs_sdk publishes empty velocity/effort lists depending on the motor config (xs_sdk_sim always does)
             return np.array([values[i] for i in ids], dtype=np.float64) if len(values) == len(pos) else np.zeros(6)
 
         q = np.array([pos[i] for i in ids], dtype=np.float64)
         # left_finger is the finger slide in metres (what the sim reports); `gripper` is the motor angle in rad.
-        finger = pos[idx["left_finger"]] if "left_finger" in idx else np.nan
-        p, quat = kinematics.fk(q)
-        stamp = time.time()
-        if header is not None and getattr(header.stamp, "sec", 0):
-            stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
+        finger = float(pos[idx["left_finger"]]) if "left_finger" in idx else float("nan")
+        return JointReading(q, pick(js.velocity), pick(js.effort) * self._effort_scale, finger)  # effort in N·m
+
+    def get_observation(self) -> dict[str, np.ndarray]:
+        js, idx = self._joint_state()
+        r = self._reading(js, idx)
+        p, quat = kinematics.fk(r.joint_pos)
+        stamp = js.header.stamp.sec + js.header.stamp.nanosec * 1e-9 if js.header.stamp.sec else time.time()
         return {
-            "joint_pos": q, "joint_vel": pick(vel), "joint_effort": pick(eff) * self._effort_scale,  # N·m
-            "gripper_pos": np.array([finger], dtype=np.float64),
+            "joint_pos": r.joint_pos, "joint_vel": r.joint_vel, "joint_effort": r.joint_effort,
+            "gripper_pos": np.array([r.gripper], dtype=np.float64),
             "ee_pose": np.concatenate([p, quat]), "timestamp": np.float64(stamp),
         }
 
+    # -- commanding ---------------------------------------------------------------------------------------------
     def send_action(self, action: JointAction | EEDeltaAction) -> SentCommand:
         with self._lock:
-            cur = self.get_observation()["joint_pos"]
-            sent = self.safety.command(action, cur)
-            self.bot.core.robot_write_commands(self.config.group_name, [float(v) for v in sent.joint_pos])
-            self._command_gripper(sent.gripper)
+            r = self.measure()
+            sent = self.safety.command(action, r.joint_pos)
+            self._write_arm(sent.joint_pos, self.config.moving_time)
+            self._command_gripper(sent.gripper, r.gripper)
             return sent
 
-    def _command_gripper(self, opening: float) -> None:
-        """The xs gripper runs in PWM mode: grasp/release, so the opening target is thresholded at mid-range."""
+    def hold(self, gripper: float) -> np.ndarray:
+        with self._lock:
+            r = self.measure()
+            self._write_arm(r.joint_pos, self.config.moving_time)
+            self._command_gripper(self.safety.check_gripper(gripper), r.gripper)
+            return r.joint_pos
+
+    def _write_arm(self, q, moving_time: float, blocking: bool = False) -> None:
+        """Through the SDK's set_joint_positions, so its own record of the last command (arm.joint_commands, which
+        its speed check measures from) stays true; it returns False instead of moving when it refuses."""
+        q = [float(v) for v in q]
+        if not self.bot.arm.set_joint_positions(q, moving_time=moving_time, accel_time=moving_time / 4,
+                                                blocking=blocking):
+            raise PostBCError(self._refusal(q))
+
+    def _refusal(self, q) -> str:
+        """Why the SDK's _check_joint_limits refused `q` (the SDK returns only False): its joint limits, or a move
+        faster than a joint's velocity limit over its current moving_time from its last command."""
+        arm = self.bot.arm
+        info, mt = arm.group_info, float(arm.moving_time)
+        why = []
+        for k, name in enumerate(info.joint_names):
+            theta = int(q[k] * 1000) / 1000.0  # the SDK compares the target truncated to mrad
+            lo, hi, vmax = info.joint_lower_limits[k], info.joint_upper_limits[k], info.joint_velocity_limits[k]
+            speed = abs(theta - arm.joint_commands[k]) / mt
+            if not lo <= theta <= hi:
+                why.append(f"{name}={q[k]:.4f} rad outside the SDK's limits [{lo:.4f}, {hi:.4f}]")
+            elif speed > vmax:
+                why.append(f"{name} would move {abs(theta - arm.joint_commands[k]):.3f} rad in moving_time {mt:.3f} s "
+                           f"({speed:.2f} rad/s > its velocity limit {vmax:.2f} rad/s)")
+        return (f"the Interbotix SDK refused the arm command {np.round(q, 4).tolist()}: "
+                f"{'; '.join(why) or 'no reason found'}; the arm was not commanded")
+
+    def _command_gripper(self, target: float, finger: float) -> None:
+        """The xs gripper runs in PWM mode (modes.yaml): it moves while a PWM is applied and the SDK stops it at the
+        finger limits. A target at a limit (within gripper_tolerance) is a full open / grasp (the grasp keeps
+        squeezing at gripper_pressure); a target in between opens or closes the fingers toward it and stops them
+        (PWM 0) once they reach it, measured each control period. A command goes out only when it changes."""
         lo, hi = self.config.limits.gripper_limits
-        close = opening < 0.5 * (lo + hi)
-        if close == self._gripper_closed:
+        tol = self.config.gripper_tolerance
+        want = self._grip_cmd
+        if self._grip_goal is None or abs(target - self._grip_goal) > tol:
+            self._grip_goal = target
+            if target >= hi - tol:
+                want = "open"
+            elif target <= lo + tol:
+                want = "close"
+            elif np.isfinite(finger) and abs(finger - target) <= tol:
+                want = "stop"
+            else:
+                want = "open" if finger < target else "close"
+        elif lo + tol < self._grip_goal < hi - tol and (
+                (want == "open" and finger >= self._grip_goal - tol)
+                or (want == "close" and finger <= self._grip_goal + tol)):
+            want = "stop"
+        if want == self._grip_cmd:
             return  # re-sending the same PWM command every step only spams the bus
-        if close:
+        if want == "open":
+            self.bot.gripper.release(delay=0.0)
+        elif want == "close":
             self.bot.gripper.grasp(delay=0.0)
         else:
-            self.bot.gripper.release(delay=0.0)
-        self._gripper_closed = close
+            self.bot.core.robot_write_joint_command(self.config.gripper_name, 0.0)
+        self._grip_cmd = want
 
     def go_home(self) -> None:
-        """Blocking time-profiled move to kinematics.HOME_QPOS (gripper down above the table), gripper open."""
+        """Blocking time-profiled move to kinematics.HOME_QPOS (gripper down above the table), gripper open. Raises
+        PostBCError when the SDK refuses the move or the arm does not arrive within home_tolerance."""
         home = self.safety.check_finite(kinematics.HOME_QPOS, "home pose")
         c = self.config
-        self.bot.arm.set_joint_positions([float(v) for v in home], moving_time=c.home_moving_time,
-                                         accel_time=c.home_moving_time / 4, blocking=True)
-        self.bot.arm.set_trajectory_time(moving_time=c.moving_time, accel_time=c.moving_time / 4)
-        self._command_gripper(c.limits.gripper_limits[1])
+        with self._lock:
+            # The SDK checks a move's speed over its *current* moving_time before applying the new one: after
+            # streaming (moving_time 2 / control_hz) a move home would be refused as too fast. Set the timing first.
+            self.bot.arm.set_trajectory_time(moving_time=c.home_moving_time, accel_time=c.home_moving_time / 4)
+            try:
+                self._write_arm(home, c.home_moving_time, blocking=True)
+                self._command_gripper(c.limits.gripper_limits[1], self.measure().gripper)
+                self._wait_at(home, "go_home")
+            finally:
+                self.bot.arm.set_trajectory_time(moving_time=c.moving_time, accel_time=c.moving_time / 4)
+
+    def _wait_at(self, q, what: str) -> None:
+        deadline = time.monotonic() + self.config.settle_timeout
+        while True:
+            err = float(np.max(np.abs(self.measure().joint_pos - np.asarray(q))))
+            if err <= self.config.home_tolerance:
+                return
+            if time.monotonic() > deadline:
+                raise PostBCError(f"{what}: the arm is still {err:.4f} rad from {np.round(q, 4).tolist()} "
+                                  f"{self.config.settle_timeout} s after the move should have ended (blocked, torque "
+                                  "off, or a servo in an error state? see the xs_sdk log)")
+            time.sleep(0.02)
 
     def set_torque(self, enable: bool) -> None:
         """Torque the arm and gripper on/off (off = the operator can move the arm by hand)."""
@@ -285,17 +425,41 @@ class InterbotixRobot(Robot):
         self.bot.core.robot_torque_enable("single", self.config.gripper_name, bool(enable))
 
     def close(self) -> None:
+        """Park the arm in the SDK's sleep pose (sleep_on_close) while the ROS context is valid, then release the
+        SDK's node; shuts the context down only when connect() started it."""
         if self._bot is None:
             return
-        bot, self._bot = self._bot, None
+        bot, node = self._bot, self._node
+        self._bot = None
         try:
             if self.config.sleep_on_close:
-                bot.arm.go_to_sleep_pose(moving_time=self.config.home_moving_time, blocking=True)
+                if not node.context.ok():
+                    logger.error("the ROS context was shut down before close(): the arm was NOT parked in the sleep "
+                                 "pose (shut the context down after closing the robot)")
+                else:
+                    with self._lock:
+                        sleep = list(bot.arm.group_info.joint_sleep_positions)
+                        bot.arm.go_to_sleep_pose(moving_time=self.config.home_moving_time,
+                                                 accel_time=self.config.home_moving_time / 4, blocking=True)
+                        self._bot = bot  # measure() for the arrival check
+                        try:
+                            self._wait_at(sleep, "parking in the sleep pose")
+                        finally:
+                            self._bot = None
+                    logger.info("%s parked in the sleep pose", self.config.robot_model)
         finally:
-            if self._node is None:
-                # we own the SDK's node: stop its spin thread
-                if self._shutdown_fn is not None:
-                    self._shutdown_fn()
-                elif hasattr(bot, "shutdown"):
-                    bot.shutdown()
+            self._release(node)
+            self._node = None
             logger.info("disconnected from %s", self.config.robot_model)
+
+    def _release(self, node) -> None:
+        """Take the SDK's node out of its executor and destroy it (never robot_shutdown, see the class doc)."""
+        import rclpy
+
+        executor = node.executor
+        if executor is not None:
+            executor.remove_node(node)
+        node.destroy_node()
+        if self._owns_context:
+            rclpy.try_shutdown()  # the SDK's spin thread ends with the context
+            self._owns_context = False
