@@ -47,7 +47,8 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/config", sorted(glob("config/*.yaml"))),
+        # *.xml: fastdds_profile.xml, which the launch files give every process (postbc.bringup.FASTDDS_PROFILE)
+        (f"share/{PACKAGE}/config", sorted(glob("config/*.yaml") + glob("config/*.xml"))),
         (f"share/{PACKAGE}/launch", LAUNCH_FILES),
     ],
     install_requires=["setuptools"],

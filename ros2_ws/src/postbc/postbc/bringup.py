@@ -16,6 +16,11 @@ Teleop input: `teleop:=joy` adds joy's `game_controller_node` (apt ros-humble-jo
 gives its children a pipe, not the terminal, so the keys are read by `ros2 run postbc keyboard` in a terminal of its
 own (as teleop_twist_keyboard is run), which publishes them to the teleop node.
 
+Camera frames between processes: the launch gives every process it starts (ours and Interbotix's) the Fast DDS
+profile share/postbc/config/fastdds_profile.xml (a shared-memory segment sized for 640x480 frames; the file says why),
+unless `fastdds_profile:=none` or another file is given. The in-process runner needs none: one process delivers
+intra-process.
+
 Every node of a launched profile is required: when one exits (the driver cannot reach the arm, a camera is
 unplugged, a checkpoint does not load), the launch shuts the others down and repeats that node's last error line at
 the end, so the cause is the last thing on the screen.
@@ -337,6 +342,32 @@ def merge_params_file(specs: list[NodeSpec], file_params: dict[str, dict[str, An
 
 # -- launch_ros mapping (used by launch/*.launch.py; launch/launch_ros exist where ROS 2 is installed) -------------
 XSARM_CONTROL = ("interbotix_xsarm_control", "launch/xsarm_control.launch.py")
+# The Fast DDS profile every launched process gets (relative to share/postbc): without it Fast DDS's 512 KiB default
+# shared-memory segment drops most 640x480 frames on their way to the recorder (measured by
+# benchmarks/bench_ros_recorder.py; the file explains the sizing and the alternatives measured).
+FASTDDS_PROFILE = "config/fastdds_profile.xml"
+# Fast DDS 3.x (Jazzy and later, the pinned Kilted wheels) reads the first, 2.x (Humble's 2.6) only the second.
+FASTDDS_PROFILE_ENV = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+FASTDDS_PROFILE_DOC = ("Fast DDS XML profile given to every launched process (both FASTDDS_ and "
+                       "FASTRTPS_DEFAULT_PROFILES_FILE); empty = share/postbc/config/fastdds_profile.xml (shared "
+                       "memory sized for 640x480 camera frames), none = leave the environment as it is")
+
+
+def fastdds_profile_env(choice: str, share_dir: str) -> dict[str, str]:
+    """The environment variables the launch sets for launch argument `fastdds_profile:=choice`: "" -> the shipped
+    profile under `share_dir` (share/postbc), "none" -> {} (the caller's own profile or Fast DDS's defaults), else
+    the file `choice`, which must exist (Fast DDS would otherwise log one error line and run on its defaults)."""
+    from pathlib import Path
+
+    choice = choice.strip()
+    if choice.lower() == "none":
+        return {}
+    path = Path(choice) if choice else Path(share_dir) / FASTDDS_PROFILE
+    if not path.is_file():
+        fix = ("reinstall the postbc package (colcon build installs it)" if not choice
+               else "give an existing Fast DDS XML file, or fastdds_profile:=none to keep the environment's")
+        raise ConfigError(f"fastdds_profile: {path} does not exist; {fix}")
+    return {name: str(path.resolve()) for name in FASTDDS_PROFILE_ENV}
 
 
 def launch_description(profile: str):
@@ -351,6 +382,7 @@ def launch_description(profile: str):
     args.append(DeclareLaunchArgument("params_file", default_value="",
                                       description="ROS 2 parameters YAML with per-node overrides "
                                                   "(e.g. share/postbc/config/widowx.yaml)"))
+    args.append(DeclareLaunchArgument("fastdds_profile", default_value="", description=FASTDDS_PROFILE_DOC))
     return LaunchDescription([*args, OpaqueFunction(function=_launch_setup, args=[profile])])
 
 
@@ -414,7 +446,8 @@ class _ExitWatch:
 
 
 def _launch_setup(context, profile: str):
-    from launch.actions import IncludeLaunchDescription, RegisterEventHandler
+    from ament_index_python.packages import get_package_share_directory
+    from launch.actions import IncludeLaunchDescription, RegisterEventHandler, SetEnvironmentVariable
     from launch.event_handlers import OnProcessExit, OnProcessIO
     from launch.launch_description_sources import PythonLaunchDescriptionSource
     from launch_ros.actions import Node
@@ -426,10 +459,11 @@ def _launch_setup(context, profile: str):
     specs = graph(profile, settings)
     if params_file:
         specs = _apply_overrides(specs, merge_params_file(specs, load_params_file(params_file)))
-    actions = []
+    # First, so every process started below (Interbotix's too: their Fast DDS 2.6 reads the same file) inherits it.
+    profile_env = fastdds_profile_env(context.launch_configurations.get("fastdds_profile", ""),
+                                      get_package_share_directory("postbc"))
+    actions = [SetEnvironmentVariable(name, value) for name, value in profile_env.items()]
     if settings.backend == "interbotix":
-        from ament_index_python.packages import get_package_share_directory
-
         pkg, rel = XSARM_CONTROL
         actions.append(IncludeLaunchDescription(
             PythonLaunchDescriptionSource(f"{get_package_share_directory(pkg)}/{rel}"),
