@@ -1,7 +1,7 @@
-"""Robot backends: SimRobot on the MuJoCo twin, InterbotixRobot against the SDK stand-in in tests/fakes."""
+"""Robot backends: SimRobot on the MuJoCo twin; InterbotixRobot's pure parts (effort units, config errors, the SDK
+missing). InterbotixRobot against Interbotix's real SDK and simulated xs_sdk: tests/ros/test_interbotix_upstream.py."""
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +9,6 @@ from postbc_core.errors import PostBCError
 from postbc_core.robots import kinematics
 from postbc_core.robots.base import EEDeltaAction, JointAction
 
-FAKES = Path(__file__).resolve().parent / "fakes"
 HOME = kinematics.HOME_QPOS
 KEYS = {"joint_pos": (6,), "joint_vel": (6,), "joint_effort": (6,), "gripper_pos": (1,), "ee_pose": (7,),
         "timestamp": ()}
@@ -96,20 +95,7 @@ def test_sim_not_connected_errors():
         SimRobot().get_observation()
 
 
-# ---------------------------------------------------------------- Interbotix (SDK stand-in)
-@pytest.fixture()
-def fake_sdk(monkeypatch):
-    monkeypatch.syspath_prepend(str(FAKES))
-    for m in [m for m in sys.modules if m.startswith("interbotix_xs_modules")]:
-        monkeypatch.delitem(sys.modules, m)
-    import interbotix_xs_modules
-
-    interbotix_xs_modules.CALLS.clear()
-    yield interbotix_xs_modules
-    for m in [m for m in sys.modules if m.startswith("interbotix_xs_modules")]:
-        monkeypatch.delitem(sys.modules, m)
-
-
+# ---------------------------------------------------------------- Interbotix (no SDK needed)
 def test_interbotix_missing_sdk_clear_error(monkeypatch):
     from postbc_core.robots.interbotix import InterbotixRobot
 
@@ -121,69 +107,18 @@ def test_interbotix_missing_sdk_clear_error(monkeypatch):
         InterbotixRobot().connect()
 
 
-def test_interbotix_constructor_and_streaming_calls(fake_sdk):
-    from postbc_core.robots.interbotix import InterbotixConfig, InterbotixRobot
+def test_interbotix_sdk_dependency_missing_names_it(monkeypatch, tmp_path):
+    """The SDK imports modern_robotics (pip-installed by Interbotix's installer, not by apt): its absence is named
+    with the pip command, not reported as "the SDK is not installed"."""
+    from postbc_core.robots import interbotix
 
-    node = object()  # stands for the driver's rclpy node
-    robot = InterbotixRobot(InterbotixConfig(control_hz=10.0, sleep_on_close=True), node=node)
-    with robot:
-        (_, kw), = fake_sdk.calls("InterbotixManipulatorXS.__init__")
-        assert kw["robot_model"] == "wx250s" and kw["group_name"] == "arm" and kw["gripper_name"] == "gripper"
-        assert kw["node"] is node
-        assert fake_sdk.calls("arm.set_trajectory_time")[-1][1] == {"moving_time": 0.2, "accel_time": 0.05}
-        assert (("group", "arm", True), {}) in fake_sdk.calls("core.robot_torque_enable")
+    def fake_import(name):
+        raise ModuleNotFoundError("No module named 'modern_robotics'", name="modern_robotics")
 
-        robot.go_home()
-        (args, kw), = fake_sdk.calls("arm.set_joint_positions")
-        assert np.allclose(args[0], HOME) and kw["blocking"] is True
-        obs = robot.get_observation()
-        for k, shape in KEYS.items():
-            assert obs[k].shape == shape and np.all(np.isfinite(obs[k])), k
-        assert np.allclose(obs["joint_pos"], HOME)
-        assert obs["gripper_pos"][0] == pytest.approx(0.037)
-
-        # streaming: non-blocking group commands, never the blocking set_joint_positions path
-        target = HOME + np.array([0.1, 0, 0, 0, 0, 0])
-        sent = robot.send_action(JointAction(joint_pos=target, gripper=0.015))
-        (group, cmd), _ = fake_sdk.calls("core.robot_write_commands")[-1]
-        assert group == "arm" and isinstance(cmd, list) and len(cmd) == 6
-        assert np.allclose(cmd, target) and np.allclose(sent.joint_pos, target)
-        assert len(fake_sdk.calls("arm.set_joint_positions")) == 1
-        assert fake_sdk.calls("gripper.grasp") == [((), {"delay": 0.0})]
-        assert robot.get_observation()["joint_pos"][0] == pytest.approx(0.1)
-
-        # the gripper command is sent on change only
-        robot.send_action(JointAction(joint_pos=target, gripper=0.015))
-        assert len(fake_sdk.calls("gripper.grasp")) == 1
-
-        # EE delta: +z raises the EE
-        z0 = robot.get_observation()["ee_pose"][2]
-        robot.send_action(EEDeltaAction(delta=np.array([0, 0, 0.02, 0, 0, 0]), gripper=0.037))
-        assert robot.get_observation()["ee_pose"][2] - z0 == pytest.approx(0.02, abs=0.003)
-        # go_home opened the gripper, the grasp closed it, this delta opens it again
-        assert fake_sdk.calls("gripper.release") == [((), {"delay": 0.0})] * 2
-    assert fake_sdk.calls("arm.go_to_sleep_pose")
-    assert not fake_sdk.calls("InterbotixManipulatorXS.shutdown")  # the node belongs to the caller
-
-
-def test_interbotix_commands_pass_safety(fake_sdk, caplog):
-    from postbc_core.robots.interbotix import InterbotixConfig, InterbotixRobot
-
-    robot = InterbotixRobot(InterbotixConfig(sleep_on_close=False))
-    with robot:
-        robot.go_home()
-        n0 = len(fake_sdk.calls("core.robot_write_commands"))
-        with pytest.raises(PostBCError, match="forearm_roll=nan"):
-            robot.send_action(JointAction(joint_pos=np.array([0, 0, 0, np.nan, 0, 0.0]), gripper=0.03))
-        assert len(fake_sdk.calls("core.robot_write_commands")) == n0  # nothing sent
-        for _ in range(30):
-            sent = robot.send_action(JointAction(joint_pos=np.array([9.0, 9, 9, 9, 9, 9]), gripper=0.03))
-            (_, cmd), _ = fake_sdk.calls("core.robot_write_commands")[-1]
-            jl = robot.safety.limits.joint_limits
-            assert np.all(np.asarray(cmd) <= jl[:, 1] + 1e-12) and np.all(np.asarray(cmd) >= jl[:, 0] - 1e-12)
-            assert sent.clamped
-        assert "clamped to limit" in caplog.text
-    assert fake_sdk.calls("InterbotixManipulatorXS.shutdown")  # we own the SDK node here
+    monkeypatch.setattr(interbotix.importlib, "import_module", fake_import)
+    with pytest.raises(PostBCError, match=r"imports 'modern_robotics', which is not: `python3 -m pip install "
+                                          r"modern_robotics`.*xsarm_amd64_install\.sh"):
+        interbotix.InterbotixRobot().connect()
 
 
 def test_interbotix_not_connected():
@@ -211,21 +146,27 @@ def test_interbotix_effort_to_torque_uses_each_servos_datasheet():
         effort_to_torque([0.0] * 9, ARM_SERVOS["wx250s"])
 
 
-def test_interbotix_observation_effort_is_newton_metres(fake_sdk):
-    """The SDK's joint_states.effort (milliamps on the XM servos) comes out of get_observation in N·m, the unit the
-    twin reports, so the store holds one unit whatever the backend."""
-    from postbc_core.robots.interbotix import InterbotixConfig, InterbotixRobot
+def test_interbotix_reading_effort_is_newton_metres():
+    """The SDK's joint_states.effort (milliamps on the XM servos) comes out of measure / get_observation in N·m, the
+    unit the twin reports, so the store holds one unit whatever the backend. xs_sdk_sim publishes no efforts, so
+    the conversion is checked on a JointState shaped as the real xs_sdk publishes it (arm, gripper, fingers)."""
+    from types import SimpleNamespace
 
-    with InterbotixRobot(InterbotixConfig(sleep_on_close=False)) as robot:
-        core = robot.bot.core
-        idx = core.js_index_map
-        with core.js_mutex:
-            core.joint_states.effort[idx["waist"]] = 1150.0  # mA: half the XM430-W350 stall current
-            core.joint_states.effort[idx["shoulder"]] = -230.0
-            core.joint_states.effort[idx["wrist_rotate"]] = 1000 * 2.69  # XL430 at 100 % load
-        eff = robot.get_observation()["joint_effort"]
+    from postbc_core.robots.interbotix import ARM_SERVOS, effort_scale, joint_reading
+
+    names = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "gripper", "left_finger",
+             "right_finger"]
+    idx = {n: i for i, n in enumerate(names)}
+    effort = [1150.0, -230.0, 0.0, 0.0, 0.0, 1000 * 2.69, 0.0, 0.0, 0.0]  # mA; XL430 wrist_rotate at 100 % load
+    js = SimpleNamespace(position=[0.1, -1.8, 1.55, 0, 0.8, 0, 0.2, 0.03, -0.03], velocity=[0.5] * 9, effort=effort)
+    r = joint_reading(js, idx, effort_scale(ARM_SERVOS["wx250s"]))
+    eff = r.joint_effort
     assert eff[0] == pytest.approx(2.05) and eff[1] == pytest.approx(-2 * 0.41) and eff[5] == pytest.approx(1.5)
     assert np.all(np.abs(eff) < 20.0)  # within the URDF effort limits (N·m), far below raw milliamps
+    assert r.gripper == pytest.approx(0.03) and r.joint_pos[0] == pytest.approx(0.1) and r.joint_vel[0] == 0.5
+    # xs_sdk_sim's empty velocity / effort lists read as zeros
+    r = joint_reading(SimpleNamespace(position=js.position, velocity=[], effort=[]), idx, np.ones(6))
+    assert not r.joint_vel.any() and not r.joint_effort.any()
 
 
 def test_interbotix_servo_table_errors_name_the_fix():

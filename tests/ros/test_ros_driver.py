@@ -1,6 +1,7 @@
-"""robot_driver over real rclpy: sim backend (MuJoCo twin, real time) and the interbotix backend
-against the SDK stand-in in tests/fakes. Sim commands are stamped with the driver's sim time (a policy stamps with
-its observation's time), so the helper node needs no sim clock. Assertions on motion use sim-time stamps, so a loaded
+"""robot_driver over real rclpy with the sim backend (MuJoCo twin, real time); the interbotix backend runs against
+Interbotix's SDK and xs_sdk_sim in test_interbotix_upstream.py, the scheduling logic alone in tests/test_controller.py.
+Sim commands are stamped with the driver's sim time (a policy stamps with its observation's time), so the helper node
+needs no sim clock. Assertions on motion use sim-time stamps, so a loaded
 machine (slower than real time) changes the wall time a test takes, not its outcome."""
 
 from __future__ import annotations
@@ -483,52 +484,3 @@ def test_object_poses_carry_every_free_body(graph):
     assert poses.shape == (2, 7)  # corn (the task object) first, then the bowl
     assert np.allclose(poses[0], obs["object_pose"], atol=1e-3)
     assert np.allclose(poses[1], drv.robot.sim.body_pose("bowl"), atol=1e-3)
-
-
-# ------------------------------------------------------------------------------------------------ interbotix
-def test_interbotix_backend_against_the_sdk_stand_in(graph, monkeypatch):
-    import sys
-    from pathlib import Path
-
-    fakes = Path(__file__).resolve().parents[1] / "fakes"
-    monkeypatch.syspath_prepend(str(fakes))
-    for m in [m for m in sys.modules if m.startswith("interbotix_xs_modules")]:
-        monkeypatch.delitem(sys.modules, m)
-    import interbotix_xs_modules as sdk
-    from postbc.nodes.robot_driver import RobotDriver
-
-    sdk.CALLS.clear()
-    drv = graph.add(RobotDriver(context=graph.context, parameter_overrides=[
-        _param("backend", "interbotix"), _param("state_hz", 50.0)]))
-    probe = Probe(graph)
-    # the SDK shares our node; joint states republished from the SDK's (sleep pose of the stand-in)
-    (_args, kw), = sdk.calls("InterbotixManipulatorXS.__init__")
-    assert kw["node"] is drv and kw["robot_model"] == "wx250s"
-    sleep = np.array([0.0, -1.80, 1.55, 0.0, 0.8, 0.0])
-    assert np.allclose(probe.latest().joint_pos, sleep) and probe.latest().gripper_pos[0] == pytest.approx(0.037)
-    time.sleep(0.3)
-    with probe.lock:
-        n = len(probe.js)
-    assert n >= 5
-    assert not sdk.calls("core.robot_write_commands")  # no command, no writes
-
-    # a command reaches the SDK's write call after the safety layer: at most max_joint_step per control period
-    def writes():
-        return [np.asarray(a[1]) for a, _ in sdk.calls("core.robot_write_commands")]
-
-    target = sleep + np.array([0.5, 0.2, 0, 0, 0, 0])
-    with Streamer(probe, target):
-        wait_for(lambda: len(writes()) >= 4, what="4 writes to the SDK")
-        w = writes()
-        assert np.allclose(w[0], sleep + np.array([0.15, 0.06, 0, 0, 0, 0]), atol=1e-6)  # scaled to 0.15 rad
-        steps = np.abs(np.diff(np.stack([sleep, *w]), axis=0)).max(axis=1)
-        assert np.all(steps <= 0.15 + 1e-6)
-        wait_for(lambda: np.allclose(probe.latest().joint_pos, target, atol=1e-3), what="target reached")
-        # e-stop: one hold write (the measured position), then no more writes although commands keep coming
-        probe.estop.publish(Bool(data=True))
-        wait_for(lambda: drv.status()["estop"], what="e-stop latched")
-        n_writes = len(writes())
-        time.sleep(0.5)
-        assert len(writes()) == n_writes
-        assert drv.status()["commands"]["ignored"] > 0
-    assert np.allclose(writes()[-1], target, atol=1e-3)

@@ -182,6 +182,22 @@ def _import_sdk():
     return arm, common
 
 
+def joint_reading(js, index_map: dict[str, int], scale: np.ndarray) -> JointReading:
+    """An xs_sdk JointState (`js`: position/velocity/effort by `index_map`, the SDK's js_index_map) -> JointReading
+    in JOINT_NAMES order; effort times `scale` (effort_scale: N·m per xs_sdk unit), the gripper as the left finger's
+    slide (m; the `gripper` entry is the servo angle in rad)."""
+    pos = js.position
+    ids = [index_map[n] for n in JOINT_NAMES]
+
+    def pick(values):
+        # xs_sdk publishes empty velocity/effort lists depending on the motor config (xs_sdk_sim always does)
+        return np.array([values[i] for i in ids], dtype=np.float64) if len(values) == len(pos) else np.zeros(6)
+
+    q = np.array([pos[i] for i in ids], dtype=np.float64)
+    finger = float(pos[index_map["left_finger"]]) if "left_finger" in index_map else float("nan")
+    return JointReading(q, pick(js.velocity), pick(js.effort) * scale, finger)
+
+
 PIP_NAMES = {"modern_robotics": "modern_robotics", "transforms3d": "transforms3d",
              "urdf_parser_py": "urdfdom-py"}
 
@@ -291,24 +307,11 @@ class InterbotixRobot(Robot):
 
     def measure(self) -> JointReading:
         js, idx = self._joint_state()
-        return self._reading(js, idx)
-
-    def _reading(self, js, idx) -> JointReading:
-        pos = js.position
-        ids = [idx[n] for n in JOINT_NAMES]
-
-        def pick(values):
-            # xs_sdk publishes empty velocity/effort lists depending on the motor config (xs_sdk_sim always does)
-            return np.array([values[i] for i in ids], dtype=np.float64) if len(values) == len(pos) else np.zeros(6)
-
-        q = np.array([pos[i] for i in ids], dtype=np.float64)
-        # left_finger is the finger slide in metres (what the sim reports); `gripper` is the motor angle in rad.
-        finger = float(pos[idx["left_finger"]]) if "left_finger" in idx else float("nan")
-        return JointReading(q, pick(js.velocity), pick(js.effort) * self._effort_scale, finger)  # effort in N·m
+        return joint_reading(js, idx, self._effort_scale)
 
     def get_observation(self) -> dict[str, np.ndarray]:
         js, idx = self._joint_state()
-        r = self._reading(js, idx)
+        r = joint_reading(js, idx, self._effort_scale)
         p, quat = kinematics.fk(r.joint_pos)
         stamp = js.header.stamp.sec + js.header.stamp.nanosec * 1e-9 if js.header.stamp.sec else time.time()
         return {
