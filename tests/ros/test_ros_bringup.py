@@ -90,4 +90,14 @@ def test_postbc_ros_run_command_starts_and_stops(tmp_path):
     assert "running sim: robot_driver" in r.stdout
     r = subprocess.run([str(BIN / "postbc"), "ros", "graph", "record_demos", "--set", "teleop=joy"],
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and json.loads(r.stdout)[-2]["parameters"]["device"] == "joy"
+    assert r.returncode == 0, r.stderr
+    nodes = {n["name"]: n for n in json.loads(r.stdout)}
+    assert nodes["teleop"]["parameters"]["device"] == "joy"
+    assert (nodes["joy"]["package"], nodes["joy"]["executable"]) == ("joy", "game_controller_node")
+    # In one process the input driver (another package's executable) is not composed: the runner says how to start it.
+    r = subprocess.run([str(BIN / "postbc"), "ros", "run", "record_demos", "--duration", "3", "--set", "teleop=joy",
+                        "--set", "cameras=[]", "--set", f"store={tmp_path / 'd.zarr'}"], capture_output=True,
+                       text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "running record_demos: robot_driver, teleop, recorder" in r.stdout
+    assert "`ros2 run joy game_controller_node`" in r.stdout

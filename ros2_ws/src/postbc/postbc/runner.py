@@ -42,8 +42,10 @@ class Composition:
         self._stop = threading.Event()
         self.stopped = threading.Event()  # set when spin() returns
         self.error: BaseException | None = None
+        # Other packages' nodes (joy / spacenav input drivers) are separate executables: ros2 launch starts them.
+        self.external = [s for s in specs if not s.ours]
         try:
-            for spec in specs:
+            for spec in (s for s in specs if s.ours):
                 overrides = [Parameter(k, value=v) for k, v in spec.parameters.items()]
                 node = spec.node_class()(spec.name, context=self.context, parameter_overrides=overrides)
                 self.nodes[spec.name] = node
@@ -121,8 +123,8 @@ def main(argv: list[str] | None = None, prog: str = "postbc ros") -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.verb == "graph":
-        print(json.dumps([{"executable": s.executable, "name": s.name, "parameters": s.parameters} for s in specs],
-                         indent=2))
+        print(json.dumps([{"package": s.package, "executable": s.executable, "name": s.name,
+                           "parameters": s.parameters} for s in specs], indent=2))
         return 0
     import rclpy
 
@@ -134,6 +136,9 @@ def main(argv: list[str] | None = None, prog: str = "postbc ros") -> int:
     try:
         comp = Composition(specs)
         print(f"running {args.profile}: {', '.join(comp.nodes)} (Ctrl-C to stop)", flush=True)
+        for ext in comp.external:
+            print(f"note: {ext.package}'s {ext.executable} is not part of this process; start it with "
+                  f"`ros2 run {ext.package} {ext.executable}` (ros2 launch starts it for you)", flush=True)
         comp.start()
         deadline = time.monotonic() + args.duration if args.duration > 0 else None
         while not stop.event.wait(0.1) and rclpy.ok() and not comp.stopped.is_set():
