@@ -166,6 +166,26 @@ def test_evaluate_policy_seeds_lengths_and_errors(tmp_path):
         evaluate_policy(tiny_policy({"ee_to_object": (5,)}), "lift_cube", episodes=1)
 
 
+def test_evaluate_policy_seeds_every_episodes_noise(tmp_path):
+    """Episode i's actions depend on seed + i only: not on num_envs (which episodes share a batch), nor on the
+    caller's torch random state. (Drawn from the global torch RNG, the same episode got other noise in each case.)"""
+    import torch
+
+    policy = tiny_policy({"joint_pos": (6,), "object_pose": (7,)}, n_obs_steps=1, action_horizon=2)
+    runs = []
+    for num_envs, torch_seed in ((1, 0), (3, 123), (2, 7)):
+        torch.manual_seed(torch_seed)
+        rec = tmp_path / f"r{num_envs}.zarr"
+        evaluate_policy(policy, "lift_cube", episodes=3, num_envs=num_envs, seed=11, max_steps=8, record_to=rec)
+        from postbc_core.data.store import EpisodeStore
+
+        s = EpisodeStore.open(rec)
+        runs.append([s.episode(i)["policy_action"] for i in range(3)])
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_ee_delta_between_inverts_apply_ee_delta():
     q = kinematics.HOME_QPOS
     delta = np.array([0.01, -0.02, 0.015, 0.05, -0.04, 0.1])

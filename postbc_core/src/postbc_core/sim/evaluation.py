@@ -6,6 +6,11 @@ gymnasium-chosen seeds one step late), rendering is switched on per episode (onl
 front camera, so state-only evaluations stay fast), and the raw task observation (with task extras and success) is at
 hand for recording. The physics is the same code the gymnasium envs wrap.
 
+Paired evaluations: episode i also draws its diffusion noise from its own generator seeded with `seed + i`, so an
+episode's actions do not depend on num_envs, on which slot runs it, on the other episodes in the batch or on the
+caller's torch random state. Two policies evaluated with the same seed see the same initial states and the same noise
+stream, which is what a paired test (McNemar) on their per-episode outcomes needs.
+
 Success rate: Wilson score interval (Wilson, E. B. (1927), "Probable inference, the law of succession, and
 statistical inference", JASA 22(158):209-212; recommended over the normal/Wald interval by Brown, Cai & DasGupta
 (2001), "Interval estimation for a binomial proportion", Statistical Science 16(2):101-133).
@@ -25,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from postbc_core.errors import ConfigError, PostBCError
-from postbc_core.policies.runner import PolicyRunner
+from postbc_core.policies.runner import ENV_ACTION_DIM, PolicyRunner
 from postbc_core.robots import kinematics
 from postbc_core.sim.base import CAMERAS, Task
 from postbc_core.sim.registry import make
@@ -235,6 +240,7 @@ def evaluate_policy(policy, task: str, *, episodes: int, num_envs: int = 4, seed
     slot_ep = [-1] * runner.num_envs  # episode index each env runs (-1 = idle)
     obs: list[dict | None] = [None] * runner.num_envs
     ep_state: list[dict] = [{} for _ in range(runner.num_envs)]
+    noise_rng: list[np.random.Generator | None] = [None] * runner.num_envs  # episode seed + i's noise stream
     results: list[dict | None] = [None] * episodes
     video_paths: list[str] = []
     n_clipped = n_steps = n_safety = 0
@@ -243,6 +249,7 @@ def evaluate_policy(policy, task: str, *, episodes: int, num_envs: int = 4, seed
         ep = pending.pop(0)
         slot_ep[j] = ep
         obs[j] = envs[j].reset(seed=seed + ep)
+        noise_rng[j] = np.random.default_rng(seed + ep)
         runner.reset([j])
         ep_state[j] = {"ret": 0.0, "len": 0, "success": False, "rows": [] if store is not None else None,
                        "frames": [envs[j].sim.render(VIDEO_CAMERA, vw, vh)[0]] if ep < videos else None,
@@ -258,7 +265,10 @@ def evaluate_policy(policy, task: str, *, episodes: int, num_envs: int = 4, seed
                 break
             batch = {k: np.stack([np.asarray(obs[j][k], np.uint8 if k.endswith("_rgb") else np.float32)
                                   for j in active]) for k in runner.obs_shapes}
-            actions = runner.act(batch, env_ids=active)  # (n, 7)
+            # One draw per step per episode (used when that episode replans): the stream depends on the episode only.
+            noise = np.stack([noise_rng[j].standard_normal((runner.action_horizon, ENV_ACTION_DIM))
+                              for j in active]).astype(np.float32)
+            actions = runner.act(batch, env_ids=active, noise=noise)  # (n, 7)
             for a, j in zip(actions, active):
                 st, env = ep_state[j], envs[j]
                 lo, hi = lows_highs[j]
