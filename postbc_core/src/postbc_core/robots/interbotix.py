@@ -131,8 +131,9 @@ class InterbotixConfig:
     gripper_tolerance: float = 0.002
     """m: a gripper target this close to the limits means fully open / closed (grasp with gripper_pressure); a
     target in between is reached by moving the fingers and stopping them (the xs gripper runs in PWM mode)."""
-    connect_timeout: float = 10.0
-    """s to wait for the xs_sdk's services under /<robot_name> before failing with that cause."""
+    connect_timeout: float = 30.0
+    """s to wait for the xs_sdk's services under /<robot_name> before failing with that cause (the real xs_sdk
+    takes several seconds to start when it writes the motor configs; a bringup may start both at once)."""
     sdk_node_name: str = "interbotix_robot_manipulation"
     """name of the SDK's own InterbotixRobotNode (upstream's default)."""
     sleep_on_close: bool = True

@@ -94,7 +94,7 @@ class Params:
     """~/go_home succeeds once every joint is within this (rad) of kinematics.HOME_QPOS."""
     home_timeout: float = 10.0
     """~/go_home fails after this many seconds (robot time) without reaching home."""
-    connect_timeout: float = 10.0
+    connect_timeout: float = 30.0
     """interbotix: seconds to wait for the xs_sdk's services under /<robot_name> before failing with the cause."""
 
     def __post_init__(self):
