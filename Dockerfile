@@ -16,7 +16,9 @@
 # L360-370 ROS_IP in ~/.bashrc (a ROS 1 setting).
 FROM ros:humble-ros-base-jammy
 
-ARG TORCH_VERSION=2.13.0
+# torch's local version names its build (2.13.0+cpu, 2.13.0+cu126); TORCH_INDEX is the matching PyTorch index. The
+# index is an extra one: torch's own dependencies keep resolving from PyPI within the robot constraints.
+ARG TORCH_VERSION=2.13.0+cpu
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 # The Interbotix commits the project's conformance tests run against (../shared/third_party/README.md): the arm runs
 # the code that was tested, not whatever the humble branch holds on the day of the build.
@@ -107,7 +109,7 @@ COPY README.md /opt/postbc/README.md
 COPY requirements /opt/postbc/requirements
 RUN python3 -m pip install "pip==24.3.1" \
     && python3 -m pip install -c /opt/postbc/requirements/robot-constraints.txt "torch==${TORCH_VERSION}" \
-        --index-url "${TORCH_INDEX}" \
+        --extra-index-url "${TORCH_INDEX}" \
     && python3 -m pip install -c /opt/postbc/requirements/robot-constraints.txt -e "/opt/postbc/postbc_core[realsense]"
 
 # The ROS 2 package (nodes + launch files) in its own workspace, overlaid on Interbotix's. setup.py installs the

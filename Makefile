@@ -13,12 +13,13 @@ export MUJOCO_GL ?= egl
 # 2-core machines: one intra-op thread per core avoids oversubscription when pytest/torch/BLAS overlap.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup ros-upstream demo test test-all bench docker clean help
+.PHONY: setup ros-upstream demo test test-all test-robot-env bench docker clean help
 
 help:
 	@echo "make demo      set up and run the main job (sim pipeline; outputs under runs/demo)"
 	@echo "make test      set up and run the default test suite (CI)"
 	@echo "make test-all  also run the slow suites"
+	@echo "make test-robot-env  the robot-environment subset only (Python 3.10, Humble's versions)"
 	@echo "make bench     run the benchmarks (JSON under benchmarks/results/)"
 	@echo "make docker    build the robot image (needs a Docker engine)"
 
@@ -43,8 +44,13 @@ demo: setup
 ros-upstream: setup
 	bash scripts/ros_upstream.sh $(VENV)
 
+# The robot environment last (Python 3.10 with Humble's versions; skips with a message where no 3.10 exists).
 test: setup ros-upstream
 	bash scripts/run_tests.sh -m "not slow"
+	bash scripts/test_py310.sh
+
+test-robot-env:
+	bash scripts/test_py310.sh
 
 test-all: setup ros-upstream
 	bash scripts/run_tests.sh
@@ -56,4 +62,4 @@ docker:
 	docker build -t postbc-robot:latest .
 
 clean:
-	rm -rf $(VENV) runs outputs .pytest_cache
+	rm -rf $(VENV) .venv-py310 runs outputs .pytest_cache  # the 3.10 venv itself: ~/.cache/postbc/venv-py310-*
