@@ -1,15 +1,24 @@
 """ROS recorder throughput: two 640x480 RGB streams at 30 Hz + joint states at 100 Hz + commands at 30 Hz, recorded
-at control_hz 30 by the recorder node in its own process (real rclpy over Fast DDS, localhost).
+at control_hz 30 by the recorder node in its own process (real rclpy over Fast DDS, localhost), per camera transport.
 
 Three processes: the recorder (`postbc.nodes.recorder`, its episode writer's block writes timed), a synthetic
 publisher (camera-like frames: smooth gradients + noise, so they compress like camera images), and this one
 (start/stop services, status). Measures frames received vs published in the recording window (lost), the
-recorder's own late/dropped counts, the recorder process's CPU use (/proc/<pid>/stat, % of one core), the tick
-time, and headroom = store write rate (steps/s while the writer thread writes blocks) / arrival rate (30 steps/s).
-Two runs: images stored at the native 640x480, and resized by the recorder to 128x128 (image_size, the training
-resolution of the sim tasks).
+recorder's own late/dropped counts, the CPU use of the recorder and the publisher processes (/proc/<pid>/stat, % of
+one core), the tick time, and headroom = store write rate (steps/s while the writer thread writes blocks) / arrival
+rate (30 steps/s).
 
-    python benchmarks/bench_ros_recorder.py [--quick] [--seconds 20]
+Transports (the candidates for moving 0.92 MB frames between processes; each run sets the environment both
+processes start with):
+- default: Fast DDS's built-in transports (512 KiB shared-memory segment + UDPv4), best-effort sensor QoS: the launch
+  files' behaviour before config/fastdds_profile.xml, the baseline every ratio is taken against;
+- reliable: the same transports with RELIABLE image QoS (depth 5) on both sides;
+- shm_profile: the package's config/fastdds_profile.xml (what `ros2 launch postbc ...` sets), best-effort QoS.
+Images are stored at the native 640x480 in every run, plus one run at 128x128 (image_size, the training resolution
+of the sim tasks) on the shipped profile. Absolute times depend on the machine and its load; compare the ratios to
+the baseline measured in the same invocation.
+
+    python benchmarks/bench_ros_recorder.py [--quick] [--seconds 20] [--transports default,shm_profile]
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ REPO = HERE.parent
 ROS_PKG = REPO / "ros2_ws" / "src" / "postbc"
 W, H, CAM_HZ, JS_HZ, CONTROL_HZ = 640, 480, 30.0, 100.0, 30.0
 CAMERAS = ("front", "wrist")
+TRANSPORTS = ("default", "reliable", "shm_profile")
+BASELINE = "default"
 sys.path.insert(0, str(ROS_PKG))
 
 # The recorder process: the node as deployed, with EpisodeWriter._write_blocks (the disk work of the writer thread)
@@ -36,6 +47,10 @@ sys.path.insert(0, str(ROS_PKG))
 RECORDER_LAUNCHER = r"""
 import json, os, sys, time
 import postbc_core.data.store as store
+from postbc import topics
+if os.environ.get("BENCH_IMAGE_QOS") == "reliable":
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    topics.SENSOR_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 from postbc.nodes import recorder as rec
 stats = {"write_s": 0.0, "write_steps": 0, "blocks": 0, "ticks": []}
 def dump():
@@ -86,7 +101,12 @@ def publisher(out: str, seconds: float) -> None:
     rng = np.random.default_rng(0)
     frames = {c: [cv.image_msg(f, 0.0, f"{c}_color_optical_frame") for f in camera_like(rng, 15, H, W)]
               for c in CAMERAS}
-    pubs = {c: node.create_publisher(Image, topics.image_topic(c), topics.SENSOR_QOS) for c in CAMERAS}
+    image_qos = topics.SENSOR_QOS
+    if os.environ.get("BENCH_IMAGE_QOS") == "reliable":
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        image_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+    pubs = {c: node.create_publisher(Image, topics.image_topic(c), image_qos) for c in CAMERAS}
     js_pub = node.create_publisher(JointState, topics.JOINT_STATES, topics.STATE_QOS)
     cmd_pub = node.create_publisher(JointTrajectory, topics.COMMAND, topics.COMMAND_QOS)
     times: dict[str, list[float]] = {"joint_states": [], "command": [], **{f"{c}_rgb": [] for c in CAMERAS}}
@@ -130,10 +150,58 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def transport_env(transport: str) -> dict[str, str]:
+    """Environment overrides of the recorder and publisher processes for `transport` (None = unset)."""
+    from postbc import bringup
+
+    unset = {name: None for name in bringup.FASTDDS_PROFILE_ENV}
+    if transport == "default":
+        return unset
+    if transport == "reliable":
+        return {**unset, "BENCH_IMAGE_QOS": "reliable"}
+    if transport == "shm_profile":  # the source tree's file is the one colcon installs to share/postbc/config
+        return {**unset, **bringup.fastdds_profile_env("", str(ROS_PKG))}
+    raise SystemExit(f"--transports: unknown transport {transport!r}; choose from {TRANSPORTS}")
+
+
+def image_totals(run: dict) -> dict:
+    """Camera frames published / received in the recording window, summed over the cameras."""
+    cams = [run["streams"][f"{c}_rgb"] for c in CAMERAS]
+    published = sum(c["published"] for c in cams)
+    received = sum(c["received"] or 0 for c in cams)
+    return {"published": published, "received": received, "ratio": received / published if published else 0.0}
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """Per run: images received / published, and its CPU and received ratio relative to the baseline run stored at
+    the same size (the same invocation, so the same machine and about the same load)."""
+    rows = []
+    for r in runs:
+        base = next((b for b in runs
+                     if b["transport"] == BASELINE and b["stored_image_size"] == r["stored_image_size"]), None)
+        img = image_totals(r)
+        row = {"transport": r["transport"], "stored_image_size": r["stored_image_size"],
+               "images_received_ratio": img["ratio"], "missed_ticks": r["missed_ticks"],
+               "expected_steps": r["expected_steps"], "episode_steps": r["episode_steps"],
+               "headroom": r["headroom"], "cpu_percent": r["cpu_percent_of_one_core"]}
+        if base is not None:
+            b = image_totals(base)
+            row["vs_baseline"] = {
+                "images_received": img["ratio"] / b["ratio"] if b["ratio"] else None,
+                "recorder_cpu": r["cpu_percent_of_one_core"]["recorder"] / base["cpu_percent_of_one_core"]["recorder"],
+                "publisher_cpu": (r["cpu_percent_of_one_core"]["publisher"]
+                                  / base["cpu_percent_of_one_core"]["publisher"]),
+                "headroom": r["headroom"] / base["headroom"]}
+        rows.append(row)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="5 s of recording instead of --seconds")
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--transports", default=",".join(TRANSPORTS),
+                    help=f"comma-separated subset of {','.join(TRANSPORTS)} (the baseline {BASELINE!r} is always run)")
     ap.add_argument("--publisher", help=argparse.SUPPRESS)  # internal: run the publisher process
     ap.add_argument("--publish-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -141,26 +209,54 @@ def main(argv=None) -> int:
         publisher(args.publisher, args.publish_seconds)
         return 0
     seconds = 5.0 if args.quick else args.seconds
+    chosen = [t.strip() for t in args.transports.split(",") if t.strip()]
+    for t in chosen:
+        transport_env(t)  # an unknown name fails before anything runs
+    transports = [BASELINE] + [t for t in chosen if t != BASELINE]
+    from importlib.metadata import PackageNotFoundError, version
+
     from common import write_result
 
+    plan = [(t, (0, 0)) for t in transports]
+    if "shm_profile" in transports:
+        plan.append(("shm_profile", (128, 128)))
     runs = []
-    for size in ((0, 0), (128, 128)):
+    for transport, size in plan:
         load = os.getloadavg()
-        r = run_once(seconds, size)
+        r = run_once(seconds, size, transport)
         r["loadavg_1min_before"] = load[0]
         runs.append(r)
+    summary = summarize(runs)
+    print(f"\n{'transport':12s} {'stored':8s} {'images recv/pub':>15s} {'vs base':>8s} {'missed':>7s} "
+          f"{'headroom':>8s} {'rec CPU%':>8s} {'pub CPU%':>8s}")
+    for row in summary:
+        vs = row.get("vs_baseline", {}).get("images_received")
+        cpu = row["cpu_percent"]
+        print(f"{row['transport']:12s} {'x'.join(map(str, row['stored_image_size'])):8s} "
+              f"{100 * row['images_received_ratio']:14.1f}% {'' if vs is None else f'x{vs:.2f}':>8s} "
+              f"{row['missed_ticks']:7d} {row['headroom']:8.1f} {cpu['recorder']:8.0f} {cpu['publisher']:8.0f}")
+    try:
+        fastdds = version("ros-fastdds")
+    except PackageNotFoundError:  # an apt ROS install: no wheel metadata
+        fastdds = "unknown (not the ros-fastdds wheel)"
     write_result("ros_recorder_throughput", {
         "seconds": seconds, "published_image_size": [H, W], "cameras": list(CAMERAS), "camera_hz": CAM_HZ,
-        "joint_states_hz": JS_HZ, "control_hz": CONTROL_HZ, "runs": runs,
+        "joint_states_hz": JS_HZ, "control_hz": CONTROL_HZ, "fastdds": fastdds,
+        "rmw": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp (default)"),
+        "discovery_range": os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"), "baseline": BASELINE,
+        "summary": summary, "runs": runs,
         "note": ("recorder, publisher and this process on one machine; loadavg_1min_before is the machine's load "
-                 "(other jobs) when the run started: with load > cores every number here is a lower bound. Compare "
-                 "lost images with what a bare subscriber gets on the same machine before blaming the recorder")},
+                 "(other jobs) when the run started: with load > cores every number here is a lower bound. The "
+                 "vs_baseline ratios compare runs of this one invocation; absolute CPU and headroom vary with the "
+                 "machine")},
         quick=args.quick)
-    return 0 if all(r["store_valid"] for r in runs) else 1
+    ok = all(r["store_valid"] for r in runs)
+    return 0 if ok else 1
 
 
-def run_once(seconds: float, image_size: tuple[int, int]) -> dict:
-    """One recording of `seconds` with the recorder storing images at `image_size` ((0, 0) = native)."""
+def run_once(seconds: float, image_size: tuple[int, int], transport: str = BASELINE) -> dict:
+    """One recording of `seconds` with the recorder storing images at `image_size` ((0, 0) = native), the camera
+    frames carried by `transport` (TRANSPORTS)."""
     import numpy as np
     import rclpy
     from postbc import topics
@@ -174,6 +270,11 @@ def run_once(seconds: float, image_size: tuple[int, int]) -> dict:
     env = dict(os.environ, PYTHONPATH=f"{ROS_PKG}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                ROS_DOMAIN_ID=os.environ.get("ROS_DOMAIN_ID", str(1 + os.getpid() % 100)),
                ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", BENCH_STATS=str(tmp / "writer.json"))
+    for name, value in transport_env(transport).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
     store = tmp / "bench.zarr"
     rec = subprocess.Popen([sys.executable, "-c", RECORDER_LAUNCHER, "--ros-args", "-p", f"store:={store}",
@@ -203,11 +304,11 @@ def run_once(seconds: float, image_size: tuple[int, int]) -> dict:
         r = call("/recorder/start")
         if not r.success:
             raise SystemExit(f"start failed: {r.message}")
-        t_start, cpu0 = time.monotonic(), proc_cpu_s(rec.pid)
+        t_start, cpu0, pub_cpu0 = time.monotonic(), proc_cpu_s(rec.pid), proc_cpu_s(pub.pid)
         end = t_start + seconds
         while time.monotonic() < end:
             ex.spin_once(timeout_sec=0.1)
-        cpu1, t_stop = proc_cpu_s(rec.pid), time.monotonic()
+        cpu1, pub_cpu1, t_stop = proc_cpu_s(rec.pid), proc_cpu_s(pub.pid), time.monotonic()
         r = call("/recorder/stop")
         if not r.success:
             raise SystemExit(f"stop failed: {r.message}")
@@ -245,9 +346,11 @@ def run_once(seconds: float, image_size: tuple[int, int]) -> dict:
     stored = (H, W) if not image_size[0] else image_size
     ticks = np.asarray(writer["ticks"]) * 1e3
     result = {
-        "stored_image_size": list(stored), "episode_steps": steps,
+        "transport": transport, "stored_image_size": list(stored), "episode_steps": steps,
         "expected_steps": round(wall * CONTROL_HZ) - 1, "missed_ticks": last["missed_ticks"],
-        "streams": streams, "recorder_cpu_percent_of_one_core": 100.0 * (cpu1 - cpu0) / wall,
+        "streams": streams,
+        "cpu_percent_of_one_core": {"recorder": 100.0 * (cpu1 - cpu0) / wall,
+                                    "publisher": 100.0 * (pub_cpu1 - pub_cpu0) / wall},
         "tick_ms": {"p50": float(np.percentile(ticks, 50)), "p99": float(np.percentile(ticks, 99)),
                     "max": float(ticks.max())} if ticks.size else None,
         "store_write": {"steps": writer["write_steps"], "blocks": writer["blocks"], "seconds": writer["write_s"],
@@ -256,13 +359,14 @@ def run_once(seconds: float, image_size: tuple[int, int]) -> dict:
         "headroom": write_rate / CONTROL_HZ,
         "store_valid": report.ok, "store_episodes": report.n_episodes, "store_steps": report.n_steps,
     }
-    print(f"== images stored at {stored[0]}x{stored[1]}: recorded {steps} steps in {wall:.1f} s (expected "
+    print(f"== {transport}, images stored at {stored[0]}x{stored[1]}: recorded {steps} steps in {wall:.1f} s (expected "
           f"~{result['expected_steps']}, missed ticks {last['missed_ticks']}); store valid={report.ok}")
     for name, s in streams.items():
         print(f"  {name:13s} published {s['published']:5d} ({s['published_hz']:.1f} Hz)  received {s['received']}  "
               f"lost {s['lost']}  late ticks {s['late_ticks']}  recorder drop estimate {s['recorder_dropped_estimate']}")
     if result["tick_ms"]:
-        print(f"  recorder CPU {result['recorder_cpu_percent_of_one_core']:.0f}% of one core; tick p50 "
+        print(f"  recorder CPU {result['cpu_percent_of_one_core']['recorder']:.0f}% of one core, publisher "
+              f"{result['cpu_percent_of_one_core']['publisher']:.0f}%; tick p50 "
               f"{result['tick_ms']['p50']:.1f} ms p99 {result['tick_ms']['p99']:.1f} ms")
     print(f"  store writes {write_rate:.0f} steps/s ({result['store_write']['mb_per_s_raw']:.0f} MB/s raw) "
           f"-> headroom x{result['headroom']:.1f} over {CONTROL_HZ:.0f} Hz")

@@ -396,7 +396,7 @@ def test_every_documented_launch_argument_is_accepted(env, colcon_install):
         assert f"'{f.name}':" in r.stdout, f"launch argument {f.name} not declared"
     readme = (ROOT / "README.md").read_text()
     documented = set(re.findall(r"\b([a-z_]+):=", readme))
-    declared = {f.name for f in dataclasses.fields(bringup.Bringup)} | {"params_file"}
+    declared = {f.name for f in dataclasses.fields(bringup.Bringup)} | {"params_file", "fastdds_profile"}
     assert documented <= declared, f"README arguments that no launch file declares: {documented - declared}"
 
 

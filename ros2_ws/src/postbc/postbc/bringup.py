@@ -346,17 +346,23 @@ XSARM_CONTROL = ("interbotix_xsarm_control", "launch/xsarm_control.launch.py")
 # shared-memory segment drops most 640x480 frames on their way to the recorder (measured by
 # benchmarks/bench_ros_recorder.py; the file explains the sizing and the alternatives measured).
 FASTDDS_PROFILE = "config/fastdds_profile.xml"
-# Fast DDS 3.x (Jazzy and later, the pinned Kilted wheels) reads the first, 2.x (Humble's 2.6) only the second.
+# Fast DDS 3.x (Kilted and later; the pinned wheels) reads FASTDDS_DEFAULT_PROFILES_FILE. Fast DDS 2.x reads only
+# FASTRTPS_DEFAULT_PROFILES_FILE: Humble 2.6, Iron 2.10, Jazzy 2.14 (each distro's ros2.repos); Kilted's rmw_fastrtps
+# still reads the old name but logs a deprecation warning per process, so it is set for those distros only.
 FASTDDS_PROFILE_ENV = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
-FASTDDS_PROFILE_DOC = ("Fast DDS XML profile given to every launched process (both FASTDDS_ and "
-                       "FASTRTPS_DEFAULT_PROFILES_FILE); empty = share/postbc/config/fastdds_profile.xml (shared "
-                       "memory sized for 640x480 camera frames), none = leave the environment as it is")
+FASTDDS2_DISTROS = ("humble", "iron", "jazzy")
+FASTDDS_PROFILE_DOC = ("Fast DDS XML profile given to every launched process (FASTDDS_DEFAULT_PROFILES_FILE, and "
+                       "FASTRTPS_DEFAULT_PROFILES_FILE on Humble..Jazzy); empty = share/postbc/config/"
+                       "fastdds_profile.xml (shared memory sized for 640x480 camera frames), none = leave the "
+                       "environment as it is")
 
 
-def fastdds_profile_env(choice: str, share_dir: str) -> dict[str, str]:
+def fastdds_profile_env(choice: str, share_dir: str, ros_distro: str | None = None) -> dict[str, str]:
     """The environment variables the launch sets for launch argument `fastdds_profile:=choice`: "" -> the shipped
     profile under `share_dir` (share/postbc), "none" -> {} (the caller's own profile or Fast DDS's defaults), else
-    the file `choice`, which must exist (Fast DDS would otherwise log one error line and run on its defaults)."""
+    the file `choice`, which must exist (Fast DDS would otherwise log one error line and run on its defaults).
+    `ros_distro` (default $ROS_DISTRO, which every ROS 2 setup script sets) picks the variable names."""
+    import os
     from pathlib import Path
 
     choice = choice.strip()
@@ -367,7 +373,9 @@ def fastdds_profile_env(choice: str, share_dir: str) -> dict[str, str]:
         fix = ("reinstall the postbc package (colcon build installs it)" if not choice
                else "give an existing Fast DDS XML file, or fastdds_profile:=none to keep the environment's")
         raise ConfigError(f"fastdds_profile: {path} does not exist; {fix}")
-    return {name: str(path.resolve()) for name in FASTDDS_PROFILE_ENV}
+    distro = (os.environ.get("ROS_DISTRO", "") if ros_distro is None else ros_distro).strip().lower()
+    names = FASTDDS_PROFILE_ENV if distro in FASTDDS2_DISTROS else FASTDDS_PROFILE_ENV[:1]
+    return {name: str(path.resolve()) for name in names}
 
 
 def launch_description(profile: str):
