@@ -52,7 +52,12 @@ REQS=requirements/ros-upstream.txt
 
 # The build needs rosidl's generators and ament_cmake (wheels pinned in $REQS) in the venv itself: colcon's cmake
 # finds them through the venv's prefix. Installing an already-satisfied pin is a no-op.
-"$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQS" 2>&1 | grep -v "^WARNING: Location" || true
+# A failed install stops here with pip's message (its warnings about this machine's absent local index folders aside).
+if ! pip_log=$("$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQS" 2>&1); then
+  grep -v "^WARNING: Location" <<<"$pip_log" >&2
+  echo "ros_upstream: pip install -r $REQS failed (above)" >&2
+  exit 1
+fi
 
 key=$({ for p in "${PY_PKGS[@]}" "${MSG_PKGS[@]}" "${SHARE_PKGS[@]#*=}"; do (cd "$p" && find . -type f ! -name '*.pyc' -print0 | sort -z |
           xargs -0 sha256sum); done
