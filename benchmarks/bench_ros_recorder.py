@@ -248,7 +248,8 @@ def main(argv=None) -> int:
         "note": ("recorder, publisher and this process on one machine; loadavg_1min_before is the machine's load "
                  "(other jobs) when the run started: with load > cores every number here is a lower bound. The "
                  "vs_baseline ratios compare runs of this one invocation; absolute CPU and headroom vary with the "
-                 "machine")},
+                 "machine. received counts the recorder's episode (start to stop service), published this process's "
+                 "window between the two calls, so a stream's ratio can read a frame or two above 100 %")},
         quick=args.quick)
     ok = all(r["store_valid"] for r in runs)
     return 0 if ok else 1
@@ -363,7 +364,8 @@ def run_once(seconds: float, image_size: tuple[int, int], transport: str = BASEL
           f"~{result['expected_steps']}, missed ticks {last['missed_ticks']}); store valid={report.ok}")
     for name, s in streams.items():
         print(f"  {name:13s} published {s['published']:5d} ({s['published_hz']:.1f} Hz)  received {s['received']}  "
-              f"lost {s['lost']}  late ticks {s['late_ticks']}  recorder drop estimate {s['recorder_dropped_estimate']}")
+              f"lost {s['lost']}  late ticks {s['late_ticks']}  "
+              f"recorder drop estimate {s['recorder_dropped_estimate']}")
     if result["tick_ms"]:
         print(f"  recorder CPU {result['cpu_percent_of_one_core']['recorder']:.0f}% of one core, publisher "
               f"{result['cpu_percent_of_one_core']['publisher']:.0f}%; tick p50 "
