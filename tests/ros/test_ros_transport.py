@@ -5,9 +5,9 @@ gives the processes it starts.
 
 The frames check runs one 640x480 rgb8 stream at 10 Hz for 40 frames (a few seconds, one core's small share)
 instead of the benchmark's two streams at 30 Hz: the frame keeps its full size because the defect is per frame (a
-0.92 MB frame does not fit Fast DDS's 512 KiB default segment; without the profile ~40 % of such frames arrived
-here even at 10 Hz), so a smaller frame would pass without the fix. Assertions count frames; the timeouts are
-generous and no rate is asserted. benchmarks/bench_ros_recorder.py measures the full load.
+0.92 MB frame does not fit Fast DDS's 512 KiB default segment; without the profile 18-28 of the 40 frames arrived
+here, in six runs, even at 10 Hz), so a frame under 512 KiB could pass without the fix. Assertions count frames;
+the timeouts are generous and no rate is asserted. benchmarks/bench_ros_recorder.py measures the full load.
 """
 
 from __future__ import annotations
