@@ -138,15 +138,23 @@ def test_shipped_profile_is_the_default_participant_profile_with_a_large_segment
 
 def test_profile_environment_names_the_installed_file(installed_profile, tmp_path):
     share = installed_profile.parents[1]
-    kilted = bringup.fastdds_profile_env("", str(share), ros_distro="")
+    kilted = bringup.fastdds_profile_env("", str(share), ros_distro="kilted")
     assert kilted == {"FASTDDS_DEFAULT_PROFILES_FILE": str(installed_profile.resolve())}
     humble = bringup.fastdds_profile_env("", str(share), ros_distro="humble")
     assert humble == dict.fromkeys(bringup.FASTDDS_PROFILE_ENV, str(installed_profile.resolve()))
     assert bringup.fastdds_profile_env("none", str(share)) == {}
     own = tmp_path / "mine.xml"
     own.write_text("<dds/>")
-    assert bringup.fastdds_profile_env(str(own), str(share), ros_distro="") == {
+    assert bringup.fastdds_profile_env(str(own), str(share), ros_distro="rolling") == {
         "FASTDDS_DEFAULT_PROFILES_FILE": str(own.resolve())}
+    # No ROS_DISTRO (the PyPI wheels this suite runs on): the installed Fast DDS wheel decides. This suite runs on
+    # Kilted's 3.2 wheels (Python 3.11) and on Jazzy's 2.14 wheels (the robot environment, Python 3.10).
+    from importlib.metadata import distributions
+
+    names = ("ros-fastdds", "ros-fastrtps")
+    wheels = {d.metadata["Name"]: d.version for d in distributions() if d.metadata["Name"] in names}
+    assert len(wheels) == 1, f"expected one Fast DDS wheel, found {wheels}"
+    assert bringup.fastdds_major("") == int(next(iter(wheels.values())).split(".")[0])
     with pytest.raises(ConfigError, match="does not exist"):
         bringup.fastdds_profile_env(str(tmp_path / "missing.xml"), str(share))
     with pytest.raises(ConfigError, match="reinstall"):

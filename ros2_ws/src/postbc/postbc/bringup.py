@@ -347,8 +347,9 @@ XSARM_CONTROL = ("interbotix_xsarm_control", "launch/xsarm_control.launch.py")
 # benchmarks/bench_ros_recorder.py; the file explains the sizing and the alternatives measured).
 FASTDDS_PROFILE = "config/fastdds_profile.xml"
 # Fast DDS 3.x (Kilted and later; the pinned wheels) reads FASTDDS_DEFAULT_PROFILES_FILE. Fast DDS 2.x reads only
-# FASTRTPS_DEFAULT_PROFILES_FILE: Humble 2.6, Iron 2.10, Jazzy 2.14 (each distro's ros2.repos); Kilted's rmw_fastrtps
-# still reads the old name but logs a deprecation warning per process, so it is set for those distros only.
+# FASTRTPS_DEFAULT_PROFILES_FILE: Humble 2.6, Iron 2.10, Jazzy 2.14 (each distro's ros2.repos; the robot-environment
+# test venv runs Jazzy's 2.14 wheels); Kilted's rmw_fastrtps still reads the old name but logs a deprecation warning
+# per process, so the old name is set only where Fast DDS 2.x runs, or where that cannot be told.
 FASTDDS_PROFILE_ENV = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 FASTDDS2_DISTROS = ("humble", "iron", "jazzy")
 FASTDDS_PROFILE_DOC = ("Fast DDS XML profile given to every launched process (FASTDDS_DEFAULT_PROFILES_FILE, and "
@@ -361,7 +362,7 @@ def fastdds_profile_env(choice: str, share_dir: str, ros_distro: str | None = No
     """The environment variables the launch sets for launch argument `fastdds_profile:=choice`: "" -> the shipped
     profile under `share_dir` (share/postbc), "none" -> {} (the caller's own profile or Fast DDS's defaults), else
     the file `choice`, which must exist (Fast DDS would otherwise log one error line and run on its defaults).
-    `ros_distro` (default $ROS_DISTRO, which every ROS 2 setup script sets) picks the variable names."""
+    The variable names follow the Fast DDS major version (`fastdds_major`) of `ros_distro` (default $ROS_DISTRO)."""
     import os
     from pathlib import Path
 
@@ -373,9 +374,25 @@ def fastdds_profile_env(choice: str, share_dir: str, ros_distro: str | None = No
         fix = ("reinstall the postbc package (colcon build installs it)" if not choice
                else "give an existing Fast DDS XML file, or fastdds_profile:=none to keep the environment's")
         raise ConfigError(f"fastdds_profile: {path} does not exist; {fix}")
-    distro = (os.environ.get("ROS_DISTRO", "") if ros_distro is None else ros_distro).strip().lower()
-    names = FASTDDS_PROFILE_ENV if distro in FASTDDS2_DISTROS else FASTDDS_PROFILE_ENV[:1]
+    distro = os.environ.get("ROS_DISTRO", "") if ros_distro is None else ros_distro
+    names = FASTDDS_PROFILE_ENV[:1] if fastdds_major(distro) == 3 else FASTDDS_PROFILE_ENV
     return {name: str(path.resolve()) for name in names}
+
+
+def fastdds_major(ros_distro: str) -> int | None:
+    """Fast DDS major version of ROS 2 `ros_distro` (set by every ROS 2 setup script); without one (the PyPI ROS
+    wheels set none), that of the installed Fast DDS wheel (ros-fastdds: 3.x, ros-fastrtps: 2.x); None if unknown."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    distro = ros_distro.strip().lower()
+    if distro:
+        return 2 if distro in FASTDDS2_DISTROS else 3
+    for dist in ("ros-fastdds", "ros-fastrtps"):
+        try:
+            return int(version(dist).split(".")[0])
+        except (PackageNotFoundError, ValueError):
+            continue
+    return None
 
 
 def launch_description(profile: str):
