@@ -29,6 +29,19 @@ def check_claim(m: dict, *, one_ratio: float, two_ratio: float, coverage_gain: f
         assert r["postbc_range_coverage"] > r["bc_range_coverage"] + coverage_gain, r
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread: these small MLPs gain little from a second one on a quiet machine, and on a loaded one
+    (CI shares its 2 cores) OpenMP threads that wait at barriers for a descheduled sibling made this test 5-8x
+    slower than its CPU time (it hit pytest's 600 s timeout with two other jobs beside it)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_postbc_spreads_where_demos_are_sparse_and_agrees_where_dense(tmp_path):
     m = run_coverage(CoverageConfig(out=tmp_path, ensemble_steps=800, steps=1500, samples=128, progress=False,
                                     device="cpu"))
