@@ -86,20 +86,20 @@ def processes_in_group(pgid: int) -> list[str]:
     return out
 
 
-class Launch:
-    """`ros2 launch postbc <file> args...` in its own session (a terminal's foreground process group), output
-    collected; `interrupt()` sends SIGINT to the whole group as Ctrl-C in a terminal does."""
+class OutputProcess:
+    """A command in its own session (its own process group, as a terminal's foreground job), stdout + stderr
+    collected line by line on a thread."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path | None = None):
-        self.cmd = ["ros2", "launch", "postbc", *args]
-        self.proc = subprocess.Popen(self.cmd, env=env, cwd=cwd or ROOT, stdin=subprocess.DEVNULL,
+    def __init__(self, cmd: list[str], env: dict[str, str], cwd: Path | None = None, what: str = ""):
+        self.cmd = cmd
+        self.what = what or " ".join(cmd)
+        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd or ROOT, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
         self.pgid = self.proc.pid
         self._lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self.stop_seconds: float | None = None
 
     def _read(self):
         for line in self.proc.stdout:
@@ -110,6 +110,7 @@ class Launch:
         return "\n".join(self._lines)
 
     def wait_output(self, pattern: str, timeout: float) -> str:
+        """The first output line matching regex `pattern`; fails after `timeout` s or when the process exits."""
         deadline = time.monotonic() + timeout
         rx = re.compile(pattern)
         while time.monotonic() < deadline:
@@ -118,9 +119,17 @@ class Launch:
                     return ln
             if self.proc.poll() is not None:
                 break
-            time.sleep(0.1)
-        raise AssertionError(f"no line matching {pattern!r} after {timeout} s from {' '.join(self.cmd)}; "
+            time.sleep(0.05)
+        raise AssertionError(f"no line matching {pattern!r} after {timeout} s from {self.what}; "
                              f"output:\n{self.output[-4000:]}")
+
+
+class Launch(OutputProcess):
+    """`ros2 launch postbc <file> args...`; `stop()` sends SIGINT to the whole group as Ctrl-C in a terminal does."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path | None = None):
+        super().__init__(["ros2", "launch", "postbc", *args], env, cwd)
+        self.stop_seconds: float | None = None
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int:
         """Send `sig` to the process group; returns launch's exit code; `stop_seconds` = time to the last exit."""

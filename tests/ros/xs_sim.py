@@ -16,12 +16,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import yaml
-from upstream import processes_in_group, require, ros2_env
+from upstream import OutputProcess, processes_in_group, require, ros2_env
 
 ROBOT_MODEL = "wx250s"
 NAMESPACE = f"/{ROBOT_MODEL}"
@@ -47,7 +45,7 @@ def render_urdf(env: dict[str, str]) -> str:
     return r.stdout
 
 
-class XsSdkSim:
+class XsSdkSim(OutputProcess):
     """The simulated xs_sdk in its own process group; `output` collects its log; `stop()` is Ctrl-C."""
 
     def __init__(self, tmp_path: Path, env: dict[str, str] | None = None):
@@ -58,32 +56,9 @@ class XsSdkSim:
         params_file = tmp_path / "xs_sdk_sim_params.yaml"
         params_file.write_text(yaml.safe_dump({f"{NAMESPACE}/xs_sdk_sim": {"ros__parameters": params}}))
         script = require() / "install" / "lib" / "interbotix_xs_sdk" / "xs_sdk_sim.py"
-        self.proc = subprocess.Popen(
-            [sys.executable, str(script), "--ros-args", "-r", "__node:=xs_sdk_sim", "-r", f"__ns:={NAMESPACE}",
-             "--params-file", str(params_file)],
-            env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True)
-        self._lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__([sys.executable, str(script), "--ros-args", "-r", "__node:=xs_sdk_sim", "-r",
+                          f"__ns:={NAMESPACE}", "--params-file", str(params_file)], self.env, what="xs_sdk_sim")
         self.wait_output("'xs_sdk_sim' node is up", 60.0)
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self._lines.append(line.rstrip("\n"))
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self._lines)
-
-    def wait_output(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(text in ln for ln in list(self._lines)):
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"xs_sdk_sim: no {text!r} after {timeout} s:\n{self.output[-3000:]}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
