@@ -124,6 +124,15 @@ class OutputProcess:
                              f"output:\n{self.output[-4000:]}")
 
 
+    def kill(self):
+        """SIGKILL to the whole group (what is left after a failed or timed-out stop)."""
+        try:
+            os.killpg(self.pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
+
+
 class Launch(OutputProcess):
     """`ros2 launch postbc <file> args...`; `stop()` sends SIGINT to the whole group as Ctrl-C in a terminal does."""
 
@@ -155,13 +164,6 @@ class Launch(OutputProcess):
             raise AssertionError(f"ros2 launch still running after {timeout} s:\n{self.output[-4000:]}")
         self._reader.join(timeout=5)
         return rc
-
-    def kill(self):
-        try:
-            os.killpg(self.pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=10)
 
     def __enter__(self) -> Launch:
         return self

@@ -68,11 +68,7 @@ class XsSdkSim(OutputProcess):
             except subprocess.TimeoutExpired:
                 pass
         if self.proc.poll() is None or processes_in_group(self.proc.pid):
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=10)
+            self.kill()
 
     def __enter__(self) -> XsSdkSim:
         return self
