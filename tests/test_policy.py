@@ -1,6 +1,8 @@
 """Diffusion policy: the two verbs, determinism given the initial noise, checkpoints, and bad input."""
 
+import dataclasses
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -145,3 +147,75 @@ def test_policy_config_validation():
         PolicyConfig(obs_shapes={"s": (2,)}, action_dim=2, num_inference_steps=200)
     with pytest.raises(ConfigError, match="unknown fields"):
         PolicyConfig.from_dict({"obs_shapes": {"s": [2]}, "action_dim": 2, "flux_capacitor": 1})
+
+
+# -- issue 15: normalizer floor, policy-side input clipping, DDIM range covering PostBC's targets ---------------------
+def test_normalizer_floor_keeps_near_constant_features_from_being_amplified():
+    """A cube's tilt quaternion components barely vary in demos (std ~0.002) while its yaw components do (~0.2):
+    plain z-scoring multiplies the tilt by ~500, so a nudged cube reads hundreds of standard deviations out."""
+    from postbc_core.training.config import TrainConfig
+    from postbc_core.training.train import build_policy
+
+    rng = np.random.default_rng(0)
+    n = 400
+    yaw = rng.uniform(-0.7, 0.7, n)
+    quat = np.stack([np.cos(yaw / 2), rng.normal(0, 0.002, n), rng.normal(0, 0.002, n), np.sin(yaw / 2)], 1)
+    data = {"object_pose": quat.astype(np.float32), "action": rng.uniform(-1, 1, (n, 7)).astype(np.float32)}
+    cfg = TrainConfig(dataset="unused.zarr", obs_keys=("object_pose",), action_key="action", action_horizon=1)
+    policy = build_policy(cfg, data, np.arange(n))
+    scale = policy.normalizer.scale_of("object_pose").numpy()
+    yaw_std = quat[:, 3].std()
+    assert scale[3] == pytest.approx(1 / yaw_std, rel=1e-4)  # features that vary keep their z-score
+    assert scale[1] <= 1 / (0.1 * yaw_std) * 1.001 and scale[1] < 100  # plain z-score: ~500
+    # The floor is a documented, settable fraction; 0 gives back the plain z-score.
+    plain = build_policy(dataclasses.replace(cfg, obs_std_floor=0.0), data, np.arange(n))
+    assert plain.normalizer.scale_of("object_pose")[1] > 300
+
+
+def test_policy_clips_out_of_distribution_inputs_and_counts_them(caplog):
+    """The frozen policy itself clips its normalized inputs (not only the RL agent), and says so."""
+    policy = make_policy()
+    mean = -policy.normalizer.params["state__offset"] / policy.normalizer.params["state__scale"]
+    std = 1 / policy.normalizer.params["state__scale"]
+    base = np.tile(mean.numpy(), (2, 1)).astype(np.float32)
+    far, edge = base.copy(), base.copy()
+    far[:, 2] += 300 * std[2].item()
+    edge[:, 2] += 5 * std[2].item()
+    noise = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    with caplog.at_level(logging.WARNING, logger="postbc_core.policies.diffusion"):
+        a_far = policy.predict_action({"state": far}, noise=noise)
+    a_edge = policy.predict_action({"state": edge}, noise=noise)
+    np.testing.assert_allclose(a_far, a_edge, atol=1e-5)  # 300 std out acts like 5 std out
+    assert policy.obs_clip_counts == {"state": 1} and policy.obs_count == 2
+    assert "'state' feature 2 is 300.0 training-data standard deviations out" in caplog.text
+    policy.predict_action({"state": base}, noise=noise)
+    assert policy.obs_clip_counts == {"state": 1}  # in-distribution inputs are not counted
+
+
+def test_ddim_clip_range_covers_postbc_targets():
+    """PostBC trains on a + alpha L z, which leaves [-1, 1] (the gripper sits at exactly +-1); a sampler that clips
+    its x0 estimate to [-1, 1] cuts that perturbation off."""
+    from postbc_core.policies.schedulers import NoiseSchedule
+    from postbc_core.training.posterior import Posterior
+
+    target = torch.full((1, 4, 2), 1.3)
+
+    def eps_for(schedule):  # the epsilon of a network that is sure x0 = target
+        abar = schedule.alphas_cumprod.float()
+        return lambda x, t: (x - abar[t].sqrt().view(-1, 1, 1) * target) / (1 - abar[t]).sqrt().view(-1, 1, 1)
+
+    post = Posterior(factor=torch.full((10, 8), 0.1), kind="diagonal", mean_std=0.1)
+    wide = post.sample_range(alpha=1.0)
+    assert wide == pytest.approx(1.3)
+    assert Posterior(factor=torch.zeros(10, 8), kind="diagonal", mean_std=0.0).sample_range(1.0) == 1.0
+    for rng_, expect in ((1.0, 1.0), (wide, 1.3)):
+        s = NoiseSchedule(100, clip_sample_range=rng_)
+        x = s.ddim_sample(eps_for(s), torch.randn(1, 4, 2, generator=torch.Generator().manual_seed(0)), 8)
+        np.testing.assert_allclose(x.numpy(), expect, atol=1e-4)
+    # The policy carries the range in its config, so a reloaded checkpoint samples the same way.
+    policy = make_policy()
+    policy.set_sample_range(wide)
+    assert policy.schedule.clip_sample_range == pytest.approx(1.3)
+    assert PolicyConfig.from_dict(policy.config.to_dict()).clip_sample_range == pytest.approx(1.3)
+    with pytest.raises(ConfigError, match="clip_sample_range must be >= 1"):
+        policy.set_sample_range(0.5)

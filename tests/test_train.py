@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from safetensors import safe_open
 
@@ -161,3 +162,18 @@ def test_intermediate_checkpoints_follow_save_every(coverage_store, tmp_path):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000020.safetensors",
                                                                        "step_0000040.safetensors"]
     assert load_policy(out / "checkpoints" / "step_0000040.safetensors").info["step"] == 40
+
+
+def test_postbc_checkpoint_samples_in_a_range_covering_its_targets(coverage_store, tmp_path):
+    """BC keeps DDIM's [-1, 1]; PostBC's checkpoint widens the range to its perturbed targets (1 + 3 alpha x the
+    largest per-dimension posterior std, at least the largest per-state average std that posterior.json reports)."""
+    out = tmp_path / "postbc"
+    r = run_cli("train", "--dataset", str(coverage_store), "--out", str(out), *TINY, "--alpha", "2")
+    assert r.returncode == 0, r.stderr
+    policy = load_policy(out)
+    max_std = policy.info["train"]["posterior"]["max_std"]
+    assert policy.config.clip_sample_range >= 1 + 3 * 2 * max_std > 1.0
+    assert policy.schedule.clip_sample_range == policy.config.clip_sample_range
+    bc = tmp_path / "bc"
+    assert run_cli("train", "--dataset", str(coverage_store), "--out", str(bc), *TINY, "--alpha", "0").returncode == 0
+    assert load_policy(bc).config.clip_sample_range == 1.0

@@ -2,8 +2,12 @@
 
 `nx = x * scale + offset` per feature. Two modes (diffusion_policy's `LinearNormalizer` conventions):
 - "limits": maps the data range to [-1, 1] (default for actions: the diffusion target lives in [-1, 1]);
-- "gaussian": zero mean, unit variance (default for low-dimensional observations).
-Features whose range is (near) constant get scale 1 and are only shifted, so they never blow up.
+- "gaussian": zero mean, unit variance (default for low-dimensional observations), with a floor on the standard
+  deviation (`std_floor`, relative to the key's largest per-feature std; LeRobot's mean/std `eps` and
+  diffusion_policy's `range_eps` play the same role with absolute values). Without a floor a feature that barely
+  varies in the demonstrations (a cube's tilt: std ~0.002) is multiplied by hundreds, and the first time the scene
+  leaves the demonstrations (the fingers nudge the cube) the policy sees inputs hundreds of standard deviations out.
+Features whose range is (near) constant (< 1e-4) get scale 1 and are only shifted, so they never blow up.
 RGB images are not normalized here: the image encoder owns their scaling.
 
 Shapes: statistics are per feature over the trailing dims of a key: for a key of per-step shape (D,) the buffers
@@ -41,8 +45,14 @@ class LinearNormalizer(nn.Module):
         return list(self._keys)
 
     def fit(self, data: Mapping[str, np.ndarray], modes: Mapping[str, Mode] | None = None,
-            default_mode: Mode = "limits", output_max: float = 1.0) -> "LinearNormalizer":
-        """Fits statistics; `data[key]` is (N, *shape) over all training steps."""
+            default_mode: Mode = "limits", output_max: float = 1.0, std_floor: float = 0.0) -> "LinearNormalizer":
+        """Fits statistics; `data[key]` is (N, *shape) over all training steps.
+
+        std_floor ("gaussian" only): a feature's std is raised to at least std_floor x the largest std among the
+        key's features, so its scale is at most 1 / (std_floor x that std) (0 = no floor)."""
+        if not 0.0 <= std_floor <= 1.0:  # (also refuses NaN)
+            raise ConfigError(f"normalizer: std_floor={std_floor} must be in [0, 1] (a fraction of the key's largest "
+                              "std; 0 disables it)")
         modes = dict(modes or {})
         for key, x in data.items():
             x = np.asarray(x, dtype=np.float64)
@@ -61,6 +71,13 @@ class LinearNormalizer(nn.Module):
             elif mode == "gaussian":
                 mean, std = flat.mean(0), flat.std(0)
                 const = std < _RANGE_EPS
+                floor = std_floor * std.max()
+                floored = ~const & (std < floor)
+                if floored.any():
+                    log.info("normalizer: %d feature(s) of %r vary less than %.3g x the key's largest std (std %s "
+                             "raised to %.3g)", int(floored.sum()), key, std_floor,
+                             np.array2string(std[floored], precision=4, threshold=8), floor)
+                std = np.maximum(std, floor)
                 scale = np.where(const, 1.0, 1.0 / np.where(const, 1.0, std))
                 offset = -mean * scale
             else:

@@ -17,6 +17,7 @@ Shape legend: B batch, S samples per observation, To obs steps, Ta action steps,
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Literal, Mapping
 
@@ -29,6 +30,8 @@ from postbc_core.errors import ConfigError
 from postbc_core.models.noise_nets import ConditionalUnet1D, MLPNoiseNet
 from postbc_core.models.obs_encoder import ObsEncoder, is_rgb_shape
 from postbc_core.policies.schedulers import BETA_SCHEDULES, NoiseSchedule
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,6 +64,13 @@ class PolicyConfig:
     """DDIM steps at inference (paper: 8 state, 16 WidowX)."""
     beta_schedule: str = "squaredcos_cap_v2"
     """Noise schedule (diffusion_policy's default)."""
+    obs_clip: float = 5.0
+    """Normalized low-dim observations are clipped to +-obs_clip (in training-data standard deviations) before the
+    network sees them; each clipped observation is counted (`obs_clip_counts`) and logged. 0 disables it."""
+    clip_sample_range: float = 1.0
+    """DDIM clips its x0 estimate to +-this in normalized action units: 1 (the data range) for BC; PostBC widens it
+    to cover its perturbed targets (training/train.py, `sample_range_for`), so the posterior noise it was trained on
+    is not cut off when sampling."""
 
     def __post_init__(self):
         self.obs_shapes = {k: tuple(int(d) for d in v) for k, v in self.obs_shapes.items()}
@@ -80,6 +90,11 @@ class PolicyConfig:
             raise ConfigError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
         if not 0.1 <= self.crop_ratio <= 1.0:
             raise ConfigError(f"crop_ratio must be in [0.1, 1], got {self.crop_ratio}")
+        if not self.obs_clip >= 0:  # (also refuses NaN)
+            raise ConfigError(f"obs_clip must be >= 0 (0 disables clipping), got {self.obs_clip}")
+        if not self.clip_sample_range >= 1.0:
+            raise ConfigError(f"clip_sample_range must be >= 1 (the normalized data range), got "
+                              f"{self.clip_sample_range}")
 
     @property
     def rgb_keys(self) -> list[str]:
@@ -141,8 +156,13 @@ class DiffusionPolicy(nn.Module):
         else:
             self.noise_net = ConditionalUnet1D(config.action_dim, cond_dim, down_dims=config.unet_down_dims,
                                                kernel_size=config.unet_kernel_size)
-        self.schedule = NoiseSchedule(config.num_train_timesteps, config.beta_schedule)
+        self.schedule = NoiseSchedule(config.num_train_timesteps, config.beta_schedule,
+                                      clip_sample_range=config.clip_sample_range)
         self.action_key = "action"  # normalizer key of the action; set by the trainer when fitting
+        self.obs_clip_counts: dict[str, int] = {}
+        """Per low-dim key: observations (batch rows) that had at least one feature clipped at inference."""
+        self.obs_count = 0
+        """Observations (batch rows) the policy acted on (inference only)."""
 
     # -- helpers ---------------------------------------------------------------------------------------------------
     @property
@@ -153,13 +173,51 @@ class DiffusionPolicy(nn.Module):
     def chunk_shape(self) -> tuple[int, int]:
         return self.config.action_horizon, self.config.action_dim
 
+    def set_sample_range(self, clip_sample_range: float) -> None:
+        """The DDIM clip range (normalized action units, >= 1); recorded in the config so checkpoints keep it."""
+        self.config.clip_sample_range = float(clip_sample_range)
+        self.config.__post_init__()
+        self.schedule.clip_sample_range = self.config.clip_sample_range
+
     def normalize_obs(self, obs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Low-dim keys through the normalizer; RGB keys pass through (the encoder scales uint8 images)."""
+        """Low-dim keys through the normalizer, then clipped to +-obs_clip; RGB keys pass through (the encoder
+        scales uint8 images). Outside training every clipped observation is counted and logged, because it means
+        the robot sees a state its demonstrations never showed."""
         out = {}
+        clip = self.config.obs_clip
+        rgb = self.config.rgb_keys
+        counting = not self.training
         for k in self.config.obs_shapes:
             x = obs[k]
-            out[k] = x if k in self.config.rgb_keys else self.normalizer.normalize(k, x.float())
+            if k in rgb:
+                out[k] = x
+                continue
+            nx = self.normalizer.normalize(k, x.float())
+            if clip > 0:
+                if counting:
+                    self._count_clipped(k, nx, clip)
+                nx = nx.clamp(-clip, clip)
+            out[k] = nx
+        if counting:
+            self.obs_count += int(next(iter(obs.values())).shape[0])
         return out
+
+    def _count_clipped(self, key: str, nx: torch.Tensor, clip: float) -> None:
+        over = nx.abs() > clip  # (B, To, *shape)
+        rows = over.flatten(1).any(1)
+        n = int(rows.sum())
+        if not n:
+            return
+        before = self.obs_clip_counts.get(key, 0)
+        self.obs_clip_counts[key] = before + n
+        # The first clipped observation per key, then every 100th: enough to see it in a log without flooding it.
+        if before == 0 or (before + n) // 100 > before // 100:
+            worst = nx.abs().flatten(1)[rows].max(1)
+            flat = worst.values.argmax()
+            feature = int(worst.indices[flat])
+            log.warning("policy input %r feature %d is %.1f training-data standard deviations out (clipped to %g; %d "
+                        "clipped observation(s) of %r so far): the robot is in a state its demonstrations never "
+                        "showed", key, feature, float(worst.values[flat]), clip, before + n, key)
 
     def encode_obs(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """obs[key] (B, To, *shape) raw -> conditioning features (B, F)."""

@@ -217,6 +217,7 @@ def evaluate_policy(policy, task: str, *, episodes: int, num_envs: int = 4, seed
     timings, video paths. Videos go to out/videos/episode_XXX.mp4 (needs `out` when videos > 0).
     """
     runner = PolicyRunner(policy, num_envs=min(num_envs, episodes), n_action_steps=n_action_steps)
+    clip_before, obs_before = dict(getattr(policy, "obs_clip_counts", {})), getattr(policy, "obs_count", 0)
     overrides = {**task_overrides_for_policy(runner.obs_shapes), "action_mode": runner.action_mode}
     if max_steps is not None:
         overrides["max_steps"] = int(max_steps)
@@ -323,6 +324,9 @@ def evaluate_policy(policy, task: str, *, episodes: int, num_envs: int = 4, seed
         logger.warning("the safety layer altered %d of %d commands (%.0f%%: joint limits, the %.2f rad/s joint "
                        "speed limit or the workspace box), as robot_driver would on the arm", n_safety, n_steps,
                        100.0 * n_safety / max(n_steps, 1), envs[0].config.max_joint_speed)
+    # Policy inputs outside +-obs_clip training-data stds (diffusion.py): observations per key that were clipped.
+    obs_clipped = {key: n - clip_before.get(key, 0) for key, n in getattr(policy, "obs_clip_counts", {}).items()
+                   if n > clip_before.get(key, 0)}
     k = sum(r["success"] for r in results)
     lo, hi = wilson_interval(k, episodes)
     returns = [r["return"] for r in results]
@@ -336,7 +340,8 @@ def evaluate_policy(policy, task: str, *, episodes: int, num_envs: int = 4, seed
         "mean_return": float(np.mean(returns)), "mean_length": float(np.mean(lengths)),
         "seeds": [r["seed"] for r in results], "successes": [r["success"] for r in results],
         "returns": returns, "lengths": lengths, "n_clipped_actions": n_clipped, "n_steps": n_steps,
-        "n_safety_altered": n_safety,
+        "n_safety_altered": n_safety, "obs_clipped": obs_clipped,
+        "policy_observations": getattr(policy, "obs_count", 0) - obs_before,
         "policy_calls": runner.n_predict_calls, "wall_time_s": round(wall, 3),
         "steps_per_s": round(n_steps / max(wall, 1e-9), 1), "videos": video_paths,
         "record_to": None if record_to is None else str(record_to),

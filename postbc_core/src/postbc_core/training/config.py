@@ -30,6 +30,14 @@ class TrainConfig:
     action_horizon: int = 4
     """Ta: action chunk length (paper: 4 state-based, 1 WidowX)."""
 
+    obs_std_floor: float = 0.1
+    """Normalizer floor: each low-dim observation feature's std is raised to at least this fraction of the largest std
+    among its key's features, so features that barely vary in the demonstrations (a cube's tilt) are not amplified
+    hundreds of times (0 = plain z-score)."""
+    obs_clip: float = 5.0
+    """The policy clips its normalized observations to +-this many training-data standard deviations, at training
+    and at run time, and counts and logs every clipped observation at run time (0 = no clipping)."""
+
     # PostBC
     alpha: float = 1.0
     """Posterior noise weight: targets a + alpha * L(s) z (paper 0.25..4, default 1). 0 = plain BC (no ensemble)."""
@@ -118,6 +126,11 @@ class TrainConfig:
                               f"--num-train-timesteps ({self.num_train_timesteps})")
         if not 0.0 <= self.ema_max_decay < 1.0:
             raise ConfigError(f"--ema-max-decay must be in [0, 1), got {self.ema_max_decay}")
+        if not 0.0 <= self.obs_std_floor <= 1.0:
+            raise ConfigError(f"--obs-std-floor must be in [0, 1] (a fraction of the key's largest std), got "
+                              f"{self.obs_std_floor}")
+        if not self.obs_clip >= 0:
+            raise ConfigError(f"--obs-clip must be >= 0 (0 disables clipping), got {self.obs_clip}")
         if self.save_every < 0 or self.warmup_steps < 0 or self.cov_jitter <= 0:
             raise ConfigError("--save-every and --warmup-steps must be >= 0 and --cov-jitter > 0")
 

@@ -36,6 +36,22 @@ class Posterior:
                 "mean_std": self.mean_std, "median_std": float(std.median()), "max_std": float(std.max()),
                 "jitter_escalations": self.jitter_escalations}
 
+    def std_per_dim(self) -> torch.Tensor:
+        """(N, D) posterior standard deviation of every action dimension at every state."""
+        return self.factor.pow(2).sum(-1).sqrt() if self.kind == "full" else self.factor.abs()
+
+    def sample_range(self, alpha: float, n_sigma: float = 3.0) -> float:
+        """DDIM clip range (normalized action units) that covers PostBC's targets a + alpha L z.
+
+        The clean targets lie in [-1, 1] (the limits normalizer); the perturbation adds up to n_sigma x alpha x the
+        largest per-dimension posterior std. Clipping the sampler at 1 instead would cut the perturbation off at
+        every target on the edge of the data range (the gripper sits at exactly +-1), so the policy would not sample
+        what it was trained on. The targets themselves are not clipped at training time: that would bias the
+        perturbation inward at the edges instead of keeping it symmetric about the demonstrated action."""
+        if alpha < 0 or n_sigma <= 0:
+            raise ConfigError(f"sample_range needs alpha >= 0 and n_sigma > 0, got alpha={alpha}, n_sigma={n_sigma}")
+        return 1.0 + n_sigma * alpha * float(self.std_per_dim().max()) if self.factor.numel() else 1.0
+
     def std_per_state(self) -> torch.Tensor:
         """(N,) sqrt(trace(Sigma)/D) per state."""
         # diag(L L^T)_i = sum_j L_ij^2

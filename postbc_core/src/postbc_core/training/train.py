@@ -138,10 +138,12 @@ def build_policy(cfg: TrainConfig, data: dict, train_steps: np.ndarray) -> Diffu
                         n_obs_steps=cfg.n_obs_steps, action_horizon=cfg.action_horizon, noise_net=cfg.noise_net,
                         mlp_hidden=cfg.mlp_hidden, unet_down_dims=cfg.unet_down_dims,
                         unet_kernel_size=cfg.unet_kernel_size, num_train_timesteps=cfg.num_train_timesteps,
-                        num_inference_steps=cfg.num_inference_steps)
+                        num_inference_steps=cfg.num_inference_steps, obs_clip=cfg.obs_clip)
     normalizer = LinearNormalizer()
-    # Observations: zero mean / unit variance; actions: [-1, 1] (the range the DDIM sampler clips to).
-    normalizer.fit({k: data[k][train_steps] for k in pcfg.lowdim_keys}, default_mode="gaussian")
+    # Observations: zero mean / unit variance with a floor on the std; actions: [-1, 1] (the range the DDIM sampler
+    # clips to for BC; PostBC widens it after computing its posterior).
+    normalizer.fit({k: data[k][train_steps] for k in pcfg.lowdim_keys}, default_mode="gaussian",
+                   std_floor=cfg.obs_std_floor)
     normalizer.fit({cfg.action_key: data[cfg.action_key][train_steps].reshape(len(train_steps), -1)},
                    default_mode="limits")
     policy = DiffusionPolicy(pcfg, normalizer)
@@ -188,6 +190,9 @@ def _train(cfg: TrainConfig, dist) -> Path:
         posterior = posterior_from_predictions(preds, cfg.covariance, cfg.cov_jitter)
         if cfg.perturbation == "isotropic":
             posterior = isotropic_like(posterior)
+        policy.set_sample_range(posterior.sample_range(cfg.alpha))
+        log.info("DDIM clip range widened to +-%.3f (normalized action units) to cover the perturbed targets",
+                 policy.config.clip_sample_range)
         ensemble_info = {"ensemble_size": cfg.ensemble_size, "bootstrap": cfg.bootstrap, "head": cfg.ensemble_head,
                          "covariance": cfg.covariance, "posterior": posterior.summary()}
         full_state = gather_ensemble_state(model, dist)
