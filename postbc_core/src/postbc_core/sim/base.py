@@ -406,3 +406,9 @@ class Task:
 def yaw_quat(yaw: float) -> np.ndarray:
     """Quaternion [w x y z] of a rotation by yaw (rad) about world z."""
     return np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
+
+
+def quat_yaw(quat) -> float:
+    """Yaw (rad) about world z of a [w x y z] quaternion (the heading of its x axis in the horizontal plane)."""
+    w, x, y, z = np.asarray(quat, dtype=np.float64)
+    return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))

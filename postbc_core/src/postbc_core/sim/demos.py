@@ -4,8 +4,24 @@ A demonstrator is an "operator": every control step it looks at the scene (privi
 commands a Bridge-style end-effector delta [dx dy dz droll dpitch dyaw] (m, rad, base frame) plus a gripper opening
 target (m). That command goes through exactly the teleop path: `kinematics.apply_ee_delta` from the measured joints,
 then the shared `SafetyLayer`, then the robot (here `task.step` in joint mode). Behaviour is a phase script (approach
-above, descend, close, lift, move, place/push, release) written as a generator, with per-episode random modes
-(approach side, grasp yaw, grasp point) so the demonstrations are multimodal.
+above, descend, close, lift, move, place/push, release) written as a generator, with per-episode random modes so the
+demonstrations are multimodal.
+
+Intended modes (drawn per episode with `choose`, recorded in `mode` / DemoStats.modes), each a distinct way to do the
+task that a multimodal policy should keep apart:
+  - approach_side "left" / "right" (every task): the arc the EE takes to reach the object;
+  - grasp_point -0.012 / 0 / +0.012 m (put_in_bowl): where along the corn the fingers close, measured along the
+    commanded grasp yaw's direction (the corn is symmetric end to end, so the label is the canonical one);
+  - push_yaw 70 / 110 deg (push_to_target): fingers slanted left or right of the push line.
+NOT a mode: the grasp yaw (the wrist's angle about vertical). Among the yaws that give the same grasp (the object's
+symmetric ones: cube every 90 deg, corn capsule and the parallel jaws every 180 deg) `grasp_yaw_near` takes the one
+needing the least wrist rotation from the EE yaw at HOME, so the commanded wrist angle is ONE continuous function of
+the object's (or push line's) yaw: lift_cube, whose cube spawns at yaw [-pi/4, pi/4), is grasped at the cube's own
+yaw with no cut inside the spawn range. Where the spawn covers the whole circle (corn yaw, push direction) one cut is
+unavoidable (a circle of object yaws onto a wrist interval); it falls where both candidates need the same 90 deg
+rotation. The branch is picked from the noiseless yaw and the operator's yaw error added afterwards, so noise never
+flips it. (An earlier version also drew a cube "face" 0/90 deg and wrapped yaw + 90 deg to [-pi/2, pi/2): the wrist
+target then jumped by pi as the cube yaw crossed 0, three wrist targets for one task.)
 
 `quality` in [0, 1] sets how clean the operator is: 1 = small action noise and rare short pauses (still human-like);
 lower = more noise, more and longer hesitations, overshoot followed by corrections, sloppier grasp placement and
@@ -27,6 +43,7 @@ from postbc_core.errors import ConfigError, StoreError
 from postbc_core.robots import kinematics
 from postbc_core.robots.base import EEDeltaAction
 from postbc_core.robots.safety import SafetyLayer, SafetyLimits
+from postbc_core.sim.base import quat_yaw
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +61,25 @@ Vec = np.ndarray
 Target = Vec | Callable[[], Vec]
 
 
-def wrap_half_pi(yaw: float) -> float:
-    """Parallel-jaw grasps are symmetric under a half turn: map yaw (rad) to [-pi/2, pi/2)."""
-    return float((yaw + np.pi / 2) % np.pi - np.pi / 2)
+def ee_yaw(quat: Vec) -> float:
+    """Yaw (rad) about vertical of a gripper pointing down with orientation quat [w x y z]: R = Rz(yaw) @ DOWN."""
+    M = kinematics.quat_to_mat(np.asarray(quat, dtype=np.float64)) @ DOWN.T
+    return float(np.arctan2(M[1, 0], M[0, 0]))
 
 
-def quat_yaw(quat: Vec) -> float:
-    """Yaw (rad) of a [w x y z] quaternion about world z."""
-    w, x, y, z = quat
-    return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
+HOME_YAW = ee_yaw(kinematics.fk(kinematics.HOME_QPOS)[1])  # rad, the EE yaw at HOME (0: fingers close along y)
+
+
+def grasp_yaw_near(yaw: float, period: float, reference: float = HOME_YAW) -> float:
+    """The grasp yaw (rad) among the equivalent ones yaw + k * period (the object's and the jaws' symmetry: pi / 2 for
+    a cube, pi for a capsule or for the closed parallel jaws) that needs the least wrist rotation from `reference`
+    (rad, default the EE yaw at HOME): the one in [reference - period / 2, reference + period / 2).
+
+    The single rule every demonstrator uses for its wrist target, so that target is one continuous function of the
+    object's yaw over the spawn range (see the module docstring)."""
+    if not period > 0:
+        raise ConfigError(f"period={period}: the grasp symmetry period must be > 0 rad (pi / 2 cube, pi capsule)")
+    return float(reference + (yaw - reference + period / 2) % period - period / 2)
 
 
 @dataclass
@@ -107,7 +134,8 @@ class Demonstrator:
 
     Subclasses implement `script()`, a generator that yields commands (7,) and reads `self.obs` (updated before each
     step); helpers `move_to` / `hold` do the closed-loop SpaceMouse-style driving. `mode` names the episode's random
-    choices (approach side, grasp yaw, ...), recorded in DemoStats for multimodality checks.
+    choices (approach side, grasp point, push slant: the intended modes), recorded in DemoStats for multimodality
+    checks.
     """
 
     def __init__(self, rng: np.random.Generator, quality: float = 1.0):
@@ -207,18 +235,26 @@ class PickDemonstrator(Demonstrator):
 
     side_offset = 0.06  # m, lateral via-point distance for the approach-side mode
 
+    grasp_period = np.pi  # rad, symmetry of the grasp about vertical (object and parallel jaws together)
+
+    def object_yaw(self) -> float:
+        """The object's yaw (rad) that a grasp at the same yaw fits (fingers closing across it)."""
+        return quat_yaw(self.obs["object_pose"][3:])
+
     def grasp_yaw(self) -> float:
-        raise NotImplementedError
+        """The commanded grasp yaw (rad) before the operator's yaw error: the least-wrist-rotation branch."""
+        return grasp_yaw_near(self.object_yaw(), self.grasp_period)
 
     def grasp_point(self) -> Vec:
         return self.obs["object_pose"][:3].copy()
 
     def pick(self, lift_z: float) -> Iterator[np.ndarray]:
+        """Grasp and lift to lift_z (m); leaves `self.held_yaw` (rad), the wrist yaw the object was grasped at."""
         st = self.style
         side = self.choose("approach_side", ("left", "right"))
         for attempt in range(3):
             obj = self.grasp_point()
-            yaw = wrap_half_pi(self.grasp_yaw() + self.rng.normal(0.0, st.yaw_err))
+            yaw = self.held_yaw = self.grasp_yaw() + self.rng.normal(0.0, st.yaw_err)
             xy = obj[:2] + self.rng.normal(0.0, st.grasp_err, 2)
             if attempt == 0:
                 # Human-like arc: come in from the chosen side before centring over the object.
@@ -236,20 +272,23 @@ class PickDemonstrator(Demonstrator):
 
 
 class LiftCubeDemonstrator(PickDemonstrator):
-    """lift_cube: pick the cube (grasp across either pair of faces) and lift it."""
+    """lift_cube: pick the cube across the pair of faces nearest the HOME wrist yaw and lift it.
+
+    No face choice: with the cube's yaw in [-pi/4, pi/4) the nearest pair is the one at the cube's own yaw, so the
+    grasp yaw is continuous over the spawn range (a second face at +90 deg would need up to 135 deg of wrist rotation,
+    or wrap and jump by pi at cube yaw 0)."""
+
+    grasp_period = np.pi / 2  # cube faces every 90 deg
 
     def script(self):
-        # Cube faces every 90 deg: two distinct grasp yaws, chosen per episode.
-        self._face = self.choose("grasp_yaw", (0, 90))
         yield from self.pick(lift_z=0.12)
         yield from self.hold(G_CLOSED, 40)
-
-    def grasp_yaw(self) -> float:
-        return quat_yaw(self.obs["object_pose"][3:]) + np.deg2rad(self._face)
 
 
 class PutInBowlDemonstrator(PickDemonstrator):
     """put_in_bowl: pick the corn across its axis (near one end or the middle), carry it over the bowl, lower, open."""
+
+    grasp_period = np.pi  # capsule: symmetric end to end
 
     def script(self):
         self._along = self.choose("grasp_point", (-0.012, 0.0, 0.012))  # m along the corn axis
@@ -258,7 +297,7 @@ class PutInBowlDemonstrator(PickDemonstrator):
         bowl = self.obs["bowl_pose"][:3]
         # Put the corn's centre (not the fingers) over the bowl centre: offset by where it was grasped.
         hold_off = self.obs["object_pose"][:2] - self.ee[:2]
-        yaw = wrap_half_pi(self.grasp_yaw())
+        yaw = self.held_yaw  # keep the wrist as grasped (re-deriving it from the corn could pick the other branch)
         drop = bowl[:2] - hold_off + self.rng.normal(0.0, 0.5 * st.grasp_err, 2)
         yield from self.move_to(np.r_[drop, TRAVEL_Z], yaw, G_CLOSED, tol=0.008)
         yield from self.move_to(np.r_[drop, 0.065], yaw, G_CLOSED, tol=0.008, overshoot=False)
@@ -266,13 +305,13 @@ class PutInBowlDemonstrator(PickDemonstrator):
         yield from self.move_to(np.r_[drop, TRAVEL_Z], yaw, G_OPEN, tol=0.01, overshoot=False)
         yield from self.hold(G_OPEN, 40)
 
-    def grasp_yaw(self) -> float:
-        # The corn's capsule axis is its local x; the fingers close along the EE y axis, so yaw = corn yaw.
-        return quat_yaw(self.obs["object_pose"][3:])
+    # object_yaw: the corn's capsule axis is its local x; the fingers close along the EE y axis, so yaw = corn yaw.
 
     def grasp_point(self) -> Vec:
+        # Along the commanded grasp yaw (not the corn's raw x axis, which flips with its yaw by pi): +0.012 is the
+        # same end for every corn yaw on the branch.
         p = self.obs["object_pose"][:3].copy()
-        a = quat_yaw(self.obs["object_pose"][3:])
+        a = self.grasp_yaw()
         p[:2] += self._along * np.array([np.cos(a), np.sin(a)])
         return p
 
@@ -297,7 +336,9 @@ class PushToTargetDemonstrator(Demonstrator):
         yaw_mode = self.choose("push_yaw", (70, 110))  # fingers slanted left or right of the push line
         for attempt in range(3):
             u = self._dir()
-            yaw = wrap_half_pi(np.arctan2(u[1], u[0]) + np.deg2rad(yaw_mode) + self.rng.normal(0.0, st.yaw_err))
+            # Closed parallel jaws push alike under a half turn: least wrist rotation among the two.
+            yaw = (grasp_yaw_near(np.arctan2(u[1], u[0]) + np.deg2rad(yaw_mode), np.pi)
+                   + self.rng.normal(0.0, st.yaw_err))
             pre = self._behind(0.025) + self.rng.normal(0.0, st.grasp_err, 2)
             if attempt == 0:
                 perp = np.array([-u[1], u[0]]) * (1.0 if side == "left" else -1.0)
@@ -537,5 +578,5 @@ def demo_success_rate(task: str, n: int, *, seed: int = 0, quality: float = 1.0,
     return stats
 
 
-__all__ = ["DEMONSTRATORS", "DemoEpisode", "DemoStats", "Demonstrator", "OperatorStyle", "demo_success_rate",
-           "make_demonstrator", "record_demos", "run_demo_episode"]
+__all__ = ["DEMONSTRATORS", "HOME_YAW", "DemoEpisode", "DemoStats", "Demonstrator", "OperatorStyle", "demo_success_rate",
+           "ee_yaw", "grasp_yaw_near", "make_demonstrator", "record_demos", "run_demo_episode"]
