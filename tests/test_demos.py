@@ -32,9 +32,10 @@ ROBOT = {"timestamp": ((), np.float64), "joint_pos": ((6,), np.float32), "joint_
          "joint_effort": ((6,), np.float32), "gripper_pos": ((1,), np.float32), "ee_pose": ((7,), np.float32),
          "cmd_ee_delta": ((7,), np.float32), "cmd_joint_pos": ((7,), np.float32), "object_pose": ((7,), np.float32),
          "reward": ((), np.float32), "done": ((), np.bool_)}
-EXTRAS = {"lift_cube": {"ee_to_object": (3,), "object_height": (1,)},
-          "put_in_bowl": {"bowl_pose": (7,), "object_to_bowl": (3,), "ee_to_object": (3,)},
-          "push_to_target": {"target_pos": (3,), "object_to_target": (3,), "ee_to_object": (3,)}}
+EXTRAS = {"lift_cube": {"object_pos": (3,), "object_yaw_feat": (2,), "ee_to_object": (3,), "object_height": (1,)},
+          "put_in_bowl": {"object_pos": (3,), "object_yaw_feat": (2,), "bowl_pose": (7,), "bowl_pos": (3,),
+                          "object_to_bowl": (3,), "ee_to_object": (3,)},
+          "push_to_target": {"object_pos": (3,), "target_pos": (3,), "object_to_target": (3,), "ee_to_object": (3,)}}
 
 
 @pytest.mark.parametrize("task", sorted(DEMONSTRATORS))
@@ -225,11 +226,14 @@ def test_cli_writes_store_and_refuses_overwrite(tmp_path, capsys):
                        env={**os.environ, "MUJOCO_GL": "egl"})
     assert r.returncode == 0, r.stderr
     assert "success rate" in r.stdout
+    assert "--obs-keys joint_pos gripper_pos object_pos target_pos --action-key cmd_joint_pos" in r.stdout
     assert validate_store(out).ok and EpisodeStore.open(out).n_episodes == 2
     assert main(["sim", "demos", "--task", "push_to_target", "--episodes", "1", "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert main(["sim", "demos", "--task", "push_to_target", "--episodes", "1", "--out", str(out),
                  "--overwrite", "--json-output"]) == 0
-    assert '"success_rate"' in capsys.readouterr().out and EpisodeStore.open(out).n_episodes == 1
+    printed = capsys.readouterr().out
+    assert '"success_rate"' in printed and EpisodeStore.open(out).n_episodes == 1
+    assert '"recommended_obs_keys"' in printed and '"target_pos"' in printed
     assert main(["sim", "demos", "--task", "fly", "--episodes", "1", "--out", str(tmp_path / "y.zarr")]) == 2
     assert "available: lift_cube" in capsys.readouterr().err

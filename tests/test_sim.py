@@ -16,6 +16,8 @@ gym = pytest.importorskip("gymnasium")
 from postbc_core.errors import ConfigError, PostBCError  # noqa: E402
 from postbc_core.robots import kinematics as K  # noqa: E402
 from postbc_core.sim import TASKS, WidowXSim, list_tasks, make  # noqa: E402
+from postbc_core.sim import missing_randomized_keys, recommended_obs_keys  # noqa: E402
+from postbc_core.sim.base import quat_yaw, yaw_quat  # noqa: E402
 from postbc_core.sim.env import GYM_IDS, WidowXEnv  # noqa: E402
 
 ROBOT_KEYS = {"joint_pos": (6,), "joint_vel": (6,), "joint_effort": (6,), "gripper_pos": (1,), "ee_pose": (7,),
@@ -67,6 +69,107 @@ def test_task_random_rollout_finite_and_deterministic(name):
             np.testing.assert_array_equal(oa[k], ob[k], err_msg=k)
     c = task.reset(seed=8)
     assert not np.allclose(c["object_pose"], a[0]["object_pose"]), "different seeds must randomise the object"
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_recommended_obs_keys_are_observed(name):
+    task = make(name)
+    obs = task.reset(seed=0)
+    keys = recommended_obs_keys(name)
+    assert keys == TASKS[name].recommended_obs_keys and {"joint_pos", "gripper_pos", "object_pos"} <= set(keys)
+    assert set(keys) <= set(obs), sorted(set(keys) - set(obs))
+    assert missing_randomized_keys(name, keys) == []
+    np.testing.assert_array_equal(obs["object_pos"], obs["object_pose"][:3])
+    n = task.object_yaw_symmetry
+    assert ("object_yaw_feat" in obs) == bool(n) == ("object_yaw_feat" in keys)
+    if n:
+        y = task.object_yaw()
+        np.testing.assert_allclose(obs["object_yaw_feat"], [np.sin(n * y), np.cos(n * y)])
+
+
+def _yaw_gap(a, b, period):
+    """|a - b| (rad) modulo period."""
+    d = (a - b) % period
+    return min(d, period - d)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_observations_cover_what_reset_randomizes(name):
+    # Every scene body's position / yaw that reset draws is declared in randomized_keys, and each declared quantity's
+    # keys change whenever the quantity does (so a policy given any one of them can tell the episodes apart).
+    task = make(name)
+    sym = {task.object_body: task.object_yaw_symmetry}
+    declared = {(q.body, q.dof): q for q in task.randomized_keys}
+    seeds = range(8)
+    obs, state = [], []
+    for seed in seeds:
+        obs.append(task.reset(seed=seed))
+        state.append({b: (task.sim.body_pose(b)[:2].copy(),
+                          task.object_yaw() if b == task.object_body else quat_yaw(task.sim.body_pose(b)[3:]))
+                      for b in task.sim.scene_bodies(task.object_body)})
+    for b in state[0]:
+        period = 2 * np.pi / (sym.get(b) or 1)
+        varies = {"pos": max(np.linalg.norm(s[b][0] - state[0][b][0]) for s in state) > 1e-3,
+                  "yaw": max(_yaw_gap(s[b][1], state[0][b][1], period) for s in state) > 1e-3}
+        for dof, v in varies.items():
+            assert v == ((b, dof) in declared), f"{name}: {b} {dof} varies={v} but declared={(b, dof) in declared}"
+    for (b, dof), q in declared.items():
+        period = 2 * np.pi / (sym.get(b) or 1)
+        if q.needed:
+            assert set(q.keys) & set(task.recommended_obs_keys), f"{name}: no recommended key carries {q.what}"
+        for key in q.keys:
+            for i in seeds:
+                for j in seeds:
+                    if i < j:
+                        gap = (np.linalg.norm(state[i][b][0] - state[j][b][0]) if dof == "pos"
+                               else _yaw_gap(state[i][b][1], state[j][b][1], period))
+                        if gap > 1e-3:
+                            assert not np.allclose(obs[i][key], obs[j][key], atol=1e-5), (name, q.what, key, i, j)
+        # ... and because of it: move only this body's position (or turn only its yaw, by a quarter symmetry period).
+        task.reset(seed=0)
+        before = task.observation(render=False)
+        pose = task.sim.body_pose(b)
+        if dof == "pos":
+            task.sim.set_body_pose(b, pose[:3] + [0.02, -0.015, 0.0], pose[3:])
+        else:
+            task.sim.set_body_pose(b, pose[:3], yaw_quat(quat_yaw(pose[3:]) + period / 4))
+        after = task.observation(render=False)
+        for key in q.keys:
+            assert not np.allclose(before[key], after[key], atol=1e-5), f"{name}: {key} does not carry {q.what}"
+
+
+@pytest.mark.parametrize("name, body, n", [("lift_cube", "cube", 4), ("put_in_bowl", "corn", 2)])
+def test_object_yaw_feat_is_invariant_under_the_objects_symmetry(name, body, n):
+    task = make(name)
+    task.reset(seed=0)
+    pos = task.sim.body_pose(body)[:3]
+
+    def feat(quat):
+        task.sim.set_free_body_pose(body, pos, quat)
+        return task.observation(render=False)["object_yaw_feat"]
+
+    for y in np.deg2rad([-170.0, -44.0, 0.0, 13.0, 89.0]):
+        f = feat(yaw_quat(y))
+        for k in range(1, n):
+            np.testing.assert_allclose(feat(yaw_quat(y + k * 2 * np.pi / n)), f, atol=1e-9)
+        assert np.linalg.norm(feat(yaw_quat(y + np.pi / n)) - f) > 1.9  # half a period apart: opposite features
+    if name == "lift_cube":  # tipped onto a side (local x vertical): same faces about vertical, same feature
+        tipped = K.mat_to_quat(K.euler_to_mat([0.0, 0.0, 0.3]) @ K.euler_to_mat([0.0, np.pi / 2, 0.0]))
+        np.testing.assert_allclose(feat(tipped), feat(yaw_quat(0.3)), atol=1e-6)
+
+
+def test_missing_randomized_keys_names_what_the_policy_cannot_see():
+    # The README's old put_in_bowl example: the bowl is placed at random, the policy never saw it (1/50 success).
+    missing = missing_randomized_keys("put_in_bowl", ["joint_pos", "gripper_pos", "object_pose"])
+    assert len(missing) == 1 and "bowl position" in missing[0] and "bowl_pos" in missing[0]
+    assert missing_randomized_keys("put_in_bowl", ["joint_pos", "gripper_pos", "object_pose", "bowl_pos"]) == []
+    assert [m.split(":")[0] for m in missing_randomized_keys("lift_cube", ["joint_pos", "gripper_pos"])] == \
+        ["cube position (x, y)", "cube yaw"]
+    assert missing_randomized_keys("push_to_target", ["joint_pos", "object_pos"])[0].startswith("target position")
+    assert missing_randomized_keys("put_in_bowl", ["front_rgb", "joint_pos"]) == []  # the image shows the bowl
+    assert missing_randomized_keys("real_pick_place", ["joint_pos"]) == []  # real-robot task names: no advice
+    with pytest.raises(ConfigError, match="available: lift_cube"):
+        recommended_obs_keys("real_pick_place")
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))

@@ -16,7 +16,8 @@ def demos(task: str, episodes: int, out: Path, quality: float = 1.0, seed: int =
 
     Keeps attempting until EPISODES successful demos (at most MAX_ATTEMPTS, default 3x), then prints the stats.
     An existing OUT is refused: pass --overwrite to replace it or --append to add episodes to it. Exit code 1 when
-    fewer than EPISODES successes were recorded.
+    fewer than EPISODES successes were recorded. Ends with the task's recommended `--obs-keys` for `postbc train`
+    (state keys that cover everything the task's reset randomizes; sim.registry.recommended_obs_keys).
 
     Args:
         task: Sim task (lift_cube, put_in_bowl, push_to_target).
@@ -34,15 +35,19 @@ def demos(task: str, episodes: int, out: Path, quality: float = 1.0, seed: int =
         json_output: Print the stats as JSON.
     """
     from postbc_core.sim.demos import record_demos
+    from postbc_core.sim.registry import recommended_obs_keys
 
     stats = record_demos(task, episodes, out, seed=seed, quality=quality, cameras=tuple(cameras),
                          image_size=tuple(image_size), keep_failures=keep_failures, max_attempts=max_attempts,
                          operator=operator, overwrite=overwrite, append=append)
+    keys = recommended_obs_keys(task)
     if json_output:
-        print(json.dumps(stats.to_dict(), indent=2, default=str))
+        print(json.dumps({**stats.to_dict(), "recommended_obs_keys": list(keys)}, indent=2, default=str))
     else:
         print(stats.summary())
         print(f"success rate: {stats.success_rate:.3f} ({stats.successes}/{stats.attempts}); store: {out}")
+        print(f"train on it with (state keys covering what {task}'s reset randomizes): --obs-keys {' '.join(keys)} "
+              "--action-key cmd_joint_pos")
     return 0 if stats.successes >= episodes else 1
 
 

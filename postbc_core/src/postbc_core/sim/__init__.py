@@ -1,6 +1,7 @@
 """MuJoCo twin of the WidowX 250s: the robot model, tasks behind a registry, gymnasium envs (postbc_core.sim.env)."""
 
-from postbc_core.sim.base import PHYSICS_DT, Task, TaskConfig, WidowXSim
-from postbc_core.sim.registry import TASKS, list_tasks, make
+from postbc_core.sim.base import PHYSICS_DT, RandomizedQuantity, Task, TaskConfig, WidowXSim
+from postbc_core.sim.registry import TASKS, list_tasks, make, missing_randomized_keys, recommended_obs_keys
 
-__all__ = ["PHYSICS_DT", "TASKS", "Task", "TaskConfig", "WidowXSim", "list_tasks", "make"]
+__all__ = ["PHYSICS_DT", "TASKS", "RandomizedQuantity", "Task", "TaskConfig", "WidowXSim", "list_tasks", "make",
+           "missing_randomized_keys", "recommended_obs_keys"]

@@ -283,14 +283,56 @@ class TaskConfig:
                               f"{MAX_JOINT_SPEED})")
 
 
+@dataclass(frozen=True)
+class RandomizedQuantity:
+    """One quantity a task's `_randomize` draws per episode and the observation keys that carry it (`Task.
+    randomized_keys`): a policy sees it when ANY one of `keys` is among its observation keys (relative keys such as
+    ee_to_object count: the robot state gives the other end)."""
+
+    what: str
+    """Human-readable name, e.g. "cube position (x, y)"."""
+    keys: tuple[str, ...]
+    """Alternative observation keys, any one of which carries the quantity."""
+    body: str
+    """The scene body it belongs to (WidowXSim.scene_bodies)."""
+    dof: str
+    """"pos" (horizontal position) or "yaw" (rotation about vertical)."""
+    needed: bool = True
+    """False for randomisation the task does not depend on (e.g. the yaw of a round bowl): documented, not checked."""
+
+
+def object_yaw_feature(yaw: float, symmetry: int) -> np.ndarray:
+    """Canonical yaw input (2,) [sin(n yaw), cos(n yaw)] for an object that looks the same every 2 pi / n rad about
+    vertical (n = `symmetry`: 4 for a cube, 2 for a capsule): equal for every equivalent yaw, continuous in yaw."""
+    if not (isinstance(symmetry, int) and symmetry >= 1):
+        raise ConfigError(f"symmetry={symmetry!r}: give the object's n-fold symmetry about vertical as an int >= 1")
+    return np.array([np.sin(symmetry * yaw), np.cos(symmetry * yaw)])
+
+
 class Task:
-    """A task on the WidowX twin. Subclasses set `name`, `xml`, `config_cls`, `object_body` and implement
-    `_randomize`, `success`, `dense_reward` (and optionally `_extras`)."""
+    """A task on the WidowX twin. Subclasses set `name`, `xml`, `config_cls`, `object_body`, `object_yaw_symmetry`,
+    `recommended_obs_keys`, `randomized_keys` and implement `_randomize`, `success`, `dense_reward` (and optionally
+    `_extras`, `object_yaw`).
+
+    Observation keys every task provides (besides the robot keys of WidowXSim.observation): `object_pose` (7,)
+    [x y z m, qw qx qy qz] of the task object (world), `object_pos` (3,) m (its position alone: the quaternion's
+    near-constant tilt components make a poor policy input), and, for objects with a yaw symmetry,
+    `object_yaw_feat` (2,) = object_yaw_feature(object_yaw(), object_yaw_symmetry): a canonical orientation
+    input (a cube's raw yaw quaternion differs between yaws that look identical). `recommended_obs_keys` is the one
+    place that says which state keys to train on; `randomized_keys` lists what reset randomizes and which keys carry
+    it (registry.missing_randomized_keys checks a key set against it)."""
 
     name: str = ""
     xml: str = ""
     config_cls: type[TaskConfig] = TaskConfig
     object_body: str = ""
+    object_yaw_symmetry: int = 0
+    """n-fold symmetry of the task object about vertical (4 cube, 2 capsule); 0 = round or yaw not randomized: no
+    object_yaw_feat key."""
+    recommended_obs_keys: tuple[str, ...] = ()
+    """State observation keys to train a policy on (`--obs-keys`): they cover every needed randomized quantity."""
+    randomized_keys: tuple[RandomizedQuantity, ...] = ()
+    """Everything `_randomize` draws, each with the observation keys that carry it (any one suffices)."""
 
     def __init__(self, config: TaskConfig | None = None, **overrides):
         if config is None:
@@ -361,7 +403,11 @@ class Task:
 
     def observation(self, render: bool = True) -> dict[str, np.ndarray]:
         obs = self.sim.observation()
-        obs["object_pose"] = self.sim.body_pose(self.object_body)
+        pose = self.sim.body_pose(self.object_body)
+        obs["object_pose"] = pose
+        obs["object_pos"] = pose[:3].copy()
+        if self.object_yaw_symmetry:
+            obs["object_yaw_feat"] = object_yaw_feature(self.object_yaw(), self.object_yaw_symmetry)
         obs.update(self._extras())
         obs["success"] = np.array(self.success())
         if render:
@@ -401,6 +447,11 @@ class Task:
 
     def _extras(self) -> dict[str, np.ndarray]:
         return {}
+
+    def object_yaw(self) -> float:
+        """Yaw (rad) of the task object about vertical: the heading of its local x axis (override for objects whose
+        x axis can tip vertical)."""
+        return quat_yaw(self.sim.body_pose(self.object_body)[3:])
 
 
 def yaw_quat(yaw: float) -> np.ndarray:

@@ -495,8 +495,9 @@ def record_demos(task: str, episodes: int, out: Path, *, seed: int = 0, quality:
     continue until `episodes` successes or `max_attempts` (default 3 * episodes); failures are discarded unless
     `keep_failures` (then stored with success=False). An existing store is refused unless `overwrite` (replace it)
     or `append` (add episodes; keys must match). Keys per step: timestamp (sim seconds), joint_pos, joint_vel,
-    joint_effort, gripper_pos, ee_pose, object_pose, the task's extras, `<camera>_rgb`, cmd_ee_delta, cmd_joint_pos,
-    reward, done (see run_demo_episode). Returns (and logs) the DemoStats.
+    joint_effort, gripper_pos, ee_pose, object_pose, object_pos, object_yaw_feat (symmetric objects), the task's
+    extras, `<camera>_rgb`, cmd_ee_delta, cmd_joint_pos, reward, done (see run_demo_episode); train on the task's
+    `recommended_obs_keys` (sim.registry). Returns (and logs) the DemoStats.
     """
     from postbc_core.data.store import STRING_META, EpisodeStore
     from postbc_core.sim.registry import make
@@ -578,5 +579,5 @@ def demo_success_rate(task: str, n: int, *, seed: int = 0, quality: float = 1.0,
     return stats
 
 
-__all__ = ["DEMONSTRATORS", "HOME_YAW", "DemoEpisode", "DemoStats", "Demonstrator", "OperatorStyle", "demo_success_rate",
-           "ee_yaw", "grasp_yaw_near", "make_demonstrator", "record_demos", "run_demo_episode"]
+__all__ = ["DEMONSTRATORS", "HOME_YAW", "DemoEpisode", "DemoStats", "Demonstrator", "OperatorStyle",
+           "demo_success_rate", "ee_yaw", "grasp_yaw_near", "make_demonstrator", "record_demos", "run_demo_episode"]

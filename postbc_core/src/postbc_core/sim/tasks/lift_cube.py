@@ -1,4 +1,8 @@
-"""lift_cube: grasp a 3 cm cube placed at a random pose on the table and lift it `lift_height` above the table."""
+"""lift_cube: grasp a 3 cm cube placed at a random pose on the table and lift it `lift_height` above the table.
+
+Reset randomizes the cube's position (x, y) and yaw (uniform in [-pi/4, pi/4): one period of its 90-deg symmetry).
+Recommended state keys: joint_pos, gripper_pos, object_pos (3,), object_yaw_feat (2,) = [sin 4 yaw, cos 4 yaw].
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from postbc_core.errors import ConfigError
-from postbc_core.sim.base import Task, TaskConfig, yaw_quat
+from postbc_core.robots import kinematics
+from postbc_core.sim.base import RandomizedQuantity, Task, TaskConfig, yaw_quat
 
 CUBE_HALF = 0.015  # m, lift_cube.xml
 SPAWN_X = (0.22, 0.36)  # m, reachable with the gripper pointing down
@@ -32,10 +37,23 @@ class LiftCube(Task):
     xml = "lift_cube.xml"
     config_cls = LiftCubeConfig
     object_body = "cube"
+    object_yaw_symmetry = 4  # faces every 90 deg
+    recommended_obs_keys = ("joint_pos", "gripper_pos", "object_pos", "object_yaw_feat")
+    randomized_keys = (
+        RandomizedQuantity("cube position (x, y)", ("object_pos", "object_pose", "ee_to_object"), "cube", "pos"),
+        RandomizedQuantity("cube yaw", ("object_yaw_feat", "object_pose"), "cube", "yaw"),
+    )
 
     def _randomize(self, rng):
         pos = [rng.uniform(*SPAWN_X), rng.uniform(*SPAWN_Y), CUBE_HALF]
         self.sim.set_free_body_pose("cube", pos, yaw_quat(rng.uniform(-np.pi / 4, np.pi / 4)))
+
+    def object_yaw(self) -> float:
+        """Heading (rad) of whichever of the cube's local x / y face normals is closer to horizontal: the same yaw
+        mod pi/2 as the x axis for an upright cube, still defined when the cube has tipped onto a side."""
+        R = kinematics.quat_to_mat(self.sim.body_pose("cube")[3:])
+        axis = R[:, 0] if abs(R[2, 0]) <= abs(R[2, 1]) else R[:, 1]
+        return float(np.arctan2(axis[1], axis[0]))
 
     def height(self) -> float:
         """Cube bottom above the table (m)."""

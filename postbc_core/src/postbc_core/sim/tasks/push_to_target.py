@@ -1,4 +1,9 @@
-"""push_to_target: push a puck across the table onto a target disc."""
+"""push_to_target: push a puck across the table onto a target disc.
+
+Reset randomizes the puck's position (x, y) and the target's (x, y) (direction from the puck uniform over the circle,
+distance TARGET_DIST). The puck is round and spawns at yaw 0: no yaw key. Recommended state keys: joint_pos,
+gripper_pos, object_pos, target_pos.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from postbc_core.errors import ConfigError
-from postbc_core.sim.base import Task, TaskConfig
+from postbc_core.sim.base import RandomizedQuantity, Task, TaskConfig
 
 PUCK_HALF_HEIGHT = 0.015  # m, push_to_target.xml
 REGION_X = (0.22, 0.38)
@@ -33,6 +38,11 @@ class PushToTarget(Task):
     xml = "push_to_target.xml"
     config_cls = PushToTargetConfig
     object_body = "puck"
+    recommended_obs_keys = ("joint_pos", "gripper_pos", "object_pos", "target_pos")
+    randomized_keys = (
+        RandomizedQuantity("puck position (x, y)", ("object_pos", "object_pose", "ee_to_object"), "puck", "pos"),
+        RandomizedQuantity("target position (x, y)", ("target_pos", "object_to_target"), "target", "pos"),
+    )
 
     def _randomize(self, rng):
         mocap = self.sim.model.body("target").mocapid[0]

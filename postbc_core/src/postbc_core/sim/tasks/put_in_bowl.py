@@ -1,4 +1,9 @@
-"""put_in_bowl: pick the corn and place it in the bowl (the PostBC paper's WidowX "put corn in pot" analogue)."""
+"""put_in_bowl: pick the corn and place it in the bowl (the PostBC paper's WidowX "put corn in pot" analogue).
+
+Reset randomizes the corn's position (x, y) and yaw (uniform in [-pi, pi); the capsule looks the same every 180 deg)
+and the bowl's position (x, y) and yaw (cosmetic: 12 wall segments, the task does not depend on it).
+Recommended state keys: joint_pos, gripper_pos, object_pos, object_yaw_feat = [sin 2 yaw, cos 2 yaw], bowl_pos.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from postbc_core.sim.base import Task, TaskConfig, yaw_quat
+from postbc_core.sim.base import RandomizedQuantity, Task, TaskConfig, yaw_quat
 
 CORN_RADIUS = 0.012  # m, put_in_bowl.xml
 BOWL_INNER_RADIUS = 0.054  # m, wall centre radius 0.06 minus half thickness and the wall's chord sag
@@ -27,6 +32,14 @@ class PutInBowl(Task):
     xml = "put_in_bowl.xml"
     config_cls = PutInBowlConfig
     object_body = "corn"
+    object_yaw_symmetry = 2  # capsule along its local x: symmetric end to end
+    recommended_obs_keys = ("joint_pos", "gripper_pos", "object_pos", "object_yaw_feat", "bowl_pos")
+    randomized_keys = (
+        RandomizedQuantity("corn position (x, y)", ("object_pos", "object_pose", "ee_to_object"), "corn", "pos"),
+        RandomizedQuantity("corn yaw", ("object_yaw_feat", "object_pose"), "corn", "yaw"),
+        RandomizedQuantity("bowl position (x, y)", ("bowl_pos", "bowl_pose", "object_to_bowl"), "bowl", "pos"),
+        RandomizedQuantity("bowl yaw", ("bowl_pose",), "bowl", "yaw", needed=False),
+    )
 
     def _randomize(self, rng):
         while True:  # rejection sampling; the region is large enough that this ends in a few draws
@@ -53,6 +66,7 @@ class PutInBowl(Task):
         return float(0.2 * reach + 0.2 * self.grasped() + 0.5 * place + 0.1 * self.corn_in_bowl())
 
     def _extras(self):
-        bowl = self.sim.body_pose("bowl")
-        return {"bowl_pose": bowl, "object_to_bowl": bowl[:3] - self.sim.body_pose("corn")[:3],
-                "ee_to_object": self.sim.body_pose("corn")[:3] - self.ee_pos_world()}
+        bowl, corn = self.sim.body_pose("bowl"), self.sim.body_pose("corn")[:3]
+        # bowl_pos: the bowl's position alone (its yaw is cosmetic), the recommended key.
+        return {"bowl_pose": bowl, "bowl_pos": bowl[:3].copy(), "object_to_bowl": bowl[:3] - corn,
+                "ee_to_object": corn - self.ee_pos_world()}
