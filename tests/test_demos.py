@@ -226,7 +226,7 @@ def test_cli_writes_store_and_refuses_overwrite(tmp_path, capsys):
                        env={**os.environ, "MUJOCO_GL": "egl"})
     assert r.returncode == 0, r.stderr
     assert "success rate" in r.stdout
-    assert "--obs-keys joint_pos gripper_pos object_pos target_pos --action-key cmd_joint_pos" in r.stdout
+    assert "--obs-keys joint_pos gripper_pos object_pos target_pos --action-key cmd_ee_delta" in r.stdout
     assert validate_store(out).ok and EpisodeStore.open(out).n_episodes == 2
     assert main(["sim", "demos", "--task", "push_to_target", "--episodes", "1", "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err

@@ -13,7 +13,9 @@ from postbc_core.errors import ConfigError
 TINY = ["--demos", "2", "--ensemble-size", "2", "--ensemble-steps", "10", "--steps", "20", "--seeds", "0", "1",
         "--finetune-episodes", "3", "--eval-every", "2", "--eval-episodes", "2", "--max-steps", "12",
         "--dsrl.warmup-episodes", "1", "--dsrl.utd", "1", "--dsrl.batch-size", "8", "--dsrl.hidden", "16", "16",
-        "--coverage-steps", "20", "--target-success", "0.5", "--paired-episodes", "3", "--device", "cpu"]
+        "--coverage-steps", "20", "--target-success", "0.5", "--paired-episodes", "3", "--recipe-rollouts", "2",
+        "--best-of", "2", "3", "--bon.fit-steps", "5", "--bon.batch-size", "8", "--bon.hidden", "16", "16",
+        "--device", "cpu"]
 
 
 def _pct(x):
@@ -81,6 +83,23 @@ def test_pipeline_tiny_end_to_end(tmp_path):
     for st in ("pretrained", "agent"):
         c = pr["postbc_vs_bc"][st]
         assert c["gained"] == sum(p and not b for b, p in zip(pooled["bc"][st], pooled["postbc"][st]))
+    # the paper's WidowX recipe: rollouts -> offline IQL -> best of N, for BC, PostBC and sigma-BC, on the paired
+    # episodes (the same initial states and noise seeds as the DSRL comparison)
+    rc = res["recipe"]
+    assert rc["rollouts"] == 2 and rc["best_of"] == [2, 3]
+    for name in ("bc", "postbc", "sigma_bc"):
+        evals = [json.loads((out / f"seed_{s}" / f"recipe_{name}" / "agent_eval.json").read_text())
+                 for s in ("0", "1")]
+        assert all(e["algorithm"] == "best_of_n" and e["episodes_done"] == 2 and e["updates"] == 5 for e in evals)
+        for n in ("2", "3"):
+            got = [x for e in evals for x in e["best_of"][n]["eval"]["successes"]]
+            assert rc[name][f"best_of_{n}"]["n"] == 6 and rc[name][f"best_of_{n}"]["n_success"] == sum(got)
+        if name != "bc":
+            assert set(rc[f"{name}_vs_bc"]) == {"pretrained", "best_of_2", "best_of_3"}
+    # the pretrained policy of the recipe is the DSRL comparison's (same checkpoint, same episodes)
+    assert rc["bc"]["pretrained"]["n_success"] == pr["bc"]["pretrained"]["n_success"]
+    assert "paper's WidowX recipe (2 rollouts, offline IQL, best of 3)" in line
+    assert (out / "seed_0" / "sigma_bc" / "policy.safetensors").exists()
     # matched seeds: both methods were trained on the same demos, only PostBC has an ensemble
     assert (out / "seed_1" / "postbc" / "ensemble.safetensors").exists()
     assert not (out / "seed_1" / "bc" / "ensemble.safetensors").exists()
@@ -88,6 +107,7 @@ def test_pipeline_tiny_end_to_end(tmp_path):
     assert res["summary_line"] in report
     assert "](success_vs_episodes.png)" in report and "](coverage/coverage.png)" in report
     assert "Wilson 95%" in report and "## Configurations tried" in report and "## Paired final evaluation" in report
+    assert "## The paper's WidowX recipe" in report and "| sigma-BC |" in report
     # `postbc demo` is the same job (its own default output directory)
     h = subprocess.run([str(BIN / "postbc"), "demo", "--help"], check=False, capture_output=True, text=True,
                        timeout=120)

@@ -34,20 +34,23 @@ from typing import Annotated, Literal
 import tyro
 
 from postbc_core.errors import ConfigError
+from postbc_core.rl.best_of_n import BestOfNConfig
 from postbc_core.rl.dsrl import DSRLConfig
 
 log = logging.getLogger(__name__)
 
 NOTES = Path(__file__).with_name("pipeline_notes.md")  # the measured configurations, embedded in every report
-LABELS = {"bc": "BC", "postbc": "PostBC"}
+LABELS = {"bc": "BC", "postbc": "PostBC", "sigma_bc": "sigma-BC"}
 
 # Defaults chosen by measurement (pipeline_notes.md): the default run is ~35 CPU-minutes (~19 min on a quiet 2-core
 # machine). 80 online episodes: DSRL-SAC needed 80 to bring BC from 13 % to 35 % before the arm's speed limit (the
 # 120-episode runs there); with the limit and _default_dsrl's networks, 80 episodes take both methods from ~10 % to
 # 16-19 % on the paired evaluation (pipeline_notes.md, "DSRL's default networks in the pipeline").
-DEFAULT = {"seeds": (0, 1, 2), "finetune_episodes": 80, "eval_every": 20, "eval_episodes": 20, "paired_episodes": 60}
+DEFAULT = {"seeds": (0, 1, 2), "finetune_episodes": 80, "eval_every": 20, "eval_episodes": 20, "paired_episodes": 60,
+           "recipe_rollouts": 40}
 FULL = {"seeds": (0, 1, 2, 3, 4), "finetune_episodes": 150, "eval_every": 10, "eval_episodes": 30,
-        "paired_episodes": 100}
+        "paired_episodes": 100, "recipe_rollouts": 100}
+RECIPE_METHODS = ("bc", "postbc", "sigma_bc")  # the paper's WidowX recipe also runs the sigma-BC baseline
 
 
 def _default_dsrl() -> DSRLConfig:
@@ -77,6 +80,10 @@ class PipelineConfig:
     which is the paper's premise for comparing how they finetune (pipeline_notes.md)."""
     quality: float = 1.0
     """Scripted operator quality in [0, 1] (lower: noisier, more hesitant demonstrations)."""
+    obs_keys: tuple[str, ...] = ()
+    """Policy observations (default: the task's recommended keys, `sim.registry.recommended_obs_keys`)."""
+    action_key: str = "cmd_ee_delta"
+    """Policy action: cmd_ee_delta (end-effector deltas, the Bridge/WidowX convention) or cmd_joint_pos."""
     alpha: float = 0.5
     """PostBC posterior noise weight (paper: 0.25..4, default 1; BC is alpha 0). 0.5 here: with 10 demos and K = 10
     the posterior std is ~0.19 of the normalized action range and alpha 1 pretrained at 0%; with 20 demos alpha 0.5
@@ -105,6 +112,16 @@ class PipelineConfig:
     the default (10 % on the paired evaluation's 180 episodes; 0.3 while BC pretrained at ~15 % with 10 demos)."""
     max_steps: int | None = None
     """Override the task's episode time limit in control steps during finetuning and evaluation (None: task's)."""
+    recipe_rollouts: int | None = None
+    """The paper's WidowX recipe (App. D), after the DSRL comparison: this many labelled (0/1) rollouts of each
+    pretrained policy (BC, PostBC, sigma-BC), an IQL critic fitted offline on them (discount 0.97), then Best-of-N at
+    run time for every N in --best-of, evaluated on the paired episodes (default 40; full 100 as in the paper; 0
+    skips it)."""
+    best_of: tuple[int, ...] = (4, 16)
+    """N of the Best-of-N evaluations (paper, WidowX: 4 and 16)."""
+    bon: BestOfNConfig = field(default_factory=BestOfNConfig)
+    """IQL hyperparameters of the recipe (--bon.fit-steps, --bon.expectile, ...); its rollouts, N and the absence of
+    further collection follow --recipe-rollouts and --best-of."""
     dsrl: DSRLConfig = field(default_factory=_default_dsrl)
     """DSRL hyperparameters (--dsrl.utd, --dsrl.warmup-episodes, ...); the variant follows --algorithm."""
     coverage: bool = True
@@ -122,6 +139,8 @@ class PipelineConfig:
         self.out = Path(self.out)
         if isinstance(self.dsrl, dict):
             self.dsrl = DSRLConfig(**self.dsrl)
+        if isinstance(self.bon, dict):
+            self.bon = BestOfNConfig(**self.bon)
         preset = FULL if self.full else DEFAULT
         for name, value in preset.items():
             if getattr(self, name) is None:
@@ -136,6 +155,13 @@ class PipelineConfig:
                               "episode")
         if self.eval_every < 1:
             raise ConfigError(f"eval_every={self.eval_every} must be >= 1 (the success curve needs points)")
+        self.best_of = tuple(int(n) for n in self.best_of)
+        if self.recipe_rollouts < 0 or (self.recipe_rollouts and (not self.best_of or min(self.best_of) < 1)):
+            raise ConfigError(f"recipe_rollouts={self.recipe_rollouts} (>= 0; 0 skips the Best-of-N recipe) needs "
+                              f"--best-of N values >= 1, got {self.best_of}")
+        if self.recipe_rollouts and not self.paired_episodes:
+            raise ConfigError("the Best-of-N recipe is evaluated on the paired episodes: give --paired-episodes > 0 "
+                              "or --recipe-rollouts 0")
         if self.paired_episodes < 0:
             raise ConfigError(f"paired_episodes={self.paired_episodes} must be >= 0 (0 skips the paired final "
                               "evaluation)")
@@ -166,7 +192,7 @@ class PipelineConfig:
         from postbc_core.analysis.sim_demo import SimDemoConfig
 
         return SimDemoConfig(out=self.out / f"seed_{seed}", task=self.task, demos=self.demos, quality=self.quality,
-                             alpha=self.alpha, ensemble_size=self.ensemble_size, ensemble_steps=self.ensemble_steps,
+                             obs_keys=self.obs_keys, action_key=self.action_key, alpha=self.alpha, ensemble_size=self.ensemble_size, ensemble_steps=self.ensemble_steps,
                              steps=self.steps, policy_hidden=self.policy_hidden, eval_episodes=0, videos=0, seed=seed, device=self.device,
                              progress=self.progress)
 
@@ -178,6 +204,17 @@ class PipelineConfig:
                               episodes=self.finetune_episodes, out=self.out / f"seed_{seed}" / f"finetune_{name}",
                               seed=seed, eval_every=self.eval_every, eval_episodes=self.eval_episodes,
                               device=self.device, max_steps=self.max_steps, dsrl=dataclasses.replace(self.dsrl))
+
+    def recipe(self, seed: int, name: str, checkpoint: str | Path):
+        """The paper's WidowX recipe for one method: `recipe_rollouts` rollouts of the pretrained policy, one offline
+        IQL fit on them (no further collection), the critic then picks the best of N candidate chunks."""
+        from postbc_core.rl.finetune import FinetuneConfig
+
+        bon = dataclasses.replace(self.bon, n_candidates=max(self.best_of), rollouts=self.recipe_rollouts,
+                                  steps_per_episode=0)
+        return FinetuneConfig(checkpoint=Path(checkpoint), task=self.task, algorithm="best_of_n",
+                              episodes=self.recipe_rollouts, out=self.out / f"seed_{seed}" / f"recipe_{name}",
+                              seed=seed, eval_episodes=0, device=self.device, max_steps=self.max_steps, bon=bon)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -204,7 +241,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
 
     # jobs: pretraining per seed, then finetuning (+ paired evaluation) per seed and method, and the coverage
     # experiment; finer than a job per seed so that 3 seeds keep 2 workers busy to the end
-    workers = min(cfg.workers, 2 * len(cfg.seeds) + int(cfg.coverage))
+    workers = min(cfg.workers, (2 + len(_recipe_methods(cfg))) * len(cfg.seeds) + int(cfg.coverage))
     if workers > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -215,15 +252,20 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
                                  initargs=(cfg.device,)) as pool:
             pre_jobs = [pool.submit(pretrain_seed, cfg, seed) for seed in cfg.seeds]
             cov_job = pool.submit(_run_coverage, cfg) if cfg.coverage else None
-            ft_jobs = []
+            ft_jobs, recipe_jobs = [], []
             for job in as_completed(pre_jobs):
                 seed, run, t, cpu_s = job.result()
                 take(seed, None, run, t, cpu_s)
                 ft_jobs += [pool.submit(finetune_method, cfg, seed, name, run[name]["checkpoint"])
                             for name in POLICIES]
+                recipe_jobs += [pool.submit(recipe_method, cfg, seed, name, run[name]["checkpoint"])
+                                for name in _recipe_methods(cfg)]
             for job in ft_jobs:
                 seed, name, run, t, cpu_s = job.result()
                 take(seed, name, run, t, cpu_s)
+            for job in recipe_jobs:
+                seed, name, run, t, cpu_s = job.result()
+                take(seed, "recipe", {name: run}, t, cpu_s)
             coverage, t = cov_job.result() if cov_job else (None, {})
             timings.update(t)
     else:
@@ -232,6 +274,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             take(seed, None, run, t, cpu_s)
             for name in POLICIES:
                 take(seed, *finetune_method(cfg, seed, name, run[name]["checkpoint"])[1:])
+            for name in _recipe_methods(cfg):
+                _, _, rec, t, cpu_s = recipe_method(cfg, seed, name, run[name]["checkpoint"])
+                take(seed, "recipe", {name: rec}, t, cpu_s)
         coverage, t = _run_coverage(cfg) if cfg.coverage else (None, {})
         timings.update(t)
     # CPU seconds of each seed's jobs: unlike wall time, not inflated by other load on the machine
@@ -261,11 +306,39 @@ def pretrain_seed(cfg: PipelineConfig, seed: int) -> tuple[int, dict, dict, floa
     Returns (seed, {"demo_success_rate", <method>: {"checkpoint"}}, wall times, CPU seconds)."""
     from postbc_core.analysis.sim_demo import POLICIES, run_sim_demo
 
+    from postbc_core.analysis.sim_demo import train_policy
+
     t0, c0 = time.time(), time.process_time()
-    pre = run_sim_demo(cfg.sim_demo(seed))
+    sd = cfg.sim_demo(seed)
+    pre = run_sim_demo(sd)
     run = {"demo_success_rate": pre["demo_success_rate"],
            **{name: {"checkpoint": pre["policies"][name]["checkpoint"]} for name in POLICIES}}
+    if "sigma_bc" in _recipe_methods(cfg):  # the same demos, seed and average noise magnitude as PostBC, isotropic
+        run["sigma_bc"] = {"checkpoint": str(train_policy(sd, sd.out / "demos.zarr", "sigma_bc", cfg.alpha,
+                                                          perturbation="isotropic"))}
     return seed, run, {f"seed_{seed}_pretrain": round(time.time() - t0, 1)}, time.process_time() - c0
+
+
+def _recipe_methods(cfg: PipelineConfig) -> tuple[str, ...]:
+    return RECIPE_METHODS if cfg.recipe_rollouts else ()
+
+
+def recipe_method(cfg: PipelineConfig, seed: int, name: str, checkpoint: str) -> tuple[int, str, dict, dict, float]:
+    """The paper's WidowX recipe for one method and seed (PipelineConfig.recipe), evaluated on the paired episodes:
+    the pretrained policy and Best-of-N for every N. Returns (seed, name, its entry, wall times, CPU s)."""
+    from postbc_core.rl.finetune import evaluate_run, run_finetune
+
+    t0, c0 = time.time(), time.process_time()
+    rc = cfg.recipe(seed, name, checkpoint)
+    shutil.rmtree(rc.out, ignore_errors=True)  # the pipeline owns these dirs; a re-run starts afresh
+    s = run_finetune(rc)
+    pe = evaluate_run(rc.out, episodes=cfg.paired_episodes, device=cfg.device, best_of=cfg.best_of)
+    run = {"checkpoint": checkpoint, "run": str(rc.out), "rollout_success_rate": s["train_success_rate"],
+           "pretrained": pe["pretrained"]["successes"],
+           "best_of": {n: e["eval"]["successes"] for n, e in pe["best_of"].items()}}
+    log.info("seed %d %s recipe: rollouts %.0f%%, pretrained %d, %s", seed, name, 100 * s["train_success_rate"],
+             sum(run["pretrained"]), {n: sum(v) for n, v in run["best_of"].items()})
+    return seed, name, run, {f"seed_{seed}_recipe_{name}": round(time.time() - t0, 1)}, time.process_time() - c0
 
 
 def finetune_method(cfg: PipelineConfig, seed: int, name: str, checkpoint: str) -> tuple[int, str, dict, dict, float]:
@@ -335,7 +408,9 @@ def aggregate(cfg: PipelineConfig, runs: dict[int, dict]) -> dict:
             "demo_success_rate": {str(s): runs[s]["demo_success_rate"] for s in seeds},
             "pretrained": pretrained, "final": final, "episodes_to_target": to_target, "curves": curves,
             "paired": _paired(cfg, runs) if cfg.paired_episodes else None,
-            "runs": {str(s): {m: runs[s][m] for m in POLICIES} for s in seeds}, "config": cfg.to_dict()}
+            "recipe": _recipe(cfg, runs) if _recipe_methods(cfg) else None,
+            "runs": {str(s): {m: runs[s][m] for m in (*POLICIES, "sigma_bc", "recipe") if m in runs[s]}
+                     for s in seeds}, "config": cfg.to_dict()}
 
 
 def _paired(cfg: PipelineConfig, runs: dict[int, dict]) -> dict:
@@ -360,6 +435,37 @@ def _paired(cfg: PipelineConfig, runs: dict[int, dict]) -> dict:
     # "gained" = episodes PostBC succeeds in and BC does not
     out["postbc_vs_bc"] = {st: paired_comparison(pooled["bc"][st], pooled["postbc"][st])
                            for st in ("pretrained", "agent")}
+    return out
+
+
+def _recipe(cfg: PipelineConfig, runs: dict[int, dict]) -> dict:
+    """The Best-of-N recipe pooled over seeds: per method the pretrained rate and each N's rate (McNemar vs the
+    pretrained policy on the same episodes), and PostBC / sigma-BC vs BC at each N."""
+    from postbc_core.rl.finetune import paired_comparison
+    from postbc_core.sim.evaluation import wilson_interval
+
+    def rate(successes: list[bool]) -> dict:
+        k, n = sum(successes), len(successes)
+        return {"n_success": k, "n": n, "success_rate": k / n, "ci95": list(wilson_interval(k, n))}
+
+    stages = ["pretrained", *(f"best_of_{n}" for n in cfg.best_of)]
+
+    def outcomes(m: str, stage: str, seeds=None) -> list[bool]:
+        rec = [runs[s]["recipe"][m] for s in (seeds or runs)]
+        return [x for r in rec for x in (r["pretrained"] if stage == "pretrained" else
+                                         r["best_of"][stage[len("best_of_"):]])]
+
+    out = {"rollouts": cfg.recipe_rollouts, "best_of": list(cfg.best_of), "episodes_per_seed": cfg.paired_episodes,
+           "discount": cfg.bon.discount, "expectile": cfg.bon.expectile, "fit_steps": cfg.bon.fit_steps}
+    for m in _recipe_methods(cfg):
+        out[m] = {st: rate(outcomes(m, st)) for st in stages}
+        out[m]["rollout_success_rate"] = {str(s): runs[s]["recipe"][m]["rollout_success_rate"] for s in runs}
+        out[m]["vs_pretrained"] = {st: paired_comparison(outcomes(m, "pretrained"), outcomes(m, st))
+                                   for st in stages[1:]}
+        out[m]["per_seed"] = {str(s): [sum(outcomes(m, st, [s])) for st in stages] for s in runs}
+    for m in _recipe_methods(cfg):
+        if m != "bc":  # "gained" = episodes the method succeeds in and BC does not
+            out[f"{m}_vs_bc"] = {st: paired_comparison(outcomes("bc", st), outcomes(m, st)) for st in stages}
     return out
 
 
@@ -403,7 +509,19 @@ def summary_line(r: dict) -> str:
             f"{r['finetune_episodes']} online episodes ({r['algorithm']}) BC {_rate(fin['bc'])} vs PostBC "
             f"{_rate(fin['postbc'])}; episodes to {r['target_success']:.0%} success: BC {_reach(r, 'bc')}, "
             f"PostBC {_reach(r, 'postbc')}")
-    return line + (f"; {_paired_text(r)}" if r.get("paired") else "")
+    line += f"; {_paired_text(r)}" if r.get("paired") else ""
+    return line + (f"; {_recipe_text(r)}" if r.get("recipe") else "")
+
+
+def _recipe_text(r: dict) -> str:
+    rc = r["recipe"]
+    n_max = f"best_of_{max(rc['best_of'])}"
+    parts = ", ".join(f"{LABELS[m]} {rc[m]['pretrained']['n_success']} -> {rc[m][n_max]['n_success']}"
+                      for m in RECIPE_METHODS if m in rc)
+    vs = rc["postbc_vs_bc"][n_max]
+    return (f"paper's WidowX recipe ({rc['rollouts']} rollouts, offline IQL, best of {max(rc['best_of'])}), "
+            f"successes of {rc['bc']['pretrained']['n']} episodes: {parts} (PostBC vs BC McNemar p = "
+            f"{vs['mcnemar_exact_p']:.3f})")
 
 
 def plot_success(path: Path, r: dict) -> Path:
@@ -479,6 +597,38 @@ Wilson 95% over the pooled episodes; McNemar's exact test on the pairs.
 
 BC vs PostBC on the same episodes, {vs}.
 """
+    recipe_text = "(the Best-of-N recipe was skipped: --recipe-rollouts 0)\n"
+    if r.get("recipe"):
+        rc = r["recipe"]
+        stages = ["pretrained", *(f"best_of_{n}" for n in rc["best_of"])]
+        methods = [m for m in RECIPE_METHODS if m in rc]
+        head = " | ".join(["pretrained", *(f"best of {n} (gained / lost, p)" for n in rc["best_of"])])
+        rows = "\n".join(
+            f"| {LABELS[m]} | {_rate(rc[m]['pretrained'])} | "
+            + " | ".join(f"{_rate(rc[m][st])} ({rc[m]['vs_pretrained'][st]['gained']} / "
+                         f"{rc[m]['vs_pretrained'][st]['lost']}, {rc[m]['vs_pretrained'][st]['mcnemar_exact_p']:.3f})"
+                         for st in stages[1:])
+            + " | " + " ".join(f"{'/'.join(map(str, v))}" for v in rc[m]["per_seed"].values())
+            + " | " + " ".join(f"{v:.0%}" for v in rc[m]["rollout_success_rate"].values()) + " |" for m in methods)
+        vs_rows = "\n".join(
+            f"| {LABELS[m]} vs BC | " + " | ".join(
+                f"+{rc[f'{m}_vs_bc'][st]['gained']} / -{rc[f'{m}_vs_bc'][st]['lost']}, p = "
+                f"{rc[f'{m}_vs_bc'][st]['mcnemar_exact_p']:.3f}" for st in stages) + " |"
+            for m in methods if m != "bc")
+        recipe_text = f"""The paper's own WidowX experiment (App. D): {rc['rollouts']} rollouts of each pretrained policy per
+seed labelled 0/1 by success, one IQL critic fitted on them offline ({rc['fit_steps']} steps, discount
+{rc['discount']}, expectile {rc['expectile']}, no further collection), then at every decision the critic picks the best of N chunks sampled from the frozen policy.
+sigma-BC is the paper's baseline: the same average noise magnitude as PostBC's posterior, for every state. All are
+evaluated on the same {rc['episodes_per_seed']} initial states and noise seeds per seed as the DSRL comparison.
+
+| method | {head} | successes per seed ({' / '.join(stages)}) | rollout success per seed |
+|---|{'---|' * (len(stages) + 2)}
+{rows}
+
+| paired on the same episodes | {' | '.join(stages)} |
+|---|{'---|' * len(stages)}
+{vs_rows}
+"""
     dsrl = cfg["dsrl"]
     return f"""# PostBC vs BC: pretraining and DSRL finetuning on {r['task']}
 
@@ -505,6 +655,9 @@ Scripted demonstrator success per seed: {', '.join(f'{v:.0%}' for v in r['demo_s
 ## Paired final evaluation
 
 {paired_text}
+## The paper's WidowX recipe: offline IQL on labelled rollouts, Best-of-N
+
+{recipe_text}
 ## Online episodes to reach {r['target_success']:.0%} success
 
 | method | pooled over seeds | per seed ({' '.join(seeds)}; - = not reached within {r['finetune_episodes']}) |

@@ -34,10 +34,13 @@ class SimDemoConfig:
     """Successful scripted demonstrations to record (paper, WidowX: 10)."""
     quality: float = 1.0
     """Scripted operator quality in [0, 1] (lower: noisier, more hesitant)."""
-    obs_keys: tuple[str, ...] = ("joint_pos", "gripper_pos", "object_pose")
-    """Policy observations."""
-    action_key: str = "cmd_joint_pos"
-    """Policy action: absolute joint targets + gripper."""
+    obs_keys: tuple[str, ...] = ()
+    """Policy observations (default: the task's recommended keys, `sim.registry.recommended_obs_keys`)."""
+    action_key: str = "cmd_ee_delta"
+    """Policy action: cmd_ee_delta (Bridge-style end-effector deltas + gripper, the WidowX community's convention) or
+    cmd_joint_pos (absolute joint targets + gripper). With joint targets PostBC's perturbation is a position error
+    the arm does not correct; on a per-step delta feedback corrects it (issue 15: 8-16/50 vs BC 28-37/50 with joint
+    targets, 45 vs 43/50 with EE deltas)."""
     action_horizon: int = 4
     """Ta (paper, state-based: 4)."""
     alpha: float = 1.0
@@ -64,8 +67,10 @@ class SimDemoConfig:
     """Show progress bars."""
 
     def __post_init__(self):
+        from postbc_core.sim.registry import recommended_obs_keys
+
         self.out = Path(self.out)
-        self.obs_keys = tuple(self.obs_keys)
+        self.obs_keys = tuple(self.obs_keys) or recommended_obs_keys(self.task)
         self.policy_hidden = tuple(int(h) for h in self.policy_hidden)
         if not self.policy_hidden or min(self.policy_hidden) < 1:
             raise ConfigError(f"policy_hidden={self.policy_hidden}: give layer widths >= 1 (e.g. 512 512 512)")
@@ -80,19 +85,21 @@ class SimDemoConfig:
             raise ConfigError(f"quality={self.quality}: use a value in [0, 1] (1 = clean operator)")
         if self.alpha < 0:
             raise ConfigError(f"alpha={self.alpha}: the posterior noise weight must be >= 0 (paper: 0.25..4)")
-        if not self.obs_keys:
-            raise ConfigError("obs_keys is empty: name the policy observations (e.g. joint_pos gripper_pos "
-                              "object_pose)")
+        if self.action_key not in ("cmd_ee_delta", "cmd_joint_pos"):
+            raise ConfigError(f"action_key={self.action_key!r}: the scripted demos record cmd_ee_delta (EE deltas) "
+                              "and cmd_joint_pos (joint targets)")
 
 
-def train_policy(cfg: SimDemoConfig, dataset: Path, name: str, alpha: float) -> Path:
-    """One policy from the demos (alpha 0 = BC, > 0 = PostBC; everything else identical). Returns the run dir."""
+def train_policy(cfg: SimDemoConfig, dataset: Path, name: str, alpha: float,
+                 perturbation: str = "posterior") -> Path:
+    """One policy from the demos (alpha 0 = BC, > 0 = PostBC, or sigma-BC with perturbation "isotropic"; everything
+    else identical). Returns the run dir."""
     from postbc_core.training.config import TrainConfig
     from postbc_core.training.train import train
 
     return train(TrainConfig(
         dataset=dataset, out=cfg.out / name, obs_keys=cfg.obs_keys, action_key=cfg.action_key,
-        action_horizon=cfg.action_horizon, alpha=alpha, ensemble_size=cfg.ensemble_size,
+        action_horizon=cfg.action_horizon, alpha=alpha, perturbation=perturbation, ensemble_size=cfg.ensemble_size,
         ensemble_hidden=(256, 256), ensemble_steps=cfg.ensemble_steps, ensemble_batch_size=128,
         mlp_hidden=cfg.policy_hidden, steps=cfg.steps, batch_size=256, lr=3e-4, warmup_steps=min(200, cfg.steps // 10), seed=cfg.seed,
         device=cfg.device, log_every=250, progress=cfg.progress, overwrite=True))  # run_sim_demo owns cfg.out

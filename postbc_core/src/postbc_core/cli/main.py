@@ -116,7 +116,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str], str], int], str]] = {
     "data": (_verb_group("postbc_core.cli.data_cmd", "DATA_COMMANDS"), "inspect, validate and convert episode stores"),
     "calibrate": (_verb_group("postbc_core.cli.calibrate_cmd", "CALIBRATE_COMMANDS"),
                   "camera intrinsics (ChArUco) and hand-eye calibration -> YAML"),
-    "sim": (_verb_group("postbc_core.cli.sim_cmd", "SIM_COMMANDS"), "simulated WidowX: scripted demonstrations"),
+    "sim": (_verb_group("postbc_core.cli.sim_cmd", "SIM_COMMANDS"), "simulated WidowX: scripted demonstrations, learning curves"),
     "eval": (_single("postbc_core.cli.eval_cmd", "evaluate"),
              "roll out a checkpoint in the sim: success rate (Wilson 95%), returns, videos"),
     "replay": (_single("postbc_core.cli.eval_cmd", "replay"),

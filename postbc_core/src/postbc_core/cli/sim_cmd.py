@@ -6,6 +6,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated
+
+import tyro
+
+from postbc_core.analysis.learning_curve import CurveConfig  # stdlib-only at import: keeps `postbc sim` fast
 
 
 def demos(task: str, episodes: int, out: Path, quality: float = 1.0, seed: int = 0, cameras: tuple[str, ...] = (),
@@ -47,8 +52,20 @@ def demos(task: str, episodes: int, out: Path, quality: float = 1.0, seed: int =
         print(stats.summary())
         print(f"success rate: {stats.success_rate:.3f} ({stats.successes}/{stats.attempts}); store: {out}")
         print(f"train on it with (state keys covering what {task}'s reset randomizes): --obs-keys {' '.join(keys)} "
-              "--action-key cmd_joint_pos")
+              "--action-key cmd_ee_delta")
     return 0 if stats.successes >= episodes else 1
 
 
-SIM_COMMANDS: dict[str, Callable[..., int]] = {"demos": demos}
+def curve(cfg: Annotated[CurveConfig, tyro.conf.arg(name="")]) -> int:
+    """Success vs diffusion training steps: scripted demos per seed, a policy per (budget, method) trained through
+    the pipeline's own path, each evaluated on the same fixed initial states; pooled rates (Wilson 95%), per-seed
+    counts, McNemar tests vs BC and vs the previous budget. Writes OUT/curve.json (and --json) and prints a table."""
+    from postbc_core.analysis.learning_curve import render_table, run_curve
+
+    r = run_curve(cfg)
+    print(render_table(r))
+    print(f"results: {cfg.out / 'curve.json'}" + (f" and {cfg.json}" if cfg.json else ""))
+    return 0
+
+
+SIM_COMMANDS: dict[str, Callable[..., int]] = {"demos": demos, "curve": curve}

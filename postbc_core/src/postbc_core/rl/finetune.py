@@ -515,12 +515,15 @@ def paired_comparison(before: list[bool], after: list[bool]) -> dict:
             "mcnemar_exact_p": p}
 
 
-def evaluate_run(run: Path, episodes: int = 40, seed: int = EVAL_SEED, device: str = "cpu") -> dict:
+def evaluate_run(run: Path, episodes: int = 40, seed: int = EVAL_SEED, device: str = "cpu",
+                 best_of: tuple[int, ...] = ()) -> dict:
     """Evaluates a finetuning run's last saved agent (`postbc finetune` or the finetune manager: the same state file)
     against its frozen pretrained policy on the same `episodes` sim episodes (seeds seed..seed+episodes-1), greedy
     (the actor's mean noise / best of N). Reads the run's settings from its state and leaves the run as it is (it may
     still be going) and the caller's torch random state. Writes and returns <run>/agent_eval.json: {"pretrained":
-    evaluate(), "agent": evaluate(), "paired": paired_comparison(), "episodes_done", "updates", ...}."""
+    evaluate(), "agent": evaluate(), "paired": paired_comparison(), "episodes_done", "updates", ...}.
+    best_of (Best-of-N runs only): also evaluate the same critic choosing among N candidates for each N given (the
+    paper's WidowX table: N = 4 and 16), as res["best_of"][str(N)] = {"eval": evaluate(), "paired": vs pretrained}."""
     from postbc_core.policies.checkpoint import load_policy, read_checkpoint, resolve_device
 
     run = Path(run)
@@ -547,6 +550,21 @@ def evaluate_run(run: Path, episodes: int = 40, seed: int = EVAL_SEED, device: s
                 res[key] = evaluate(ft, task, episodes, mode=mode, seed=seed)
                 log.info("%s: %d/%d", key, res[key]["n_success"], episodes)
             res["paired"] = paired_comparison(res["pretrained"]["successes"], res["agent"]["successes"])
+            if best_of:
+                if cfg.algorithm != "best_of_n":
+                    raise ConfigError(f"best_of={best_of}: {run} was finetuned with {cfg.algorithm}, not best_of_n")
+                res["best_of"] = {}
+                for n in best_of:
+                    if int(n) < 1:
+                        raise ConfigError(f"best_of: N={n} must be >= 1")
+                    if int(n) == cfg.bon.n_candidates:  # the run's own N: that is the "agent" evaluation
+                        e = res["agent"]
+                    else:
+                        ft.agent.cfg = dataclasses.replace(cfg.bon, n_candidates=int(n))
+                        e = evaluate(ft, task, episodes, mode="eval", seed=seed)
+                    res["best_of"][str(n)] = {"eval": e, "paired": paired_comparison(res["pretrained"]["successes"],
+                                                                                     e["successes"])}
+                    log.info("best of %d: %d/%d", n, e["n_success"], episodes)
         finally:
             ft.close()
             task.close()

@@ -50,6 +50,7 @@ def load_training_data(cfg: TrainConfig):
             raise ConfigError(f"{cfg.dataset} holds no committed episodes")
         check_action_key(cfg, store.schema())
         check_split(cfg, store.n_episodes)
+        warn_uncovered_randomization(cfg, {str(t) for t in store.meta_table()["task"]})
         data = store.load(wanted)
         episode_ends = np.asarray(store.episode_ends)
     for k in cfg.obs_keys:
@@ -82,6 +83,19 @@ def check_action_key(cfg: TrainConfig, schema: dict) -> None:
                           f"key is not an action). Vector keys in this store: {others}")
     if cfg.action_key in cfg.obs_keys:
         raise ConfigError(f"--action-key {cfg.action_key!r} is also in --obs-keys: the policy would see its own target")
+
+
+def warn_uncovered_randomization(cfg: TrainConfig, tasks: set[str]) -> None:
+    """Sim stores: warn when --obs-keys leave out what the task's reset randomizes (put_in_bowl without the bowl's
+    position: the policy cannot know where to go). A warning, not an error: a deliberate ablation is legitimate."""
+    from postbc_core.sim.registry import missing_randomized_keys, recommended_obs_keys
+
+    for task in sorted(tasks):
+        missing = missing_randomized_keys(task, cfg.obs_keys)
+        if missing:
+            log.warning("--obs-keys %s leave out what the sim task %r randomizes at every reset: %s; the policy cannot "
+                        "see it. The task's recommended keys: --obs-keys %s", " ".join(cfg.obs_keys), task,
+                        "; ".join(missing), " ".join(recommended_obs_keys(task)))
 
 
 def check_split(cfg: TrainConfig, n_episodes: int) -> None:
