@@ -96,3 +96,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if here in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.flaky(reruns=2, reruns_delay=1))
+
+
+@pytest.fixture(scope="session")
+def recommended_keys_policy(tmp_path_factory) -> Path:
+    """A weak lift_cube policy as `postbc pipeline` trains it (a few seconds): the task's recommended obs keys
+    (joint_pos gripper_pos object_pos object_yaw_feat), action key cmd_ee_delta; 2 scripted demos, 60 steps, 2 x 64
+    MLP. Returns the run directory."""
+    import torch
+    from postbc_core.sim.demos import record_demos
+    from postbc_core.sim.registry import recommended_obs_keys
+    from postbc_core.training.config import TrainConfig
+    from postbc_core.training.train import train
+
+    root = tmp_path_factory.mktemp("recommended_keys")
+    record_demos("lift_cube", 2, root / "demos.zarr", seed=0)
+    threads = torch.get_num_threads()  # train sets its own: give the tests theirs back
+    try:
+        return train(TrainConfig(dataset=root / "demos.zarr", out=root / "bc",
+                                 obs_keys=recommended_obs_keys("lift_cube"), action_key="cmd_ee_delta",
+                                 action_horizon=4, alpha=0.0, mlp_hidden=(64, 64), steps=60, batch_size=64,
+                                 warmup_steps=5, device="cpu", progress=False, log_every=30))
+    finally:
+        torch.set_num_threads(threads)

@@ -126,6 +126,26 @@ def test_bad_parameters_fail_clearly(ros_context, tmp_path):
             Parameter("checkpoint", value=str(tmp_path / "nope.safetensors")), Parameter("out", value=str(tmp_path))])
 
 
+def test_manager_accepts_the_sim_tasks_recommended_keys(ros_context, recommended_keys_policy, tmp_path):
+    """A policy on lift_cube's recommended keys (object_pos, object_yaw_feat): on the sim backend the manager derives
+    them from the driver's object poses; on the real arm nothing publishes them, and it says so."""
+    from postbc.nodes.finetune_manager import FinetuneManager
+    from postbc_core.errors import ConfigError
+    from rclpy.parameter import Parameter
+
+    params = [Parameter("checkpoint", value=str(recommended_keys_policy)), Parameter("task", value="lift_cube"),
+              Parameter("device", value="cpu"), Parameter("episodes", value=1)]
+    mgr = FinetuneManager(context=ros_context,
+                          parameter_overrides=[*params, Parameter("out", value=str(tmp_path / "a"))])
+    try:
+        assert mgr.source.pose_keys == ["object_pos", "object_yaw_feat"] and mgr.status()["state"] == "idle"
+    finally:
+        mgr.destroy_node()
+    with pytest.raises(ConfigError, match=r"\['object_pos', 'object_yaw_feat'\] that no topic provides"):
+        FinetuneManager(context=ros_context, parameter_overrides=[
+            *params, Parameter("out", value=str(tmp_path / "b")), Parameter("backend", value="interbotix")])
+
+
 class _CountingLogger:
     """Stands in for a node's logger: counts calls per severity (rclpy's own logger only prints)."""
 

@@ -264,6 +264,62 @@ def test_start_up_errors_are_clear(ros_context, tmp_path):
         Policy(context=ros_context, parameter_overrides=[_p("checkpoint", str(ckpt)), _p("n_action_steps", 9)])
 
 
+# ------------------------------------------------------------------------------------------------ sim task keys
+REC_SHAPES = {"joint_pos": (6,), "gripper_pos": (1,), "object_pos": (3,), "object_yaw_feat": (2,)}
+
+
+def test_policy_on_the_sim_tasks_recommended_keys(ros_context, recommended_keys_policy):
+    """A policy trained on lift_cube's recommended keys with EE-delta actions (what `postbc pipeline` trains) in the
+    policy profile on the sim backend, composed as `ros2 launch postbc policy.launch.py` starts it: accepted, fed
+    the task's own object_pos / object_yaw_feat of the driver's scene, publishing commands."""
+    from postbc import runner
+    from postbc_core.sim.registry import recommended_obs_keys
+    from rclpy.node import Node
+
+    assert recommended_obs_keys("lift_cube") == tuple(REC_SHAPES)
+    specs = runner.build("policy", [f"checkpoint={recommended_keys_policy}", "cameras=[]", "task=lift_cube",
+                                    "real_time_factor=2.0", "policy.device=cpu"])
+    assert [s.name for s in specs] == ["robot_driver", "policy"] and specs[1].parameters["task"] == "lift_cube"
+    with runner.Composition(specs, context=ros_context) as comp:
+        probe = Node("probe", context=ros_context)
+        comp.executor.add_node(probe)
+        commands: list = []
+        probe.create_subscription(JointTrajectory, topics.COMMAND, commands.append, topics.COMMAND_QOS)
+        comp.start()
+        drv, node = comp["robot_driver"], comp["policy"]
+        wait_for(lambda: len(commands) >= 3, 60.0, what="commands of the recommended-keys policy")
+        obs, _, _ = node.observation()
+        with drv.executor_core.lock:
+            want = drv.robot.task.observation(render=False)
+        assert set(obs) == set(REC_SHAPES) and node.runner.action_mode == "ee_delta"
+        for k in ("object_pos", "object_yaw_feat"):  # the cube rests: its keys hold still between the two reads
+            assert obs[k].shape == (1, *REC_SHAPES[k]) and obs[k].dtype == np.float32
+            np.testing.assert_allclose(obs[k][0], want[k], atol=1e-3, err_msg=k)
+        assert node.diagnostics()["errors"] == 0 and node.diagnostics()["chunks_published"] >= 3
+        probe.destroy_node()
+    assert np.all(np.isfinite(trajectory_chunk(commands[-1]).joint_pos))
+
+
+def test_sim_task_keys_need_the_drivers_task(ros_context, tmp_path):
+    """Without `task` (or with a wrong one) the object keys are refused with the fix named; key shapes are checked."""
+    from postbc.nodes.policy import Policy
+
+    ckpt = tiny_checkpoint(tmp_path / "rec.safetensors", REC_SHAPES)
+    base = [_p("checkpoint", str(ckpt)), _p("device", "cpu")]
+    with pytest.raises(ConfigError, match=r"\['object_pos', 'object_yaw_feat'\].*'object_pose'.*set the node's "
+                                          r"`task` to the driver's task"):
+        Policy(context=ros_context, parameter_overrides=base)
+    with pytest.raises(ConfigError, match="task='lift' is not a sim task; available: lift_cube"):
+        Policy(context=ros_context, parameter_overrides=[*base, _p("task", "lift")])
+    # push_to_target's puck is round: no object_yaw_feat; its target_pos is there
+    with pytest.raises(ConfigError, match=r"\['object_yaw_feat'\].*'target_pos'"):
+        Policy(context=ros_context, parameter_overrides=[*base, _p("task", "push_to_target")])
+    odd = tiny_checkpoint(tmp_path / "odd.safetensors", {"joint_pos": (6,), "object_pos": (7,)})
+    with pytest.raises(ConfigError, match=r"object_pos \(7,\) \(given: \(3,\)\)"):
+        Policy(context=ros_context, parameter_overrides=[_p("checkpoint", str(odd)), _p("device", "cpu"),
+                                                         _p("task", "lift_cube")])
+
+
 # ------------------------------------------------------------------------------------------------ closed loop
 TASK = "lift_cube"
 EVAL_SEED = 1000

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _paths import BIN, ROOT
-from geometry_msgs.msg import TwistStamped
+from geometry_msgs.msg import PoseArray, TwistStamped
 from postbc import conversions as cv
 from postbc import topics
 from postbc.nodes.recorder import Recorder
@@ -205,6 +205,50 @@ def test_recorder_services_labels_time_limit_and_resume(graph, tmp_path):
     assert all(np.array_equal(old[k], again[k]) for k in old)
 
 
+def test_recorder_records_the_sim_tasks_state_keys(graph, tmp_path):
+    """object_poses of put_in_bowl's scene (corn, bowl): a recorder with task put_in_bowl stores the task's state keys
+    (its recommended object_pos, object_yaw_feat, bowl_pos and the rest of registry.task_state_keys), equal to the
+    task's own computation; a store whose episodes hold object_pose only keeps that key set."""
+    from postbc_core.sim.registry import recommended_obs_keys, task_state_keys
+
+    poses = np.array([[0.25, 0.05, 0.012, *cv_yaw_quat(0.7)], [0.32, -0.08, 0.0, *cv_yaw_quat(-1.1)]])
+    helper = graph.node("helper")
+    streams = Streams(helper, camera=False)
+    pub = helper.create_publisher(PoseArray, topics.OBJECT_POSES, topics.STATE_QOS)
+    helper.create_timer(0.01, lambda: pub.publish(cv.pose_array_msg(poses, streams.now())))
+
+    def record(store, task, name):
+        rec = graph.add(Recorder(name, context=graph.context, parameter_overrides=_params(
+            store=str(store), control_hz=10.0, task=task, start_timeout=5.0)))
+        # the optional keys of a new store: what is published when its first episode starts
+        wait_for(lambda: rec.streams["object_pose"].seq and rec.streams["joint_states"].seq, what="the streams")
+        _ok(helper, f"/{name}/start")
+        wait_for(lambda: rec.status()["episode"]["steps"] >= 3, 10.0, what="3 steps")
+        _ok(helper, f"/{name}/stop")
+        ep = rec.store.episode(rec.store.n_episodes - 1)
+        graph.nodes.remove(rec)  # the store's single writer goes: the next recorder may open it
+        graph.executor.remove_node(rec)
+        rec.destroy_node()
+        return ep
+
+    ep = record(tmp_path / "bowl.zarr", "put_in_bowl", "rec_bowl")
+    want = task_state_keys("put_in_bowl", poses)
+    assert set(recommended_obs_keys("put_in_bowl")) <= set(ep) and set(want) <= set(ep)
+    for k, v in want.items():
+        assert ep[k].dtype == np.float32
+        np.testing.assert_allclose(ep[k], np.tile(v, (len(ep[k]), 1)), atol=1e-6, err_msg=k)
+    # Not a sim task: object_pose only (as before); the same store then stays object_pose only for put_in_bowl too.
+    old = record(tmp_path / "old.zarr", "corn in bowl", "rec_old")
+    assert "object_pose" in old and "object_pos" not in old
+    again = record(tmp_path / "old.zarr", "put_in_bowl", "rec_again")
+    assert set(again) == set(old)
+    streams.stop()
+
+
+def cv_yaw_quat(yaw: float) -> list[float]:
+    return [float(np.cos(yaw / 2)), 0.0, 0.0, float(np.sin(yaw / 2))]
+
+
 SIGKILL_SCRIPT = r"""
 import sys
 from postbc.nodes import recorder
@@ -298,6 +342,13 @@ def test_record_from_sim_driver_and_cameras(graph, tmp_path):
     assert 18 <= T <= 21 and last["missed_ticks"] == 0, (T, last)
     assert ep["front_rgb"].shape == (T, 64, 64, 3) and ep["wrist_rgb"].shape == (T, 64, 64, 3)
     assert ep["object_pose"].shape == (T, 7) and np.allclose(ep["object_pose"][:, 2], 0.015, atol=0.005)
+    # lift_cube's state keys from the object poses, as `postbc sim demos` stores them (its recommended keys)
+    from postbc_core.sim.registry import recommended_obs_keys, task_state_keys
+
+    assert set(recommended_obs_keys("lift_cube")) <= set(ep)
+    for t in (0, T - 1):
+        for k, v in task_state_keys("lift_cube", ep["object_pose"][t:t + 1].astype(np.float64)).items():
+            np.testing.assert_allclose(ep[k][t], v, atol=1e-6, err_msg=k)
     assert s.episode_meta(0)["success"] is False and not ep["done"].any() and not ep["reward"].any()
     # Sim camera stamps are the stamps of the joint states the images show (the driver's 100 Hz sim-time grid).
     for k in ("front_rgb_stamp", "wrist_rgb_stamp", "joint_states_stamp"):

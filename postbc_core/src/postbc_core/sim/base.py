@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -146,16 +147,7 @@ class WidowXSim:
         """The bodies that place the scene beyond the arm: free-joint bodies, then mocap bodies (e.g. a target
         marker), each in MJCF (body id) order, with `first` (the task object) moved to the front. The ROS sim driver
         publishes their poses (/postbc/sim/object_poses) and the sim camera node sets them to mirror the driver."""
-        m = self.model
-        free = [m.body(b).name for b in range(m.nbody)
-                if m.body_jntnum[b] == 1 and m.jnt_type[m.body_jntadr[b]] == mujoco.mjtJoint.mjJNT_FREE]
-        mocap = [m.body(b).name for b in range(m.nbody) if m.body_mocapid[b] >= 0]
-        names = free + mocap
-        if first is not None:
-            if first not in names:
-                raise PostBCError(f"body {first!r} is neither free nor mocap; scene bodies: {names}")
-            names = [first] + [n for n in names if n != first]
-        return names
+        return model_scene_bodies(self.model, first)
 
     def set_body_pose(self, body: str, pos, quat=(1.0, 0.0, 0.0, 0.0)) -> None:
         """Place a scene body (free joint: qpos, velocity zeroed; mocap: mocap_pos/quat) and run mj_forward."""
@@ -226,6 +218,21 @@ class WidowXSim:
         for r in self._renderers.values():
             r.close()
         self._renderers.clear()
+
+
+def model_scene_bodies(model: mujoco.MjModel, first: str | None = None) -> list[str]:
+    """WidowXSim.scene_bodies of `model` (no MjData needed): free-joint bodies, then mocap bodies, in body id order,
+    `first` moved to the front (PostBCError when it is neither free nor mocap)."""
+    m = model
+    free = [m.body(b).name for b in range(m.nbody)
+            if m.body_jntnum[b] == 1 and m.jnt_type[m.body_jntadr[b]] == mujoco.mjtJoint.mjJNT_FREE]
+    mocap = [m.body(b).name for b in range(m.nbody) if m.body_mocapid[b] >= 0]
+    names = free + mocap
+    if first is not None:
+        if first not in names:
+            raise PostBCError(f"body {first!r} is neither free nor mocap; scene bodies: {names}")
+        names = [first] + [n for n in names if n != first]
+    return names
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -312,7 +319,7 @@ def object_yaw_feature(yaw: float, symmetry: int) -> np.ndarray:
 class Task:
     """A task on the WidowX twin. Subclasses set `name`, `xml`, `config_cls`, `object_body`, `object_yaw_symmetry`,
     `recommended_obs_keys`, `randomized_keys` and implement `_randomize`, `success`, `dense_reward` (and optionally
-    `_extras`, `object_yaw`).
+    `_scene_extras`, `_extras`, `object_yaw_of`).
 
     Observation keys every task provides (besides the robot keys of WidowXSim.observation): `object_pose` (7,)
     [x y z m, qw qx qy qz] of the task object (world), `object_pos` (3,) m (its position alone: the quaternion's
@@ -320,7 +327,13 @@ class Task:
     `object_yaw_feat` (2,) = object_yaw_feature(object_yaw(), object_yaw_symmetry): a canonical orientation
     input (a cube's raw yaw quaternion differs between yaws that look identical). `recommended_obs_keys` is the one
     place that says which state keys to train on; `randomized_keys` lists what reset randomizes and which keys carry
-    it (registry.missing_randomized_keys checks a key set against it)."""
+    it (registry.missing_randomized_keys checks a key set against it).
+
+    Every key computed from the scene bodies' poses alone (the ones above and the task's `_scene_extras`, e.g.
+    bowl_pos, target_pos) comes from the classmethod `scene_observation(poses)`: `observation()` calls it on the
+    sim's body poses and the ROS graph on the poses of /postbc/sim/object_poses (registry.task_state_keys), so the
+    twin and a ROS node compute them with the same code. `_extras` holds the keys that need more than the poses
+    (e.g. ee_to_object, from the EE site)."""
 
     name: str = ""
     xml: str = ""
@@ -350,6 +363,7 @@ class Task:
         self._left_pad = {self.sim.model.geom("left_pad").id}
         self._right_pad = {self.sim.model.geom("right_pad").id}
         self._obj_geoms = self.sim.body_geoms(self.object_body)
+        self._scene_bodies = self.sim.scene_bodies(first=self.object_body)
         # Alterations are counted in safety.stats and reported per episode (info["safety_altered"]), not logged per
         # step: evaluation and finetuning summarise them.
         self.safety = (SafetyLayer(SafetyLimits(max_joint_step=config.max_joint_speed / config.control_hz),
@@ -403,11 +417,7 @@ class Task:
 
     def observation(self, render: bool = True) -> dict[str, np.ndarray]:
         obs = self.sim.observation()
-        pose = self.sim.body_pose(self.object_body)
-        obs["object_pose"] = pose
-        obs["object_pos"] = pose[:3].copy()
-        if self.object_yaw_symmetry:
-            obs["object_yaw_feat"] = object_yaw_feature(self.object_yaw(), self.object_yaw_symmetry)
+        obs.update(self.scene_observation(self.body_poses()))
         obs.update(self._extras())
         obs["success"] = np.array(self.success())
         if render:
@@ -446,12 +456,61 @@ class Task:
         raise NotImplementedError
 
     def _extras(self) -> dict[str, np.ndarray]:
+        """Observation keys that need more than the scene bodies' poses (e.g. the EE site): sim only."""
         return {}
 
+    @classmethod
+    def _scene_extras(cls, poses: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The task's own observation keys computed from the scene bodies' world poses alone (see
+        scene_observation); `poses` holds float64 (7,) arrays for every scene body."""
+        return {}
+
+    @classmethod
+    def object_yaw_of(cls, pose) -> float:
+        """Yaw (rad) about vertical of the task object at world pose (7,) [x y z, qw qx qy qz]: the heading of its
+        local x axis (override for objects whose x axis can tip vertical)."""
+        return quat_yaw(np.asarray(pose, np.float64)[3:])
+
     def object_yaw(self) -> float:
-        """Yaw (rad) of the task object about vertical: the heading of its local x axis (override for objects whose
-        x axis can tip vertical)."""
-        return quat_yaw(self.sim.body_pose(self.object_body)[3:])
+        """Yaw (rad) of the task object about vertical now (object_yaw_of its current pose)."""
+        return self.object_yaw_of(self.sim.body_pose(self.object_body))
+
+    # -- keys from the scene poses (shared with the ROS graph) --------------------------------------------------
+    def body_poses(self) -> dict[str, np.ndarray]:
+        """{body: world pose (7,) [x y z m, qw qx qy qz]} of every scene body (WidowXSim.scene_bodies), what the ROS
+        sim driver publishes on /postbc/sim/object_poses."""
+        return {b: self.sim.body_pose(b) for b in self._scene_bodies}
+
+    @classmethod
+    def scene_observation(cls, poses: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The observation keys computed from the scene bodies' world poses alone, `poses` {body: (7,) [x y z m,
+        qw qx qy qz]} (every scene body of the task, as `body_poses()` gives them): object_pose (7,), object_pos (3,)
+        m, object_yaw_feat (2,) (objects with a yaw symmetry) and the task's `_scene_extras` (e.g. bowl_pos (3,),
+        target_pos (3,)), float64. PostBCError naming the missing bodies when `poses` lacks one."""
+        missing = [b for b in cls.scene_body_names() if b not in poses]
+        if missing:
+            raise PostBCError(f"{cls.name}: no pose for scene bodies {missing} (given: {sorted(poses)}); give the "
+                              f"world pose (7,) of every scene body {list(cls.scene_body_names())}")
+        poses = {b: np.asarray(p, np.float64).reshape(7) for b, p in poses.items()}
+        pose = poses[cls.object_body]
+        obs = {"object_pose": pose.copy(), "object_pos": pose[:3].copy()}
+        if cls.object_yaw_symmetry:
+            obs["object_yaw_feat"] = object_yaw_feature(cls.object_yaw_of(pose), cls.object_yaw_symmetry)
+        obs.update(cls._scene_extras(poses))
+        return obs
+
+    @classmethod
+    def scene_body_names(cls) -> tuple[str, ...]:
+        """The task's scene bodies in the order /postbc/sim/object_poses publishes them: WidowXSim.scene_bodies with
+        the task object first (read from the task's MJCF once, no MjData)."""
+        names = _SCENE_BODIES.get(cls.xml)
+        if names is None:
+            model = mujoco.MjModel.from_xml_path(str(ASSETS / cls.xml))
+            names = _SCENE_BODIES[cls.xml] = tuple(model_scene_bodies(model))
+        return (cls.object_body, *(n for n in names if n != cls.object_body))
+
+
+_SCENE_BODIES: dict[str, tuple[str, ...]] = {}  # task XML -> scene bodies in body id order (Task.scene_body_names)
 
 
 def yaw_quat(yaw: float) -> np.ndarray:

@@ -193,8 +193,9 @@ def _policy(s: Bringup, **extra) -> NodeSpec:
     if not s.checkpoint:
         raise ConfigError("this profile runs a policy: give checkpoint:=<policy.safetensors | run dir> "
                           "(`postbc ros run ... --set checkpoint=PATH`)")
+    sim = {"task": s.task} if s.sim else {}  # the task's state keys from the driver's object poses
     return NodeSpec("policy", "policy", {"checkpoint": s.checkpoint, "device": s.device,
-                                         "control_hz": s.control_hz, "cameras": list(s.cameras), **extra})
+                                         "control_hz": s.control_hz, "cameras": list(s.cameras), **sim, **extra})
 
 
 def graph(profile: str, settings: Bringup | None = None,

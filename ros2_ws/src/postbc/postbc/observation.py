@@ -1,10 +1,13 @@
 """The robot's observation assembled from topics, the same keys the episode store and the sim use.
 
-`ObservationSource(node, obs_shapes, cameras)` subscribes what a policy's keys need and `step()` returns one
+`ObservationSource(node, obs_shapes, cameras, task)` subscribes what a policy's keys need and `step()` returns one
 control step's observation: joint_pos, joint_vel, joint_effort, gripper_pos (from /joint_states), ee_pose
-(kinematics.fk of joint_pos), object_pose (/postbc/sim/object_poses poses[0]: the sim's privileged object state) and
-<camera>_rgb (from /<camera>/image_raw, resized to the policy's shape with cv2.INTER_AREA). Used by the policy node
-and the finetune manager, so both see exactly what `postbc eval` feeds a policy in the sim.
+(kinematics.fk of joint_pos), the sim's privileged object state from /postbc/sim/object_poses and <camera>_rgb (from
+/<camera>/image_raw, resized to the policy's shape with cv2.INTER_AREA). Object state: with `task` (sim backend: the
+driver's task) every key the task computes from its scene poses, postbc_core.sim.registry.task_state_keys (object_pose,
+object_pos, object_yaw_feat, bowl_pos, target_pos, ...: the task's `recommended_obs_keys` that `postbc pipeline` trains
+on); without, object_pose alone (poses[0]). Used by the policy node and the finetune manager, so both see exactly what
+`postbc eval` feeds a policy in the sim.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from geometry_msgs.msg import PoseArray
-from postbc_core.errors import ConfigError
+from postbc_core.errors import ConfigError, PostBCError
 from postbc_core.robots import kinematics
 from sensor_msgs.msg import Image, JointState
 
@@ -30,18 +33,47 @@ from postbc.conversions import (
 STATE_KEYS = ("joint_pos", "joint_vel", "joint_effort", "gripper_pos", "ee_pose")  # from /joint_states
 
 
-def cameras_for(obs_keys: Sequence[str], cameras: Sequence[str] = ()) -> list[str]:
+def pose_key_shapes(task: str = "") -> dict[str, tuple[int, ...]]:
+    """{key: shape} of the keys computed from /postbc/sim/object_poses: with a sim `task`, its state keys
+    (registry.task_state_shapes, e.g. lift_cube: object_pose (7,), object_pos (3,), object_yaw_feat (2,),
+    object_height (1,)); without, object_pose (7,) alone. ConfigError when `task` is not a sim task."""
+    if not task:
+        return {"object_pose": (7,)}
+    from postbc_core.sim import registry  # mujoco loads here, only for a sim task
+
+    if task not in registry.TASKS:
+        raise ConfigError(f"task={task!r} is not a sim task; available: {', '.join(registry.list_tasks())}. Give "
+                          "the sim driver's task, or \"\" off the sim (object_pose only)")
+    return registry.task_state_shapes(task)
+
+
+def cameras_for(obs_keys: Sequence[str], cameras: Sequence[str] = (), task: str = "") -> list[str]:
     """The cameras to subscribe for `obs_keys` (`cameras` empty: those the `<camera>_rgb` keys name); ConfigError
-    naming every key that no topic provides."""
+    naming every key that no topic provides (object keys: pose_key_shapes(task))."""
     wanted = [k[: -len("_rgb")] for k in obs_keys if k.endswith("_rgb")]
     cams = list(cameras) or wanted
-    available = [*STATE_KEYS, "object_pose", *(f"{c}_rgb" for c in cams)]
+    available = [*STATE_KEYS, *pose_key_shapes(task), *(f"{c}_rgb" for c in cams)]
     missing = [k for k in obs_keys if k not in available]
     if missing:
+        poses = (f"{topics.OBJECT_POSES} via task {task!r}" if task else
+                 f"{topics.OBJECT_POSES}: object_pose only without a sim task; on the sim backend set the node's "
+                 "`task` to the driver's task to also get that task's state keys (object_pos, object_yaw_feat, "
+                 "bowl_pos, target_pos, ...)")
         raise ConfigError(f"the checkpoint needs observation keys {missing} that no topic provides; available: "
-                          f"{available} (/joint_states, {topics.OBJECT_POSES}, /<camera>/image_raw for cameras "
-                          f"{cams}); set `cameras` or use a checkpoint trained on these keys")
+                          f"{available} (/joint_states, {poses}, /<camera>/image_raw for cameras {cams}); set "
+                          "`cameras` / `task` or use a checkpoint trained on these keys")
     return [c for c in cams if f"{c}_rgb" in obs_keys]
+
+
+def object_keys(poses: np.ndarray, task: str = "") -> dict[str, np.ndarray]:
+    """The object keys of one /postbc/sim/object_poses message, poses (N, 7) float64 in the driver's order: with a
+    sim `task` registry.task_state_keys (the task's own observation code; PostBCError when N does not match its
+    scene bodies), else {"object_pose": poses[0]}. Shared by the policy / finetune observation and the recorder."""
+    if not task:
+        return {"object_pose": np.asarray(poses[0])}
+    from postbc_core.sim.registry import task_state_keys
+
+    return task_state_keys(task, poses)
 
 
 @dataclass(frozen=True)
@@ -54,18 +86,29 @@ class Step:
 
 
 class ObservationSource:
-    """Latest messages of every stream a policy needs; `step()` snapshots them (thread-safe)."""
+    """Latest messages of every stream a policy needs; `step()` snapshots them (thread-safe).
 
-    def __init__(self, node, obs_shapes: Mapping[str, tuple[int, ...]], cameras: Sequence[str] = ()):
+    `task`: the sim task whose scene /postbc/sim/object_poses carries (the sim driver's `task`), so the task's state
+    keys are available; "" off the sim (object_pose only)."""
+
+    def __init__(self, node, obs_shapes: Mapping[str, tuple[int, ...]], cameras: Sequence[str] = (), task: str = ""):
         self.node = node
         self.obs_shapes = {k: tuple(v) for k, v in obs_shapes.items()}
-        self.cameras = cameras_for(list(self.obs_shapes), cameras)
+        self.task = task
+        self.cameras = cameras_for(list(self.obs_shapes), cameras, task)
+        shapes = pose_key_shapes(task)
+        self.pose_keys = [k for k in self.obs_shapes if k in shapes]
+        bad = [f"{k} {self.obs_shapes[k]} (given: {shapes[k]})" for k in self.pose_keys
+               if self.obs_shapes[k] != shapes[k]]
+        if bad:
+            raise ConfigError(f"the checkpoint's keys {', '.join(bad)} do not match what {topics.OBJECT_POSES} gives "
+                              f"(task {task!r}); use a checkpoint trained on the driver's task")
         self._lock = threading.Lock()
         self._js: JointState | None = None
         self._object: PoseArray | None = None
         self._images: dict[str, np.ndarray] = {}
         node.create_subscription(JointState, topics.JOINT_STATES, self._on_joint_states, topics.STATE_QOS)
-        if "object_pose" in self.obs_shapes:
+        if self.pose_keys:
             node.create_subscription(PoseArray, topics.OBJECT_POSES, self._on_objects, topics.STATE_QOS)
         for cam in self.cameras:
             node.create_subscription(Image, topics.image_topic(cam), lambda m, c=cam: self._on_image(c, m),
@@ -99,7 +142,7 @@ class ObservationSource:
         """Topics that have not delivered a message yet."""
         with self._lock:
             out = [] if self._js is not None else [topics.JOINT_STATES]
-            if "object_pose" in self.obs_shapes and self._object is None:
+            if self.pose_keys and self._object is None:
                 out.append(topics.OBJECT_POSES)
             out += [topics.image_topic(c) for c in self.cameras if c not in self._images]
         return out
@@ -116,16 +159,21 @@ class ObservationSource:
         except ConversionError as e:
             self.node.get_logger().error(f"observation skipped: {e}", throttle_duration_sec=5.0)
             return None
-        obj = poses[0] if poses is not None and len(poses) else None
-        if js is None or ("object_pose" in keys and obj is None) or any(c not in images for c in self.cameras):
+        if poses is not None and not len(poses):
+            poses = None
+        if js is None or (self.pose_keys and poses is None) or any(c not in images for c in self.cameras):
             return None
         raw = {"joint_pos": js.joint_pos, "joint_vel": js.joint_vel, "joint_effort": js.joint_effort,
                "gripper_pos": js.gripper_pos}
         if "ee_pose" in keys:
             pos, quat = kinematics.fk(js.joint_pos)
             raw["ee_pose"] = np.concatenate([pos, quat])
-        if obj is not None:
-            raw["object_pose"] = obj
+        if self.pose_keys:
+            try:
+                raw.update(object_keys(poses, self.task))
+            except PostBCError as e:  # poses of another task's scene: the node and the driver disagree on the task
+                self.node.get_logger().error(f"observation skipped: {e}", throttle_duration_sec=5.0)
+                return None
         raw.update({f"{c}_rgb": images[c] for c in self.cameras})
         obs = {k: (raw[k] if k.endswith("_rgb") else np.asarray(raw[k], np.float32)) for k in keys}
         return Step(obs=obs, stamp=js.stamp, joint_pos=js.joint_pos)

@@ -20,7 +20,9 @@ JOINT_STATES = "/joint_states"  # sensor_msgs/JointState, ~100 Hz, JOINT_NAMES +
 COMMAND = "/postbc/command"  # trajectory_msgs/JointTrajectory: one target or a chunk with time_from_start
 ESTOP = "/postbc/estop"  # std_msgs/Bool; True latches the e-stop (cleared by the driver's ~/enable true)
 DRIVER_STATUS = "/postbc/driver/status"  # diagnostic_msgs would need another package: std_msgs/String JSON
-OBJECT_POSES = "/postbc/sim/object_poses"  # geometry_msgs/PoseArray (world): WidowXSim.scene_bodies(task object)
+# geometry_msgs/PoseArray (world): postbc_core.sim.registry.scene_bodies(task) order, task object first; nodes derive
+# the task's state keys from it with registry.task_state_keys (observation.object_keys)
+OBJECT_POSES = "/postbc/sim/object_poses"
 SUCCESS = "/postbc/sim/success"  # std_msgs/Bool, the sim task's success detector (control rate)
 CLOCK = "/clock"  # rosgraph_msgs/Clock, published by the sim driver (nodes run with use_sim_time)
 EPISODE_EVENTS = "/postbc/episode"  # std_msgs/String: teleop episode keys (start, stop, discard, success, failure)

@@ -48,16 +48,23 @@ class LiftCube(Task):
         pos = [rng.uniform(*SPAWN_X), rng.uniform(*SPAWN_Y), CUBE_HALF]
         self.sim.set_free_body_pose("cube", pos, yaw_quat(rng.uniform(-np.pi / 4, np.pi / 4)))
 
-    def object_yaw(self) -> float:
-        """Heading (rad) of whichever of the cube's local x / y face normals is closer to horizontal: the same yaw
-        mod pi/2 as the x axis for an upright cube, still defined when the cube has tipped onto a side."""
-        R = kinematics.quat_to_mat(self.sim.body_pose("cube")[3:])
+    @classmethod
+    def object_yaw_of(cls, pose) -> float:
+        """Heading (rad) of whichever of the cube's local x / y face normals is closer to horizontal at cube pose
+        (7,): the same yaw mod pi/2 as the x axis for an upright cube, still defined when the cube has tipped onto a
+        side."""
+        R = kinematics.quat_to_mat(np.asarray(pose, np.float64)[3:])
         axis = R[:, 0] if abs(R[2, 0]) <= abs(R[2, 1]) else R[:, 1]
         return float(np.arctan2(axis[1], axis[0]))
 
+    @staticmethod
+    def height_of(cube_pose) -> float:
+        """Cube bottom above the table (m) at cube world pose (7,)."""
+        return float(cube_pose[2] - CUBE_HALF)
+
     def height(self) -> float:
         """Cube bottom above the table (m)."""
-        return float(self.sim.body_pose("cube")[2] - CUBE_HALF)
+        return self.height_of(self.sim.body_pose("cube"))
 
     def success(self) -> bool:
         return self.height() >= self.config.lift_height
@@ -68,6 +75,9 @@ class LiftCube(Task):
         lift = np.clip(self.height() / self.config.lift_height, 0.0, 1.0)
         return float(0.3 * reach + 0.2 * self.grasped() + 0.5 * lift)
 
+    @classmethod
+    def _scene_extras(cls, poses):
+        return {"object_height": np.array([cls.height_of(poses["cube"])])}
+
     def _extras(self):
-        cube = self.sim.body_pose("cube")[:3]
-        return {"ee_to_object": cube - self.ee_pos_world(), "object_height": np.array([self.height()])}
+        return {"ee_to_object": self.sim.body_pose("cube")[:3] - self.ee_pos_world()}

@@ -56,6 +56,8 @@ class PushToTarget(Task):
         self.sim.set_free_body_pose("puck", [*puck, PUCK_HALF_HEIGHT])
 
     def target_pos(self) -> np.ndarray:
+        """Target disc centre (3,) m, world (its mocap position; the `target_pos` key reads the same value from the
+        target body's pose, which MuJoCo copies from it)."""
         return self.sim.data.mocap_pos[self.sim.model.body("target").mocapid[0]].copy()
 
     def distance(self) -> float:
@@ -68,7 +70,11 @@ class PushToTarget(Task):
         reach = 1.0 - np.tanh(10.0 * np.linalg.norm(self.ee_pos_world() - self.sim.body_pose("puck")[:3]))
         return float(0.3 * reach + 0.7 * (1.0 - np.tanh(10.0 * self.distance())))
 
+    @classmethod
+    def _scene_extras(cls, poses):
+        # The target is a mocap body: its published pose is its mocap position (scene_bodies lists mocap bodies).
+        t = poses["target"][:3].copy()
+        return {"target_pos": t, "object_to_target": t - poses["puck"][:3]}
+
     def _extras(self):
-        t = self.target_pos()
-        return {"target_pos": t, "object_to_target": t - self.sim.body_pose("puck")[:3],
-                "ee_to_object": self.sim.body_pose("puck")[:3] - self.ee_pos_world()}
+        return {"ee_to_object": self.sim.body_pose("puck")[:3] - self.ee_pos_world()}

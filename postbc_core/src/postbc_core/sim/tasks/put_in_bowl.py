@@ -65,8 +65,11 @@ class PutInBowl(Task):
         place = 1.0 - np.tanh(5.0 * np.linalg.norm(corn[:2] - bowl[:2]))
         return float(0.2 * reach + 0.2 * self.grasped() + 0.5 * place + 0.1 * self.corn_in_bowl())
 
-    def _extras(self):
-        bowl, corn = self.sim.body_pose("bowl"), self.sim.body_pose("corn")[:3]
+    @classmethod
+    def _scene_extras(cls, poses):
+        bowl, corn = poses["bowl"], poses["corn"][:3]
         # bowl_pos: the bowl's position alone (its yaw is cosmetic), the recommended key.
-        return {"bowl_pose": bowl, "bowl_pos": bowl[:3].copy(), "object_to_bowl": bowl[:3] - corn,
-                "ee_to_object": corn - self.ee_pos_world()}
+        return {"bowl_pose": bowl.copy(), "bowl_pos": bowl[:3].copy(), "object_to_bowl": bowl[:3] - corn}
+
+    def _extras(self):
+        return {"ee_to_object": self.sim.body_pose("corn")[:3] - self.ee_pos_world()}

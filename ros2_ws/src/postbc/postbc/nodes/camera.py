@@ -248,7 +248,7 @@ class Camera(Node):
         self._task = registry.make(p.task)
         self._sim = self._task.sim
         self._intr = mujoco_intrinsics(self._sim.model, p.camera, p.width, p.height)
-        self._bodies = self._sim.scene_bodies(first=self._task.object_body)
+        self._bodies = self._task.scene_body_names()  # the driver's /postbc/sim/object_poses order
         self._lock = threading.Lock()
         self._joint_msg: JointState | None = None
         self._poses_msg: PoseArray | None = None

@@ -67,7 +67,8 @@ class Params:
     backend: str = "sim"
     """"sim": reset and success from the sim driver; "interbotix": operator resets the scene and labels episodes."""
     task: str = "lift_cube"
-    """Task name stored with the episodes (sim: must be the driver's task)."""
+    """Task name stored with the episodes (sim: must be the driver's task; the policy's object keys, e.g. object_pos,
+    object_yaw_feat, are computed from /postbc/sim/object_poses as that task computes them)."""
     control_hz: float = 10.0
     """Control rate (Hz): one action per tick (the driver's rate)."""
     max_episode_s: float = 0.0
@@ -111,11 +112,14 @@ class Params:
 class FinetuneManager(Node):
     def __init__(self, node_name: str = "finetune_manager", *, context=None, parameter_overrides=None, namespace=""):
         super().__init__(node_name, context=context, namespace=namespace, parameter_overrides=parameter_overrides or [])
-        self.params = p = declare(self, Params)
-        self.ft = self._make_finetuner(p)
+        self.ft = None
         try:
+            self.params = p = declare(self, Params)
+            self.ft = self._make_finetuner(p)
             self.sim = p.backend == "sim"
-            self.source = ObservationSource(self, self.ft.policy.config.obs_shapes, p.cameras)
+            # sim: the task's state keys from /postbc/sim/object_poses (the driver runs p.task)
+            self.source = ObservationSource(self, self.ft.policy.config.obs_shapes, p.cameras,
+                                            p.task if self.sim else "")
             self.dt = 1.0 / p.control_hz
             self.max_steps = self._max_steps(p)
             self._lock = threading.RLock()
@@ -148,7 +152,11 @@ class FinetuneManager(Node):
             self.create_timer(1.0 / p.status_hz, self.publish_status, callback_group=MutuallyExclusiveCallbackGroup(),
                               clock=Clock(clock_type=ClockType.STEADY_TIME))
         except BaseException:
-            self.ft.close()
+            # A manager that failed to start leaves nothing behind: its finetuner closed, the node out of the context
+            # (a lingering half-built node would be destroyed, and fail, when the context shuts down).
+            if self.ft is not None:
+                self.ft.close()
+            Node.destroy_node(self)
             raise
         done = self.ft.episodes_done
         self.get_logger().info(

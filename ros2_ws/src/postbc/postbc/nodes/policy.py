@@ -2,8 +2,10 @@
 graph, inference off the control thread.
 
 Control tick (control_hz, node clock, so sim time in sim): snapshot the observation from the latest messages
-(joint_pos, joint_vel, joint_effort, gripper_pos from /joint_states; ee_pose = kinematics.fk(joint_pos); object_pose
-= /postbc/sim/object_poses poses[0]; <camera>_rgb from /<camera>/image_raw resized to the policy's shape), append it
+(joint_pos, joint_vel, joint_effort, gripper_pos from /joint_states; ee_pose = kinematics.fk(joint_pos); the sim
+task's state keys, object_pose, object_pos, object_yaw_feat, bowl_pos, target_pos, ..., from /postbc/sim/object_poses
+(postbc_core.sim.registry.task_state_keys of the `task` parameter; object_pose = poses[0] alone without one);
+<camera>_rgb from /<camera>/image_raw resized to the policy's shape), append it
 to postbc_core's PolicyRunner history (To steps at the control rate, first observation repeated after an episode
 start: the padding `postbc eval` uses), and when a plan is due hand the stacked history to the inference worker
 through a one-slot mailbox (the newest request replaces one not yet started).
@@ -78,6 +80,10 @@ class Params:
     also the freshness limit of noise_topic messages."""
     cameras: tuple[str, ...] = ()
     """Cameras whose /<camera>/image_raw feed `<camera>_rgb` keys (empty: the cameras the policy's keys name)."""
+    task: str = ""
+    """Sim backend: the driver's task (postbc_core.sim.registry name); the policy's object keys (object_pos,
+    object_yaw_feat, bowl_pos, target_pos, ...: the task's recommended_obs_keys) are computed from
+    /postbc/sim/object_poses as the task computes them. "" (real arm) = object_pose only."""
     noise_topic: str = ""
     """std_msgs/Float32MultiArray of Ta*Da initial DDIM noise for the next chunks (DSRL); "" = off (N(0, I))."""
     enabled_on_start: bool = True
@@ -178,7 +184,7 @@ class Policy(Node):
         self.Ta, self.Da = self.runner.action_horizon, self.policy.config.action_dim
         self.ensembler = TemporalEnsembler(self.Ta, p.ensemble_decay)
         # subscriptions for the policy's keys; ConfigError naming any key no topic provides
-        self.source = ObservationSource(self, self.runner.obs_shapes, p.cameras)
+        self.source = ObservationSource(self, self.runner.obs_shapes, p.cameras, p.task)
 
     def now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9

@@ -6,8 +6,10 @@ response to observation t, i.e. the latest /postbc/command received before tick 
 t+1 (a one-step delayed write); reward/done of row t are those seen at tick t+1 (the state the command led to, as
 in postbc_core.sim.demos). At stop the last observation has no complete response window and is not written.
 Keys (same names as postbc_core.sim.demos.record_demos): timestamp (tick time, float64 s), joint_pos/vel/effort (6),
-gripper_pos (1), ee_pose (7, FK of joint_pos), <camera>_rgb (H, W, 3) uint8, object_pose (7, when
-/postbc/sim/object_poses is published), cmd_joint_pos (7: the command's first point = the target executed after
+gripper_pos (1), ee_pose (7, FK of joint_pos), <camera>_rgb (H, W, 3) uint8, the sim task's state keys when
+/postbc/sim/object_poses is published (`task` a sim task: postbc_core.sim.registry.task_state_keys, the keys
+`postbc sim demos` stores, e.g. lift_cube: object_pose (7), object_pos (3), object_yaw_feat (2), object_height (1);
+any other `task`: object_pose alone), cmd_joint_pos (7: the command's first point = the target executed after
 this observation; the measured pose when no command was ever received, i.e. the driver holds), cmd_ee_delta (7,
 when /postbc/teleop/ee_delta is published: the delta received during the step, zeros when none, + the gripper
 target), reward (float32), done (bool), and per-stream header stamps `<stream>_stamp` (float64 s, -1 = no message
@@ -60,6 +62,7 @@ from trajectory_msgs.msg import JointTrajectory
 from postbc import conversions as cv
 from postbc import topics
 from postbc.node_main import main as node_main
+from postbc.observation import object_keys, pose_key_shapes
 from postbc.params import declare
 
 NO_STAMP = -1.0  # `<stream>_stamp` of a stream without any message yet (the store refuses NaN)
@@ -78,7 +81,8 @@ class Params:
     max_episode_s: float = 120.0
     """Episode time limit (s): the episode is stopped and committed (label unknown) when reached; 0 = none."""
     task: str = ""
-    """Task description stored in each episode's metadata."""
+    """Task name stored in each episode's metadata. A sim task name (the driver's task) also selects the state keys
+    recorded from /postbc/sim/object_poses (that task's registry.task_state_keys; otherwise object_pose only)."""
     operator: str = ""
     """Operator name stored in each episode's metadata."""
     source: str = "teleop"
@@ -193,7 +197,7 @@ class Episode:
     index: int
     start: float  # node clock
     start_wall: float
-    keys: dict  # optional keys recorded: {"object_pose": bool, "cmd_ee_delta": bool}
+    keys: dict  # optional keys recorded: {"pose": (keys from the object poses, ...), "cmd_ee_delta": bool}
     label: bool | None = None  # the operator's label (wins over auto_label_success)
     success_seen: bool = False
     steps: int = 0
@@ -229,6 +233,8 @@ class Recorder(Node):
         self._rec: Episode | None = None
         self._pending: dict | None = None  # observation of the previous tick, waiting for its command
         self._pending_seq: dict[str, int] = {}
+        self._pose_keys: tuple[str, ...] | None = None  # keys derivable from the object poses (_derivable_pose_keys)
+        self._sim_task = ""
         self.last_episode: dict | None = None
         self.error: str | None = None
 
@@ -339,12 +345,14 @@ class Recorder(Node):
                 raise PostBCError(f"{s.topic} publishes {s.latest.encoding} images; the recorder stores rgb8")
             row[f"{cam}_rgb"] = resize_image(img, self.params.image_size)
             row[f"{cam}_rgb_stamp"] = np.float64(s.stamp)
-        if rec.keys["object_pose"]:
+        if rec.keys["pose"]:
             s = self.streams["object_pose"]
             poses = cv.pose_array_arrays(s.latest) if s.latest is not None else np.zeros((0, 7))
             if not len(poses):
-                raise PostBCError(f"{s.topic} has no pose; the store records object_pose")
-            row["object_pose"] = poses[0].astype(np.float32)
+                raise PostBCError(f"{s.topic} has no pose; the store records {list(rec.keys['pose'])}")
+            derived = object_keys(poses, self._sim_task)  # PostBCError: poses of another task's scene
+            for k in rec.keys["pose"]:
+                row[k] = np.asarray(derived[k], np.float32)
             row["object_pose_stamp"] = np.float64(s.stamp)
         return row
 
@@ -374,6 +382,22 @@ class Recorder(Node):
         rec.success_seen |= success
         row["reward"] = np.float32(1.0 if success else 0.0)
         row["done"] = np.bool_(success)
+
+    def _derivable_pose_keys(self) -> tuple[str, ...]:
+        """The keys this recorder computes from /postbc/sim/object_poses: the state keys of the sim task `task`
+        (observation.pose_key_shapes), or object_pose alone when `task` names no sim task (warned once)."""
+        if self._pose_keys is None:
+            from postbc_core.sim.registry import TASKS  # mujoco loads here: object poses come from the sim
+
+            task = self.params.task
+            self._sim_task = task if task in TASKS else ""
+            if not self._sim_task:
+                self.get_logger().warning(
+                    f"{topics.OBJECT_POSES} is published but task={task!r} is not a sim task "
+                    f"({', '.join(sorted(TASKS))}): recording object_pose only; set the recorder's task to the "
+                    "driver's task to record its state keys (object_pos, object_yaw_feat, ...)")
+            self._pose_keys = tuple(pose_key_shapes(self._sim_task))
+        return self._pose_keys
 
     # -- episode control ----------------------------------------------------------------------------------------
     def _wait_job(self) -> None:
@@ -408,15 +432,23 @@ class Recorder(Node):
         # Optional keys: the store's key set once it has episodes (every episode must match it; cmd_ee_delta is
         # then zeros while the operator sends none), else what is being published when the first episode starts.
         schema = self.store.schema() if self.store.n_episodes else {}
-        optional = ("object_pose", "cmd_ee_delta")
-        keys = {k: (k in schema) if schema else self.streams[k].latest is not None for k in optional}
-        ignored = [self.streams[k].topic for k in optional if not keys[k] and self.streams[k].latest is not None]
+        poses_on = self.streams["object_pose"].latest is not None
+        derivable = self._derivable_pose_keys() if poses_on or "object_pose" in schema else ()
+        pose_keys = tuple(k for k in derivable if k in schema) if schema else derivable if poses_on else ()
+        ee_on = self.streams["cmd_ee_delta"].latest is not None
+        keys = {"pose": pose_keys, "cmd_ee_delta": ("cmd_ee_delta" in schema) if schema else ee_on}
+        ignored = []
+        unrecorded = [k for k in derivable if k not in pose_keys]
+        if poses_on and unrecorded:
+            ignored.append(f"{topics.OBJECT_POSES} ({', '.join(unrecorded)})")
+        if ee_on and not keys["cmd_ee_delta"]:
+            ignored.append(topics.TELEOP_EE_DELTA)
         if ignored:
             self.get_logger().warning(f"{', '.join(ignored)} published but not recorded: the store's episodes have "
                                       "no such key (use a new store to record it)")
-        if keys["object_pose"] and self.streams["object_pose"].latest is None:
-            return False, (f"cannot start: the store records object_pose but {topics.OBJECT_POSES} has no message "
-                           "(is the sim driver running?)")
+        if pose_keys and not poses_on:
+            return False, (f"cannot start: the store records {list(pose_keys)} but {topics.OBJECT_POSES} has no "
+                           "message (is the sim driver running?)")
         if schema:
             want = {f"{c}_rgb" for c in self.params.cameras}
             have = {k for k in schema if k.endswith("_rgb")}

@@ -9,11 +9,11 @@ SafetyLayer relative to the measured joints; holds on watchdog, e-stop (latched,
 and serves ~/go_home, ~/enable, and in sim ~/reset. Status JSON on /postbc/driver/status.
 
 Sim backend: SimRobot(step_on_send=False); this node steps its physics in a thread (1 / state_hz s per tick, paced
-by `real_time_factor` against the wall clock) and publishes /clock, object poses (every free body) and task
-success, all stamped with sim time. Interbotix backend: InterbotixRobot, whose SDK runs its own node
-(InterbotixRobotNode, spun by the SDK's thread as upstream's robot_startup does) in this process; on shutdown
-(Ctrl-C, SIGTERM) `destroy_node` parks the arm in the sleep pose while the ROS context is still valid
-(postbc.node_main's shutdown order). Units: radians, metres, seconds.
+by `real_time_factor` against the wall clock) and publishes /clock, object poses (every free and mocap body, task
+object first: postbc_core.sim.registry.scene_bodies order) and task success, all stamped with sim time. Interbotix
+backend: InterbotixRobot, whose SDK runs its own node (InterbotixRobotNode, spun by the SDK's thread as upstream's
+robot_startup does) in this process; on shutdown (Ctrl-C, SIGTERM) `destroy_node` parks the arm in the sleep pose
+while the ROS context is still valid (postbc.node_main's shutdown order). Units: radians, metres, seconds.
 """
 
 from __future__ import annotations
@@ -191,8 +191,9 @@ class RobotDriver(Node):
         self.create_service(SetBool, "~/enable", self._srv_enable, callback_group=self._srv_group)
 
         if p.backend == "sim":
-            # Every free / mocap body (what the camera node needs to mirror the scene), task object first.
-            self._bodies = self.robot.sim.scene_bodies(first=self.robot.task.object_body)
+            # Every free / mocap body (what the camera node needs to mirror the scene and what the task's state keys
+            # are computed from: postbc_core.sim.registry.task_state_keys), task object first.
+            self._bodies = self.robot.task.scene_body_names()
             self._clock_pub = self.create_publisher(ClockMsg, topics.CLOCK, 10)
             self._poses_pub = self.create_publisher(PoseArray, topics.OBJECT_POSES, topics.STATE_QOS)
             self._success_pub = self.create_publisher(Bool, topics.SUCCESS, topics.STATE_QOS)
