@@ -114,6 +114,32 @@ def test_pipeline_tiny_end_to_end(tmp_path):
     assert h.returncode == 0 and "--finetune-episodes" in h.stdout and "--full" in h.stdout
 
 
+def test_training_budget_defaults_reach_the_measured_plateau():
+    """Under-training was the main cause of weak pretrained policies (2k steps: 3-7 / 50 with the old inputs). The
+    pipeline's, `postbc sim curve`'s and `postbc train`'s defaults must reach the budget where the committed learning
+    curve (benchmarks/results/learning_curve_lift_cube.json, `postbc sim curve`) stops improving: the smallest budget
+    whose pooled success is within 3 points of the best."""
+    from pathlib import Path
+
+    from postbc_core.analysis.learning_curve import CurveConfig
+    from postbc_core.analysis.sim_demo import SimDemoConfig
+    from postbc_core.training.config import TrainConfig
+
+    curve = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results" /
+                        "learning_curve_lift_cube.json").read_text())
+    rows = sorted((r["steps"], r["rate"]) for r in curve["table"] if r["method"] == "bc")
+    best = max(rate for _, rate in rows)
+    plateau = min(steps for steps, rate in rows if rate >= best - 0.03)
+    assert len(curve["seeds"]) >= 3 and all(r["n"] >= 150 for r in curve["table"])
+    assert PipelineConfig().steps >= plateau and SimDemoConfig().steps >= plateau
+    assert TrainConfig(dataset="d.zarr", obs_keys=("s",)).steps >= plateau
+    # ... and the curve was measured in the configuration those defaults train
+    d = PipelineConfig()
+    assert curve["action_key"] == d.action_key == SimDemoConfig().action_key == "cmd_ee_delta"
+    assert curve["obs_keys"] == list(SimDemoConfig(task=d.task).obs_keys)
+    assert tuple(curve["policy_hidden"]) == d.policy_hidden == CurveConfig().policy_hidden
+
+
 def test_pipeline_full_switches_budget():
     d, f = PipelineConfig(), PipelineConfig(full=True)
     assert len(f.seeds) > len(d.seeds) and f.finetune_episodes > d.finetune_episodes
