@@ -172,8 +172,9 @@ def summarize(cfg: CurveConfig, records: list[dict]) -> dict:
     return {"task": cfg.task, "demos": cfg.demos, "seeds": list(cfg.seeds), "episodes": cfg.episodes,
             "action_key": cfg.action_key, "obs_keys": list(cfg.sim_demo(cfg.seeds[0]).obs_keys),
             "policy_hidden": list(cfg.policy_hidden), "alpha": cfg.alpha, "table": table, "records": records,
-            "command": ("postbc sim curve " + " ".join(f"--{k.replace('_', '-')} {v if not isinstance(v, tuple) else ' '.join(map(str, v))}"
-                                                      for k, v in _cli_args(cfg).items())).strip()}
+            "command": ("postbc sim curve " + " ".join(
+                f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, tuple) else v}"
+                for k, v in _cli_args(cfg).items())).strip()}
 
 
 def _cli_args(cfg: CurveConfig) -> dict:

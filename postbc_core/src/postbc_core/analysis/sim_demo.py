@@ -103,8 +103,9 @@ def train_policy(cfg: SimDemoConfig, dataset: Path, name: str, alpha: float,
         dataset=dataset, out=cfg.out / name, obs_keys=cfg.obs_keys, action_key=cfg.action_key,
         action_horizon=cfg.action_horizon, alpha=alpha, perturbation=perturbation, ensemble_size=cfg.ensemble_size,
         ensemble_hidden=(256, 256), ensemble_steps=cfg.ensemble_steps, ensemble_batch_size=128,
-        mlp_hidden=cfg.policy_hidden, steps=cfg.steps, batch_size=256, lr=3e-4, warmup_steps=min(200, cfg.steps // 10), seed=cfg.seed,
-        device=cfg.device, log_every=250, progress=cfg.progress, overwrite=True))  # run_sim_demo owns cfg.out
+        mlp_hidden=cfg.policy_hidden, steps=cfg.steps, batch_size=256, lr=3e-4,
+        warmup_steps=min(200, cfg.steps // 10), seed=cfg.seed, device=cfg.device, log_every=250,
+        progress=cfg.progress, overwrite=True))  # run_sim_demo owns cfg.out
 
 
 def run_sim_demo(cfg: SimDemoConfig) -> dict:
