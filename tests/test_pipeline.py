@@ -106,7 +106,7 @@ def test_pipeline_tiny_end_to_end(tmp_path):
     report = (out / "report.md").read_text()
     assert res["summary_line"] in report
     assert "](success_vs_episodes.png)" in report and "](coverage/coverage.png)" in report
-    assert "Wilson 95%" in report and "## Configurations tried" in report and "## Paired final evaluation" in report
+    assert "Wilson 95%" in report and "## How the current defaults were chosen" in report and "## Paired final evaluation" in report
     assert "## The paper's WidowX recipe" in report and "| sigma-BC |" in report
     # `postbc demo` is the same job (its own default output directory)
     h = subprocess.run([str(BIN / "postbc"), "demo", "--help"], check=False, capture_output=True, text=True,
