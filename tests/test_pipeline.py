@@ -60,7 +60,7 @@ def test_pipeline_tiny_end_to_end(tmp_path):
         assert pre[name]["success_rate"] == c["success_rate"][0] and fin[name]["success_rate"] == c["success_rate"][-1]
         for s in ("0", "1"):
             run = res["runs"][s][name]
-            assert run["evals"][0]["mode"] == "pretrained" and run["updates"] > 0
+            assert run["evals"][0]["mode"] == "policy" and run["updates"] > 0
             assert (out / f"seed_{s}" / f"finetune_{name}" / "summary.json").is_file()
     # the paired final evaluation: each run's agent_eval.json (postbc finetune-eval's file) pooled over the seeds
     pr = res["paired"]

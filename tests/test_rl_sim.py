@@ -86,7 +86,7 @@ def test_finetune_on_the_sim_writes_a_valid_replay_store_metrics_and_checkpoint(
     cfg = tiny_config(lift_checkpoint, tmp_path / "ft", episodes=3, eval_every=2, eval_episodes=1)
     s = run_finetune(cfg)
     assert s["episodes"] == 3 and len(s["train_success"]) == 3
-    assert [(e["after_episodes"], e["mode"]) for e in s["evals"]] == [(0, "pretrained"), (2, "eval"), (3, "eval")]
+    assert [(e["after_episodes"], e["mode"]) for e in s["evals"]] == [(0, "policy"), (2, "eval"), (3, "eval")]
     for e in s["evals"]:
         assert 0.0 <= e["ci_low"] <= e["success_rate"] <= e["ci_high"] <= 1.0
     c = s["counters"]
@@ -141,7 +141,7 @@ def test_finetune_eval_compares_a_runs_agent_with_its_policy_and_leaves_the_run_
     assert "pretrained: " in r.stdout and "agent     : " in r.stdout
     res = json.loads((cfg.out / "agent_eval.json").read_text())
     assert res["episodes_done"] == 2 and res["updates"] == 2 * 4 and res["eval_seed"] == 5
-    for key, mode in (("pretrained", "pretrained"), ("agent", "eval")):
+    for key, mode in (("pretrained", "policy"), ("agent", "eval")):
         e = res[key]
         assert e["mode"] == mode and e["episodes"] == 3 and 0 <= e["n_success"] <= 3
         assert e["mean_length"] == 12  # max_steps from the run's settings
@@ -252,3 +252,23 @@ def test_checkpoint_task_mismatch_and_unknown_task_are_refused(lift_checkpoint, 
         run_finetune(tiny_config(path, tmp_path / "b", episodes=1))
     with pytest.raises(CheckpointError, match="does not exist"):
         run_finetune(tiny_config(tmp_path / "missing", tmp_path / "c", episodes=1))
+
+
+def test_every_algorithm_evaluates_the_same_pretrained_policy(lift_checkpoint, tmp_path):
+    """"The pretrained policy" is one thing in every comparison (the DSRL runs' and the Best-of-N recipe's baselines
+    in one pipeline report): w ~ N(0, I) as deployed, not DSRL's warm-up noise clipped to its box."""
+    from postbc_core.rl.best_of_n import BestOfNConfig
+    from postbc_core.rl.finetune import evaluate_run
+
+    runs = {}
+    for algo in ("dsrl_sac", "best_of_n"):
+        cfg = tiny_config(lift_checkpoint, tmp_path / algo, episodes=1, eval_episodes=0, reward_type="dense",
+                          algorithm=algo, dsrl=DSRLConfig(warmup_episodes=1, utd=1, batch_size=8, hidden=(16, 16),
+                                                          noise_magnitude=0.3),
+                          bon=BestOfNConfig(rollouts=1, fit_steps=1, batch_size=8, hidden=(16, 16)))
+        run_finetune(cfg)
+        runs[algo] = evaluate_run(cfg.out, episodes=3, seed=11)["pretrained"]
+    assert runs["dsrl_sac"]["mode"] == runs["best_of_n"]["mode"] == "policy"
+    assert runs["dsrl_sac"]["mean_return"] == runs["best_of_n"]["mean_return"]
+    assert runs["dsrl_sac"]["successes"] == runs["best_of_n"]["successes"]
+    # (before, DSRL's baseline was its warm-up mode: the noise clipped to its box, 0.3 here, a different policy)

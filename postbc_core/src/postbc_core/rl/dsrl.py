@@ -36,7 +36,11 @@ from postbc_core.errors import ConfigError
 from postbc_core.rl.noise_env import DEFAULT_NOISE_MAGNITUDE, NoisePolicy
 from postbc_core.rl.sac import SAC, Critics, polyak
 
-Mode = Literal["pretrained", "explore", "eval"]
+Mode = Literal["policy", "pretrained", "explore", "eval"]
+"""How an episode chooses the frozen policy's noise: "policy" = the pretrained policy exactly as trained and deployed,
+w ~ N(0, I) (every evaluation of "the pretrained policy", whatever the algorithm, so all comparisons share one
+baseline); "pretrained" = the agent's warm-up (DSRL: w ~ N(0, I) clipped to its noise box, so the replay holds only
+noise its actor can produce; Best-of-N: as "policy"); "explore" / "eval" = the learned agent, sampling / greedy."""
 
 
 def clip_features(feats: torch.Tensor, clip: float) -> torch.Tensor:

@@ -224,7 +224,10 @@ class Finetuner:
         noise = None
         if not ep["queue"]:
             feats = npol.features(npol.window(ep["history"]))
-            w, chunk = self.agent.choose(feats, ep["mode"])
+            if ep["mode"] == "policy":  # the frozen policy as deployed: w ~ N(0, I), no agent involved
+                w, chunk = torch.randn(feats.shape[0], npol.noise_dim, device=feats.device), None
+            else:
+                w, chunk = self.agent.choose(feats, ep["mode"])
             if chunk is None:
                 chunk = npol.decode(feats, w)[1]
             ep["queue"].extend(chunk[0, : npol.n_action_steps].cpu().numpy().astype(np.float32))
@@ -483,7 +486,7 @@ def _stall(ft: Finetuner) -> None:
 
 
 def evaluate(ft: Finetuner, task, episodes: int, *, mode: Mode = "eval", seed: int = EVAL_SEED) -> dict:
-    """Success rate of the current agent (or mode="pretrained": the frozen policy) over `episodes` unrecorded
+    """Success rate of the current agent (or mode="policy": the frozen pretrained policy) over `episodes` unrecorded
     episodes with seeds seed..seed+episodes-1, with a Wilson 95% interval. Episode i also draws its noise (the
     pretrained policy's w ~ N(0, I), Best-of-N's candidates) from torch seeded with seed + i, inside fork_rng: an
     evaluation repeats exactly whatever the training's random state, and leaves that state as it was."""
@@ -546,7 +549,7 @@ def evaluate_run(run: Path, episodes: int = 40, seed: int = EVAL_SEED, device: s
             res = {"run": str(run), "checkpoint": str(cfg.checkpoint), "task": cfg.task, "algorithm": cfg.algorithm,
                    "episodes_done": ft.episodes_done, "updates": ft.updates,
                    "train_successes": sum(bool(h["success"]) for h in ft.history), "eval_seed": seed}
-            for key, mode in (("pretrained", "pretrained"), ("agent", "eval")):
+            for key, mode in (("pretrained", "policy"), ("agent", "eval")):
                 res[key] = evaluate(ft, task, episodes, mode=mode, seed=seed)
                 log.info("%s: %d/%d", key, res[key]["n_success"], episodes)
             res["paired"] = paired_comparison(res["pretrained"]["successes"], res["agent"]["successes"])
@@ -611,7 +614,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
     t0 = time.time()
     try:
         if cfg.eval_episodes and not ft.evals:
-            ft.log_eval(evaluate(ft, task, cfg.eval_episodes, mode="pretrained"))
+            ft.log_eval(evaluate(ft, task, cfg.eval_episodes, mode="policy"))
             _print_eval(ft.evals[-1])
         while ft.episodes_done < cfg.episodes:
             i = ft.episodes_done
