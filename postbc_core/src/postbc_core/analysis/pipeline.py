@@ -488,6 +488,11 @@ def _first_reach(points: list[int], rates: list[float], target: float) -> int | 
 
 
 # ------------------------------------------------------------------------------------------------------------------
+def _p(x: float) -> str:
+    """A p-value for the report: 3 decimals, or 1 significant digit below 0.001 (not a misleading 0.000)."""
+    return f"{x:.3f}" if x >= 1e-3 else f"{x:.0e}"
+
+
 def _rate(p: dict) -> str:
     return f"{p['success_rate']:.0%} [{p['ci95'][0]:.0%}, {p['ci95'][1]:.0%}]"
 
@@ -500,7 +505,7 @@ def _reach(r: dict, name: str) -> str:
 def _paired_text(r: dict) -> str:
     p = r["paired"]
     gains = ", ".join(f"{LABELS[m]} {p[m]['pretrained']['n_success']} -> {p[m]['agent']['n_success']} "
-                      f"(McNemar p = {p[m]['agent_vs_pretrained']['mcnemar_exact_p']:.3f})" for m in ("bc", "postbc"))
+                      f"(McNemar p = {_p(p[m]['agent_vs_pretrained']['mcnemar_exact_p'])})" for m in ("bc", "postbc"))
     return f"paired final evaluation, successes of {p['bc']['agent']['n']} episodes: {gains}"
 
 
@@ -509,8 +514,8 @@ def summary_line(r: dict) -> str:
     the paired final evaluation's successes with McNemar p."""
     pre, fin = r["pretrained"], r["final"]
     reduced = "" if r["config"]["full"] else f"reduced run (the full one: --full, report {FULL_REPORT}): "
-    line = (f"{reduced}{r['task']}, {r['demos']} demos, seeds {' '.join(map(str, r['seeds']))} x {r['eval_episodes']} eval "
-            f"episodes: pretrained BC {_rate(pre['bc'])} vs PostBC {_rate(pre['postbc'])}; after "
+    line = (f"{reduced}{r['task']}, {r['demos']} demos, seeds {' '.join(map(str, r['seeds']))} x "
+            f"{r['eval_episodes']} eval episodes: pretrained BC {_rate(pre['bc'])} vs PostBC {_rate(pre['postbc'])}; after "
             f"{r['finetune_episodes']} online episodes ({r['algorithm']}) BC {_rate(fin['bc'])} vs PostBC "
             f"{_rate(fin['postbc'])}; episodes to {r['target_success']:.0%} success: BC {_reach(r, 'bc')}, "
             f"PostBC {_reach(r, 'postbc')}")
@@ -526,7 +531,7 @@ def _recipe_text(r: dict) -> str:
     vs = rc["postbc_vs_bc"][n_max]
     return (f"paper's WidowX recipe ({rc['rollouts']} rollouts, offline IQL, best of {max(rc['best_of'])}), "
             f"successes of {rc['bc']['pretrained']['n']} episodes: {parts} (PostBC vs BC McNemar p = "
-            f"{vs['mcnemar_exact_p']:.3f})")
+            f"{_p(vs['mcnemar_exact_p'])})")
 
 
 def plot_success(path: Path, r: dict) -> Path:
@@ -588,10 +593,10 @@ def render_report(r: dict) -> str:
         rows = "\n".join(
             f"| {LABELS[m]} | {_rate(p[m]['pretrained'])} | {_rate(p[m]['agent'])} | "
             f"{p[m]['agent_vs_pretrained']['gained']} / {p[m]['agent_vs_pretrained']['lost']} | "
-            f"{p[m]['agent_vs_pretrained']['mcnemar_exact_p']:.3f} | "
+            f"{_p(p[m]['agent_vs_pretrained']['mcnemar_exact_p'])} | "
             + " ".join(f"{a}->{b}" for a, b in p[m]["per_seed"].values()) + " |" for m in names)
         vs = "; ".join(f"{st}: PostBC succeeds where BC fails in {c['gained']}, BC where PostBC fails in {c['lost']} "
-                       f"(p = {c['mcnemar_exact_p']:.3f})" for st, c in p["postbc_vs_bc"].items())
+                       f"(p = {_p(c['mcnemar_exact_p'])})" for st, c in p["postbc_vs_bc"].items())
         paired_text = f"""The pretrained policy and the agent after {r['finetune_episodes']} online episodes of each method,
 on the same {p['episodes_per_seed']} initial states and noise seeds per seed (greedy agent, as `postbc finetune-eval`);
 Wilson 95% over the pooled episodes; McNemar's exact test on the pairs.
@@ -611,14 +616,14 @@ BC vs PostBC on the same episodes, {vs}.
         rows = "\n".join(
             f"| {LABELS[m]} | {_rate(rc[m]['pretrained'])} | "
             + " | ".join(f"{_rate(rc[m][st])} ({rc[m]['vs_pretrained'][st]['gained']} / "
-                         f"{rc[m]['vs_pretrained'][st]['lost']}, {rc[m]['vs_pretrained'][st]['mcnemar_exact_p']:.3f})"
+                         f"{rc[m]['vs_pretrained'][st]['lost']}, {_p(rc[m]['vs_pretrained'][st]['mcnemar_exact_p'])})"
                          for st in stages[1:])
             + " | " + " ".join(f"{'/'.join(map(str, v))}" for v in rc[m]["per_seed"].values())
             + " | " + " ".join(f"{v:.0%}" for v in rc[m]["rollout_success_rate"].values()) + " |" for m in methods)
         vs_rows = "\n".join(
             f"| {LABELS[m]} vs BC | " + " | ".join(
                 f"+{rc[f'{m}_vs_bc'][st]['gained']} / -{rc[f'{m}_vs_bc'][st]['lost']}, p = "
-                f"{rc[f'{m}_vs_bc'][st]['mcnemar_exact_p']:.3f}" for st in stages) + " |"
+                f"{_p(rc[f'{m}_vs_bc'][st]['mcnemar_exact_p'])}" for st in stages) + " |"
             for m in methods if m != "bc")
         recipe_text = f"""The paper's own WidowX experiment (App. D): {rc['rollouts']} rollouts of each pretrained policy
 per seed labelled 0/1 by success, one IQL critic fitted on them offline ({rc['fit_steps']} steps, discount
