@@ -132,7 +132,9 @@ def test_training_budget_defaults_reach_the_measured_plateau():
     plateau = min(steps for steps, rate in rows if rate >= best - 0.03)
     assert len(curve["seeds"]) >= 3 and all(r["n"] >= 150 for r in curve["table"])
     assert PipelineConfig().steps >= plateau and SimDemoConfig().steps >= plateau
-    assert TrainConfig(dataset="d.zarr", obs_keys=("s",)).steps >= plateau
+    tc = TrainConfig(dataset="d.zarr", obs_keys=("s",))
+    assert tc.steps >= plateau and tc.mlp_hidden == tuple(curve["policy_hidden"]) and tc.lr == 3e-4
+    assert TrainConfig(dataset="d.zarr", obs_keys=("s",), noise_net="unet").lr == 1e-4
     # ... and the curve was measured in the configuration those defaults train
     d = PipelineConfig()
     assert curve["action_key"] == d.action_key == SimDemoConfig().action_key == "cmd_ee_delta"

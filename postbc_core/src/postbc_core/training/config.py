@@ -65,8 +65,9 @@ class TrainConfig:
     # Diffusion policy
     noise_net: Literal["mlp", "unet"] = "mlp"
     """Denoiser: 'mlp' (state policies) or 'unet' (diffusion_policy's 1-D U-Net; image policies)."""
-    mlp_hidden: tuple[int, ...] = (512, 512, 512)
-    """MLP denoiser widths."""
+    mlp_hidden: tuple[int, ...] = (256, 256, 256)
+    """MLP denoiser widths (3 x 256 with lr 3e-4 is the measured lift_cube recipe: 87 % with 20 demos at 10k-20k
+    steps; the same data at 3 x 512, lr 1e-4, 20k steps gave 78 vs 89 of 100 paired episodes, 2 seeds)."""
     unet_down_dims: tuple[int, ...] = (256, 512, 1024)
     """U-Net widths (paper, WidowX: 256, 512, 1024)."""
     unet_kernel_size: int = 5
@@ -79,8 +80,9 @@ class TrainConfig:
     """Gradient steps for the diffusion policy."""
     batch_size: int = 256
     """Windows per step (per rank under torchrun)."""
-    lr: float = 1e-4
-    """Diffusion policy learning rate (AdamW; diffusion_policy's default)."""
+    lr: float | None = None
+    """Diffusion policy learning rate (AdamW). Default: 3e-4 for the MLP denoiser (measured, see --mlp-hidden), 1e-4
+    for the U-Net (diffusion_policy's image-policy default)."""
     weight_decay: float = 1e-6
     """AdamW weight decay (diffusion_policy's default)."""
     warmup_steps: int = 500
@@ -108,6 +110,10 @@ class TrainConfig:
         self.dataset = Path(self.dataset)
         self.out = Path(self.out)
         self.obs_keys = tuple(self.obs_keys)
+        if self.lr is None:
+            self.lr = 3e-4 if self.noise_net == "mlp" else 1e-4
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be > 0, got {self.lr}")
         for name in ("n_obs_steps", "action_horizon", "ensemble_steps", "ensemble_batch_size", "steps", "batch_size",
                      "num_train_timesteps", "num_inference_steps", "log_every"):
             if getattr(self, name) < 1:
