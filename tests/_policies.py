@@ -14,4 +14,5 @@ def weak_lift_policy(root: Path, steps: int) -> Path:
     record_demos("lift_cube", 2, root / "demos.zarr", seed=0)
     return train(TrainConfig(dataset=root / "demos.zarr", out=root / "bc", obs_keys=LIFT_OBS_KEYS,
                              action_key="cmd_joint_pos", action_horizon=4, alpha=0.0, mlp_hidden=(64, 64), steps=steps,
-                             batch_size=64, warmup_steps=5, device="cpu", progress=False, log_every=steps // 2))
+                             batch_size=64, lr=1e-4, warmup_steps=5, device="cpu", progress=False,
+                             log_every=steps // 2))

@@ -115,7 +115,7 @@ def recommended_keys_policy(tmp_path_factory) -> Path:
     try:
         return train(TrainConfig(dataset=root / "demos.zarr", out=root / "bc",
                                  obs_keys=recommended_obs_keys("lift_cube"), action_key="cmd_ee_delta",
-                                 action_horizon=4, alpha=0.0, mlp_hidden=(64, 64), steps=60, batch_size=64,
+                                 action_horizon=4, alpha=0.0, mlp_hidden=(64, 64), steps=60, batch_size=64, lr=1e-4,
                                  warmup_steps=5, device="cpu", progress=False, log_every=30))
     finally:
         torch.set_num_threads(threads)
