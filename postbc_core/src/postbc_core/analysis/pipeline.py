@@ -102,14 +102,14 @@ class PipelineConfig:
     algorithm: Literal["dsrl_sac", "dsrl_na"] = "dsrl_sac"
     """Finetuning algorithm: DSRL-SAC or DSRL-NA (noise aliasing)."""
     finetune_episodes: int | None = None
-    """Online (training) episodes per method and seed, warm-up included (default 80; full 150)."""
+    """Online (training) episodes per method and seed, warm-up included (default 40; full 150)."""
     eval_every: int | None = None
     """Evaluate every this-many online episodes (default 20; full 10)."""
     eval_episodes: int | None = None
     """Evaluation episodes per point and seed, fixed initial states (default 20; full 30)."""
     paired_episodes: int | None = None
     """Episodes per seed of the paired final evaluation: the pretrained policy and the finetuned agent of each method
-    on the same initial states and noise seeds, McNemar's exact test on the pairs (default 60; full 100; 0 skips)."""
+    on the same initial states and noise seeds, McNemar's exact test on the pairs (default 30; full 100; 0 skips)."""
     target_success: float = 0.9
     """Success rate whose first crossing defines "online episodes to target" (pretrained with 10 demos: BC 75 %,
     PostBC 66 %)."""
@@ -118,7 +118,7 @@ class PipelineConfig:
     recipe_rollouts: int | None = None
     """The paper's WidowX recipe (App. D), after the DSRL comparison: this many labelled (0/1) rollouts of each
     pretrained policy (BC, PostBC, sigma-BC), an IQL critic fitted offline on them (discount 0.97), then Best-of-N at
-    run time for every N in --best-of, evaluated on the paired episodes (default 40; full 100 as in the paper; 0
+    run time for every N in --best-of, evaluated on the paired episodes (default 30; full 100 as in the paper; 0
     skips it)."""
     best_of: tuple[int, ...] = (4, 16)
     """N of the Best-of-N evaluations (paper, WidowX: 4 and 16)."""
