@@ -294,7 +294,7 @@ def _device_prefix(root: Path, package: str, executable: str, publisher: str) ->
     exe = prefix / f"lib/{package}/{executable}"
     exe.parent.mkdir(parents=True)
     exe.write_text(f"""#!{BIN / 'python'}
-import json, signal, sys, threading
+import json, os, signal, sys, threading
 import rclpy
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
@@ -311,6 +311,9 @@ while not stop.is_set():
     rclpy.spin_once(node, timeout_sec=0.05)
 node.destroy_node()
 rclpy.try_shutdown()
+# Exit now, as the C++ node does: Python's interpreter teardown restores SIGINT's default action, so launch's second
+# SIGINT arriving then (it sends one when the required driver exits first) would kill this process (exit -2).
+os._exit(0)
 """)
     exe.chmod(0o755)
     return prefix
