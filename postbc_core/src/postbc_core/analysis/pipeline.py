@@ -417,22 +417,25 @@ def aggregate(cfg: PipelineConfig, runs: dict[int, dict]) -> dict:
                      for s in seeds}, "config": cfg.to_dict()}
 
 
+def _pooled_rate(successes: list[bool]) -> dict:
+    """Outcomes pooled over seeds -> successes, n, rate and its Wilson 95 % interval."""
+    from postbc_core.sim.evaluation import wilson_interval
+
+    k, n = sum(successes), len(successes)
+    return {"n_success": k, "n": n, "success_rate": k / n, "ci95": list(wilson_interval(k, n))}
+
+
 def _paired(cfg: PipelineConfig, runs: dict[int, dict]) -> dict:
     """The paired final evaluation pooled over seeds: per method pretrained vs agent, and BC vs PostBC at each
     stage, each a McNemar exact test on the same (seed, episode) pairs."""
     from postbc_core.analysis.sim_demo import POLICIES
     from postbc_core.rl.finetune import paired_comparison
-    from postbc_core.sim.evaluation import wilson_interval
-
-    def rate(successes: list[bool]) -> dict:
-        k, n = sum(successes), len(successes)
-        return {"n_success": k, "n": n, "success_rate": k / n, "ci95": list(wilson_interval(k, n))}
 
     pooled = {m: {stage: [x for s in runs for x in runs[s][m]["paired"][stage]] for stage in ("pretrained", "agent")}
               for m in POLICIES}
     out = {"episodes_per_seed": cfg.paired_episodes}
     for m in POLICIES:
-        out[m] = {"pretrained": rate(pooled[m]["pretrained"]), "agent": rate(pooled[m]["agent"]),
+        out[m] = {"pretrained": _pooled_rate(pooled[m]["pretrained"]), "agent": _pooled_rate(pooled[m]["agent"]),
                   "agent_vs_pretrained": paired_comparison(pooled[m]["pretrained"], pooled[m]["agent"]),
                   "per_seed": {str(s): [sum(runs[s][m]["paired"][st]) for st in ("pretrained", "agent")]
                                for s in runs}}
@@ -446,11 +449,6 @@ def _recipe(cfg: PipelineConfig, runs: dict[int, dict]) -> dict:
     """The Best-of-N recipe pooled over seeds: per method the pretrained rate and each N's rate (McNemar vs the
     pretrained policy on the same episodes), and PostBC / sigma-BC vs BC at each N."""
     from postbc_core.rl.finetune import paired_comparison
-    from postbc_core.sim.evaluation import wilson_interval
-
-    def rate(successes: list[bool]) -> dict:
-        k, n = sum(successes), len(successes)
-        return {"n_success": k, "n": n, "success_rate": k / n, "ci95": list(wilson_interval(k, n))}
 
     stages = ["pretrained", *(f"best_of_{n}" for n in cfg.best_of)]
 
@@ -462,7 +460,7 @@ def _recipe(cfg: PipelineConfig, runs: dict[int, dict]) -> dict:
     out = {"rollouts": cfg.recipe_rollouts, "best_of": list(cfg.best_of), "episodes_per_seed": cfg.paired_episodes,
            "discount": cfg.bon.discount, "expectile": cfg.bon.expectile, "fit_steps": cfg.bon.fit_steps}
     for m in _recipe_methods(cfg):
-        out[m] = {st: rate(outcomes(m, st)) for st in stages}
+        out[m] = {st: _pooled_rate(outcomes(m, st)) for st in stages}
         out[m]["rollout_success_rate"] = {str(s): runs[s]["recipe"][m]["rollout_success_rate"] for s in runs}
         out[m]["vs_pretrained"] = {st: paired_comparison(outcomes(m, "pretrained"), outcomes(m, st))
                                    for st in stages[1:]}

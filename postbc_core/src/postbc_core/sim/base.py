@@ -503,14 +503,14 @@ class Task:
     def scene_body_names(cls) -> tuple[str, ...]:
         """The task's scene bodies in the order /postbc/sim/object_poses publishes them: WidowXSim.scene_bodies with
         the task object first (read from the task's MJCF once, no MjData)."""
-        names = _SCENE_BODIES.get(cls.xml)
-        if names is None:
+        key = (cls.xml, cls.object_body)
+        if key not in _SCENE_BODIES:
             model = mujoco.MjModel.from_xml_path(str(ASSETS / cls.xml))
-            names = _SCENE_BODIES[cls.xml] = tuple(model_scene_bodies(model))
-        return (cls.object_body, *(n for n in names if n != cls.object_body))
+            _SCENE_BODIES[key] = tuple(model_scene_bodies(model, first=cls.object_body))
+        return _SCENE_BODIES[key]
 
 
-_SCENE_BODIES: dict[str, tuple[str, ...]] = {}  # task XML -> scene bodies in body id order (Task.scene_body_names)
+_SCENE_BODIES: dict[tuple[str, str], tuple[str, ...]] = {}  # (task XML, task object) -> Task.scene_body_names
 
 
 def yaw_quat(yaw: float) -> np.ndarray:
