@@ -3,11 +3,13 @@
 Every error a user can cause (bad data, bad config, wrong checkpoint, missing device) derives from
 `PostBCError`; the CLI prints its message and exits with status 2 instead of a traceback (`postbc --debug ...`
 or POSTBC_DEBUG=1 prints the traceback too). Messages name the offending value and say how to fix it. OSErrors
-a user fixes outside postbc (full disk, read-only or forbidden directory) become `StorageError` (`as_user_error`).
+a user fixes outside postbc (full disk, read-only or forbidden directory, an output path through a regular file)
+become `StorageError` (`as_user_error`).
 """
 
 import contextlib
 import errno
+import operator
 import os
 
 
@@ -41,6 +43,10 @@ class ActionError(PostBCError, ValueError):
     """A robot action with the wrong shape, a non-real dtype or non-finite values (rejected: nothing is sent)."""
 
 
+class UsageError(ConfigError):
+    """A command line that cannot be parsed (unknown flag, a value of the wrong type, a missing argument)."""
+
+
 class StorageError(PostBCError, OSError):
     """Writing or reading a file failed for a reason the user fixes outside postbc (full disk, read-only or
     permission-denied directory); the message names the path and the fix."""
@@ -59,6 +65,29 @@ _OS_FIXES = {
 }
 
 
+def _blocking_file(path) -> str | None:
+    """The file (anything but a directory) standing at `path` or at one of its parents, where a directory must go."""
+    p = os.path.abspath(os.fspath(path))
+    while True:
+        if os.path.lexists(p) and not os.path.isdir(p):
+            return p
+        parent = os.path.dirname(p)
+        if parent == p:
+            return None
+        p = parent
+
+
+def _path_fix(exc: OSError) -> str | None:
+    """The fix for ENOTDIR / EEXIST when a file stands where an output directory must go (`--out` below or at a
+    regular file); None for those errnos in any other situation (left a bug report)."""
+    if exc.errno not in (errno.ENOTDIR, errno.EEXIST) or exc.filename is None:
+        return None
+    blocker = _blocking_file(exc.filename)
+    if blocker is None:
+        return None
+    return f"{blocker} is a file where a directory is needed: choose another path (or move that file away)"
+
+
 def storage_error(exc: OSError, action: str = "") -> StorageError | None:
     """The user-facing StorageError for an OSError with a known fix (None for any other OSError).
 
@@ -69,7 +98,7 @@ def storage_error(exc: OSError, action: str = "") -> StorageError | None:
             return exc
         err = StorageError(f"{what}{exc.reason}")
     else:
-        fix = _OS_FIXES.get(getattr(exc, "errno", None))
+        fix = _OS_FIXES.get(getattr(exc, "errno", None)) or _path_fix(exc)
         if fix is None:
             return None
         where = f" ({exc.filename})" if exc.filename is not None else ""
@@ -87,6 +116,27 @@ def as_user_error(exc: BaseException) -> PostBCError | None:
     if isinstance(exc, OSError):
         return storage_error(exc)
     return None
+
+
+SEED_MAX = 2**32 - 1
+"""Seeds are integers in [0, 2**32 - 1]: what numpy's legacy seeding (np.random.seed) and the sims accept."""
+
+
+def check_seed(seed, flag: str = "--seed", count: int = 1) -> int:
+    """`seed` as an int, or ConfigError naming it and the accepted range. count: how many consecutive seeds the
+    command uses from it (episode i uses seed + i), all of which must be in range."""
+    try:
+        value = None if isinstance(seed, bool) else operator.index(seed)  # int or numpy integer
+    except TypeError:
+        value = None
+    if value is None or not 0 <= value <= SEED_MAX:
+        raise ConfigError(f"{flag} {seed!r} is out of range: a seed is an integer in [0, 2**32 - 1] "
+                          f"= [0, {SEED_MAX}]")
+    last = value + max(int(count), 1) - 1
+    if last > SEED_MAX:
+        raise ConfigError(f"{flag} {value} with {count} episodes uses seeds up to {last}, past 2**32 - 1 = "
+                          f"{SEED_MAX}; use {flag} <= {SEED_MAX - count + 1}")
+    return value
 
 
 @contextlib.contextmanager

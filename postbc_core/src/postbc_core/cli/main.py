@@ -7,7 +7,8 @@
   postbc pipeline  demos -> BC / PostBC -> DSRL finetuning -> report (what `make demo` runs)
   postbc demo      the same with --out runs/demo
 
-User errors (PostBCError, and a full disk / read-only / forbidden path) print one `error: ...` line and exit 2;
+User errors (PostBCError, a full disk / read-only / forbidden path, and any command line tyro rejects, flag-range
+checks included) print one `error: ...` line and exit 2;
 `postbc --debug COMMAND ...` or POSTBC_DEBUG=1 also prints the traceback.
 """
 
@@ -19,18 +20,86 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from postbc_core.errors import as_user_error
+from postbc_core.errors import PostBCError, UsageError, as_user_error
 
 log = logging.getLogger("postbc")
 
 
-def _train(args: list[str], prog: str) -> int:
+def tyro_cli(f, args: list[str], prog: str):
+    """tyro.cli(f) whose every rejection of the command line is a PostBCError, so the CLI prints it as one `error:`
+    line with exit 2 like any other user error (tyro would print a multi-line box): a ConfigError raised while tyro
+    builds a config (a flag-range check in __post_init__) is passed on as it is; tyro's own parse errors (unknown
+    flag, value of the wrong type, missing argument, invalid choice) become a UsageError that points to --help.
+    Uses tyro's parse-error hook (tyro._errors.on_parse_error, tyro >= 1.0.17 as pinned; private API): without it,
+    tyro's boxes are printed as before."""
     import tyro
 
+    try:
+        from tyro._errors import on_parse_error
+    except ImportError:
+        return tyro.cli(f, args=args, prog=prog)
+    with on_parse_error(lambda event: _raise_parse_error(event, prog)):
+        return tyro.cli(f, args=args, prog=prog)
+
+
+def _raise_parse_error(event, prog: str) -> None:
+    """tyro's parse-error hook: raise the user error to report instead of tyro's box."""
+    exc = sys.exc_info()[1]  # an InstantiationFailure fires inside the handler of the constructor's exception
+    while exc is not None:
+        if isinstance(exc, PostBCError):
+            raise exc
+        exc = exc.__cause__ or exc.__context__
+    try:
+        what = _parse_error_text(event)
+    except Exception:  # the event's fields are tyro internals and may change: still one line
+        what = None
+    raise UsageError(f"{what or 'invalid command line'}; `{prog} --help` lists the flags") from None
+
+
+def _flag(arg) -> str:
+    lowered = arg.lowered
+    if arg.is_positional():
+        return str(lowered.metavar)
+    return "/".join(lowered.name_or_flags)
+
+
+def _parse_error_text(event) -> str | None:
+    from tyro import _errors as e
+
+    if isinstance(event, e.UnrecognizedArgs):
+        return f"unrecognized argument(s): {' '.join(event.tokens)}"
+    if isinstance(event, e.MissingArgs):
+        extra = f"; unrecognized argument(s): {' '.join(event.unrecognized_tokens)}" if event.unrecognized_tokens else ""
+        return f"missing required argument(s): {', '.join(_flag(a.arg) for a in event.missing_arguments)}{extra}"
+    if isinstance(event, e.InvalidChoice):
+        return (f"{_flag(event.argument)}: invalid choice {event.value!r}; choose one of "
+                f"{', '.join(map(str, event.choices))}")
+    if isinstance(event, e.BadValue):
+        if event.reason == "fixed":
+            return f"{_flag(event.argument)} takes no value (got {event.offending_value!r})"
+        nargs = event.argument.lowered.nargs
+        return f"{_flag(event.argument)} expects {nargs if isinstance(nargs, int) else 'one or more'} value(s)"
+    if isinstance(event, e.InstantiationFailure):
+        if event.argument is None:
+            return event.message
+        metavar = event.argument.lowered.metavar
+        return f"{_flag(event.argument)}: {event.message}" + (f" (expects {metavar})" if metavar else "")
+    title, contents = e._render(event)  # any other event: tyro's own text, on one line
+    return " ".join([title, *(_plain(c) for c in contents)])
+
+
+def _plain(element) -> str:
+    import re
+
+    text = element if isinstance(element, str) else " ".join(element.render(width=1000))
+    return re.sub(r"\x1b\[[0-9;]*m", "", " ".join(text.split()))
+
+
+def _train(args: list[str], prog: str) -> int:
     from postbc_core.training.config import TrainConfig
     from postbc_core.training.train import train
 
-    cfg = tyro.cli(TrainConfig, args=args, prog=prog)
+    cfg = tyro_cli(TrainConfig, args=args, prog=prog)
     run_dir = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"policy checkpoint: {run_dir / 'policy.safetensors'}")
@@ -43,8 +112,6 @@ def _verb_group(module: str, table: str) -> Callable[[list[str], str], int]:
     def run(args: list[str], prog: str) -> int:
         import importlib
 
-        import tyro
-
         commands = getattr(importlib.import_module(module), table)
         verbs = ", ".join(commands)
         if not args or args[0] in ("-h", "--help"):
@@ -54,7 +121,7 @@ def _verb_group(module: str, table: str) -> Callable[[list[str], str], int]:
             print(f"error: unknown {prog.split()[-1]} command {args[0]!r}; choose one of: {verbs}", file=sys.stderr)
             return 2
         verb = args[0]
-        return int(tyro.cli(commands[verb], args=args[1:], prog=f"{prog} {verb}") or 0)
+        return int(tyro_cli(commands[verb], args=args[1:], prog=f"{prog} {verb}") or 0)
 
     return run
 
@@ -65,9 +132,7 @@ def _single(module: str, name: str) -> Callable[[list[str], str], int]:
     def run(args: list[str], prog: str) -> int:
         import importlib
 
-        import tyro
-
-        return int(tyro.cli(getattr(importlib.import_module(module), name), args=args, prog=prog) or 0)
+        return int(tyro_cli(getattr(importlib.import_module(module), name), args=args, prog=prog) or 0)
 
     return run
 
@@ -84,11 +149,9 @@ def _passthrough(module: str, name: str) -> Callable[[list[str], str], int]:
 
 
 def _coverage(args: list[str], prog: str) -> int:
-    import tyro
-
     from postbc_core.analysis.coverage import CoverageConfig, run_coverage
 
-    cfg = tyro.cli(CoverageConfig, args=args, prog=prog)
+    cfg = tyro_cli(CoverageConfig, args=args, prog=prog)
     m = run_coverage(cfg)
     print(_coverage_summary(m, cfg.out))
     return 0
