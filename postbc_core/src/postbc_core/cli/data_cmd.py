@@ -72,14 +72,15 @@ def validate(path: Positional[str], skip_values: bool = False) -> int:
     return 0 if report.ok else 1
 
 
-def merge(sources: Positional[tuple[str, ...]], out: str) -> int:
+def merge(sources: Positional[tuple[str, ...]], out: str, allow_repeats: bool = False) -> int:
     """Concatenate stores with the same keys into a new store.
 
     Args:
         sources: Stores to merge, in order.
-        out: The new store (must not exist).
+        out: The new store (must not exist, nor lie inside a store).
+        allow_repeats: Accept a store given more than once (its episodes are copied once per mention).
     """
-    path = tools.merge(list(sources), out)
+    path = tools.merge(list(sources), out, allow_repeats=allow_repeats)
     print(f"merged {len(sources)} store(s) into {path}: {tools.info(path)['episodes']} episodes")
     return 0
 
@@ -93,6 +94,9 @@ def split(src: Positional[str], out_dir: Positional[str], val_fraction: float = 
         val_fraction: Fraction of episodes for validation (at least one on each side).
         seed: Random seed of the episode assignment.
     """
+    from postbc_core.errors import check_seed
+
+    check_seed(seed)
     paths = tools.split(src, out_dir, val_fraction=val_fraction, seed=seed)
     for name, p in paths.items():
         print(f"{name}: {p} ({tools.info(p)['episodes']} episodes)")
@@ -100,15 +104,18 @@ def split(src: Positional[str], out_dir: Positional[str], val_fraction: float = 
 
 
 def drop(src: Positional[str], episodes: tuple[int, ...], out: str | None = None) -> int:
-    """Remove episodes (by index; negative counts from the end).
+    """Remove episodes (by index; negative counts from the end). Each episode may be named once, and at least one
+    must stay.
 
     Args:
         src: The store.
         episodes: Episode indices to remove.
         out: Write the result here instead of rewriting SRC in place.
     """
+    before = tools.info(src)["episodes"]
     path = tools.drop(src, list(episodes), out=out)
-    print(f"dropped {len(set(episodes))} episode(s): {path} now has {tools.info(path)['episodes']} episodes")
+    after = tools.info(path)["episodes"]
+    print(f"dropped {before - after} episode(s): {path} now has {after} episodes")
     return 0
 
 

@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import socket
 import time
@@ -194,21 +195,34 @@ def _group_arrays(group) -> dict[str, Any]:
     return {name: group[name] for name in sorted(group.array_keys())}
 
 
-def array_names(group) -> list[str]:
-    """Member names of a zarr group that look like arrays, from the directory listing when there is one (so an
-    array with malformed metadata is still listed; zarr would fail on the whole group)."""
+def _group_dir(group) -> Path | None:
+    """The directory of a zarr group in a local directory store, else None."""
     root = getattr(getattr(group, "store", None), "root", None)  # zarr 3 LocalStore
     if root is None and hasattr(group, "store") and hasattr(group.store, "path"):  # zarr 2 DirectoryStore
         root = Path(group.store.path)
-    if root is not None:
-        d = Path(root) / group.path if group.path else Path(root)
-        if (d / ".zgroup").is_file():  # zarr format 2 (every postbc store)
-            return sorted(p.name for p in d.iterdir() if (p / ".zarray").exists())
+    if root is None:
+        return None
+    return Path(root) / group.path if group.path else Path(root)
+
+
+def array_names(group) -> list[str]:
+    """Member names of a zarr group that look like arrays, from the directory listing when there is one (so an
+    array with malformed metadata, or one written in another zarr format, is still listed; zarr would fail on the
+    whole group or skip it)."""
+    d = _group_dir(group)
+    if d is not None and (d / ".zgroup").is_file():  # zarr format 2 (every postbc store)
+        return sorted(p.name for p in d.iterdir() if (p / ".zarray").exists() or (p / "zarr.json").exists())
     return sorted(group.array_keys())
 
 
 def open_array(group, name: str, where: str, store_path):
     """group[name]; metadata that cannot be parsed raises StoreError naming the array."""
+    d = _group_dir(group)
+    if d is not None and (d / ".zgroup").is_file() and (d / name / "zarr.json").is_file() \
+            and not (d / name / ".zarray").is_file():
+        raise StoreError(f"{store_path}: {where}/{name} is a zarr format 3 array (zarr.json) inside this zarr format 2 "
+                         f"store, so zarr does not see it; rewrite it as format 2 (zarr.open_group(..., zarr_format=2)) "
+                         "or restore the store from a copy")
     try:
         return group[name]
     except Exception as exc:
@@ -343,13 +357,123 @@ def check_format_attrs(attrs: Mapping[str, Any], path) -> tuple[list[str], list[
 
 
 # ----------------------------------------------------------------------------------------------
+# paths: one store has one name (symlinks resolved), nothing is written inside a store, and a store
+# directory is replaced or rewritten only when everything in it belongs to the store
+# ----------------------------------------------------------------------------------------------
+
+def real_path(path: str | os.PathLike) -> Path:
+    """`path` absolute with every symlink resolved. Locks, backups, temporaries and in-place rewrites key on it, so a
+    symlink to a store and the store itself are one store (one writer lock, one directory rewritten)."""
+    return Path(os.path.realpath(path))
+
+
+def _is_zarr_node(d: Path) -> bool:
+    return any((d / m).is_file() for m in (".zgroup", ".zarray", "zarr.json"))
+
+
+def enclosing_store(path: str | os.PathLike) -> Path | None:
+    """The store strictly above `path` (symlinks resolved): the outermost of the nearest run of zarr group or array
+    directories above it (for .../s.zarr/meta/x that is s.zarr, not meta), or None."""
+    found = None
+    for parent in real_path(path).parents:
+        if _is_zarr_node(parent):
+            found = parent
+        elif found is not None:
+            break
+    return found
+
+
+def refuse_inside_store(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), what: str = "output") -> None:
+    """StoreError when `path` is (inside) one of the `inputs` or inside any zarr store: a store directory holds only
+    the store, so that replacing or rewriting it in place (`--overwrite`, `postbc data drop`) deletes nothing else."""
+    real = real_path(path)
+    for src in inputs:
+        s = real_path(src)
+        if real == s:
+            raise StoreError(f"{what} {path} is the input store {src}: choose a new path for the {what}")
+        if s in real.parents:
+            raise StoreError(f"{what} {path} is inside the input store {src}: nothing is written inside a store; "
+                             f"choose a path outside {src}")
+    enc = enclosing_store(path)
+    if enc is not None:
+        raise StoreError(f"{what} {path} is inside the zarr store {enc}: nothing is written inside a store; choose "
+                         f"a path outside {enc}")
+
+
+_CHUNK_NAME = re.compile(r"\d+(\.\d+)*")
+_STORE_ROOT_FILES = (".zgroup", ".zattrs", ".zmetadata")
+_GROUP_FILES = (".zgroup", ".zattrs")
+_ARRAY_FILES = (".zarray", ".zattrs")
+
+
+def _is_tmp_name(name: str) -> bool:
+    return name.endswith(TMP_SUFFIX) or name.endswith(".partial")
+
+
+def _foreign_in_array(d: Path, rel: str, top: bool = True) -> list[str]:
+    """Entries of an array directory that are not its metadata, chunks (nested chunk directories too) or our
+    temporary files."""
+    out = []
+    for e in sorted(d.iterdir()):
+        if (top and e.name in _ARRAY_FILES) or _is_tmp_name(e.name):
+            continue
+        if _CHUNK_NAME.fullmatch(e.name) and not e.is_symlink():
+            if e.is_file():
+                continue
+            if e.is_dir():
+                out += _foreign_in_array(e, f"{rel}/{e.name}", top=False)
+                continue
+        out.append(f"{rel}/{e.name}")
+    return out
+
+
+def foreign_entries(path: str | os.PathLike) -> list[str]:
+    """Names (relative to the store directory `path`) of everything in it that is not part of an episode store: the
+    root metadata, data/<array> and meta/<array> with their chunks, and our temporary files are; a README, a nested
+    store, a symlink or any other file are not."""
+    root = Path(path)
+    out = []
+    for e in sorted(root.iterdir()):
+        if e.name in _STORE_ROOT_FILES or _is_tmp_name(e.name):
+            continue
+        if e.name in ("data", "meta") and e.is_dir() and not e.is_symlink():
+            for m in sorted(e.iterdir()):
+                rel = f"{e.name}/{m.name}"
+                if m.name in _GROUP_FILES or _is_tmp_name(m.name):
+                    continue
+                if m.is_dir() and not m.is_symlink() and (m / ".zarray").is_file():
+                    out += _foreign_in_array(m, rel)
+                    continue
+                out.append(rel)
+            continue
+        out.append(e.name)
+    return out
+
+
+def _shown(names: list[str], limit: int = 8) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def refuse_foreign_entries(path: str | os.PathLike, action: str) -> None:
+    """StoreError naming what in the store directory `path` is not part of the store, before `action` (which would
+    delete the directory) runs."""
+    foreign = foreign_entries(path)
+    if foreign:
+        raise StoreError(f"{path}: refusing to {action}: the store directory also holds {_shown(foreign)}, which "
+                         f"{'is' if len(foreign) == 1 else 'are'} not part of the episode store and would be deleted; "
+                         f"move {'it' if len(foreign) == 1 else 'them'} out of {path} first")
+
+
+# ----------------------------------------------------------------------------------------------
 # lock
 # ----------------------------------------------------------------------------------------------
 
 def lock_path_for(path: str | os.PathLike) -> Path:
     """The writer lock lives beside the store (inside it zarr would warn about an unknown member,
-    and beside it the lock survives the directory swap of an in-place `drop`)."""
-    p = Path(os.path.abspath(path))
+    and beside it the lock survives the directory swap of an in-place `drop`), beside the real directory when
+    `path` is a symlink (so every spelling of one store takes the same lock)."""
+    p = real_path(path)
     return p.with_name(p.name + ".lock")
 
 
@@ -383,7 +507,16 @@ class WriterLock:
         with storage_errors(f"taking the writer lock of {self.store_path}"):
             self._acquire()
 
-    def _acquire(self) -> None:
+    def try_acquire(self) -> bool:
+        """Take the lock if no live process holds it (quietly: no stale-lock warning); False when one does."""
+        try:
+            with storage_errors(f"taking the writer lock of {self.store_path}"):
+                self._acquire(quiet=True)
+        except _LockBusy:
+            return False
+        return True
+
+    def _acquire(self, quiet: bool = False) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -392,7 +525,7 @@ class WriterLock:
             except BlockingIOError:
                 owner = _read_fd_json(fd)
                 os.close(fd)
-                raise StoreError(self._busy_message(owner)) from None
+                raise _LockBusy(self._busy_message(owner)) from None
             except OSError as exc:  # filesystem without flock: fall back to the recorded pid
                 if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
                     os.close(fd)
@@ -401,7 +534,7 @@ class WriterLock:
                 if owner and owner.get("host") == socket.gethostname() and _pid_alive(int(owner.get("pid", -1))) \
                         and int(owner.get("pid", -1)) != os.getpid():
                     os.close(fd)
-                    raise StoreError(self._busy_message(owner)) from None
+                    raise _LockBusy(self._busy_message(owner)) from None
             # The previous owner may have unlinked the file between our open and flock: retry then.
             try:
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
@@ -411,7 +544,7 @@ class WriterLock:
                 break
             os.close(fd)
         owner = _read_fd_json(fd)
-        if owner:
+        if owner and not quiet:
             log.warning(
                 "%s: taking over the stale writer lock %s left by pid %s on %s (that process is gone)",
                 self.store_path, self.path, owner.get("pid"), owner.get("host"),
@@ -453,6 +586,28 @@ class WriterLock:
         self.release()
 
 
+class _LockBusy(StoreError):
+    """The writer lock is held by a live process."""
+
+
+def lock_is_held(store_path: str | os.PathLike) -> bool:
+    """Whether a live process holds the writer lock of `store_path` (probes without creating or taking it)."""
+    try:
+        fd = os.open(lock_path_for(store_path), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # no flock here: the recorded pid decides
+        owner = _read_fd_json(fd)
+        return bool(owner and owner.get("host") == socket.gethostname() and _pid_alive(int(owner.get("pid", -1))))
+    finally:
+        os.close(fd)  # closing drops our probe lock
+    return False
+
+
 def _read_fd_json(fd: int) -> dict | None:
     try:
         raw = os.pread(fd, 4096, 0)
@@ -469,14 +624,14 @@ BACKUP_TAG = "old"
 
 
 def backup_name(path: str | os.PathLike) -> Path:
-    """A fresh backup path for `path` (the store is renamed there during an in-place rewrite)."""
-    p = Path(path)
+    """A fresh backup path beside the real `path` (the store is renamed there during an in-place rewrite)."""
+    p = real_path(path)
     return p.parent / f".{p.name}.{BACKUP_TAG}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def backup_paths(path: str | os.PathLike) -> list[Path]:
-    """Backups `.<name>.old-*` beside `path` left by an interrupted in-place rewrite (oldest name first)."""
-    p = Path(os.path.abspath(path))
+    """Backups `.<name>.old-*` beside the real `path` left by an interrupted in-place rewrite (oldest name first)."""
+    p = real_path(path)
     if not p.parent.is_dir():
         return []
     return sorted(p.parent.glob(f".{glob.escape(p.name)}.{BACKUP_TAG}-*"))
@@ -503,8 +658,8 @@ def backup_problem(path: str | os.PathLike) -> str | None:
 def restore_backup(path: str | os.PathLike, *, locked: bool = False) -> bool:
     """When `path` is missing and exactly one backup of it exists, rename the backup into place (under the writer
     lock unless `locked`: the caller holds it). Returns True when it restored; StoreError when several backups
-    exist; False when there is nothing to do."""
-    path = Path(path)
+    exist; False when there is nothing to do. A symlinked store is restored in its target (the link stays a link)."""
+    path = real_path(path)
     if path.exists() or not backup_paths(path):
         return False
     lock = None if locked else WriterLock(path)
@@ -530,6 +685,55 @@ def refuse_if_backup(path: str | os.PathLike) -> None:
     backups = backup_paths(path)
     if backups and not Path(path).exists():
         raise StoreError(f"refusing to create a new store at {path}: {backup_problem(path)}; then retry")
+
+
+# ----------------------------------------------------------------------------------------------
+# temporaries of rewrites: built beside their destination, named after it, removed when left by a dead run
+# ----------------------------------------------------------------------------------------------
+
+TEMP_TAG = "tmp"
+
+
+def temporary_sibling(path: str | os.PathLike) -> Path:
+    """A fresh temporary path `.<name>.tmp-<pid>-<hex>` beside the real `path`: a store is built there and renamed
+    into place. The writer of `path` holds `path`'s writer lock while it exists (so a temporary beside an unlocked
+    path is a leftover of a killed run)."""
+    p = real_path(path)
+    return p.parent / f".{p.name}.{TEMP_TAG}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def leftover_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Temporaries `.<name>.tmp-*` beside `path` (their zip and lock files too), oldest name first."""
+    p = real_path(path)
+    if not p.parent.is_dir():
+        return []
+    return sorted(p.parent.glob(f".{glob.escape(p.name)}.{TEMP_TAG}-*"))
+
+
+def remove_leftover_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries beside `path` left by a killed run; the caller holds `path`'s writer lock, so no live
+    run is building one. Returns what was removed."""
+    removed = leftover_temporaries(path)
+    for t in removed:
+        with contextlib.suppress(FileNotFoundError):
+            if t.is_dir() and not t.is_symlink():
+                shutil.rmtree(t)
+            else:
+                t.unlink()
+    if removed:
+        log.warning("%s: removed %s left by an interrupted run (killed while writing %s)", path,
+                    _shown([str(t) for t in removed]), path)
+    return removed
+
+
+def temporaries_problem(path: str | os.PathLike) -> str | None:
+    """A sentence naming leftover temporaries beside `path` (None when there are none, or a live writer of `path`
+    may be building them)."""
+    left = leftover_temporaries(path)
+    if not left or lock_is_held(path):
+        return None
+    return (f"temporary file(s) {_shown([str(t) for t in left])} remain from an interrupted write of {path}; the next "
+            f"write to {path} removes them, or delete them yourself")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -636,12 +840,16 @@ class EpisodeStore:
         attrs = dict(root.attrs)
         self.attrs = attrs
         self.is_postbc = attrs.get("format") == FORMAT_NAME
+        self._store_id = attrs.get("store_id")
         self._load_state()
+        self._check_not_rewritten()  # a rewrite that swapped the directory while this opened it
 
     # ---- construction ----
     @classmethod
     def create(cls, path: str | os.PathLike, *, overwrite: bool = False) -> EpisodeStore:
-        """Create an empty store at `path` (error if something is there, unless `overwrite`)."""
+        """Create an empty store at `path` (error if something is there, unless `overwrite`: then an existing episode
+        store is replaced, and anything else there is refused). Through a symlink the store is created in the
+        link's target."""
         path = Path(path)
         lock = WriterLock(path)
         lock.acquire()
@@ -654,17 +862,19 @@ class EpisodeStore:
 
     @classmethod
     def _create_locked(cls, path: Path, lock: WriterLock, overwrite: bool) -> EpisodeStore:
+        real = real_path(path)
         refuse_if_backup(path)
-        if path.exists():
+        refuse_inside_store(path, what="store")
+        remove_leftover_temporaries(path)
+        if real.exists():
             if not overwrite:
                 raise StoreError(f"{path} already exists: pass overwrite=True to replace it, or pick a new path")
+            _check_replaceable(path, real)
             log.warning("%s: overwriting the existing store", path)
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        root = _open_group(path, "w")
-        root.attrs.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "created_by": _version_string()})
+            shutil.rmtree(real)
+        root = _open_group(real, "w")
+        root.attrs.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "created_by": _version_string(),
+                           "store_id": uuid.uuid4().hex})
         root.require_group("data")
         meta = root.require_group("meta")
         _create_array(meta, "episode_ends", shape=(0,), chunks=(META_CHUNK,), dtype=np.int64,
@@ -709,11 +919,13 @@ class EpisodeStore:
                 missing.append("meta/episode_ends")
             if missing:
                 raise StoreValidationError(path, [f"missing {m} (not an episode store, or a damaged one)" for m in missing])
+            if mode == "a":
+                remove_leftover_temporaries(path)
             store = cls(path, mode, root, lock)
             store._recover()
-            note = backup_problem(path)
-            if note:
-                log.warning("%s", note)
+            for note in (backup_problem(path), temporaries_problem(path) if mode == "r" else None):
+                if note:
+                    log.warning("%s", note)
             return store
         except BaseException:
             if lock is not None:
@@ -741,6 +953,8 @@ class EpisodeStore:
         errors = list(an.errors)
         if self._ends_arr.dtype != np.int64:
             errors.append(f"meta/episode_ends has dtype {self._ends_arr.dtype}, expected int64")
+        if an.tail_end_entries and not self.is_postbc:
+            errors.append(overrun_message(self._raw_ends, {k: a.shape[0] for k, a in self._arrays.items()}))
         n, steps = an.n_committed, an.committed_steps
         short = {k: a.shape[0] for k, a in self._meta_arrays.items() if a.shape[0] < n}
         for k, length in short.items():
@@ -777,6 +991,23 @@ class EpisodeStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"{self.path}: the store is closed")
+
+    def _check_not_rewritten(self) -> None:
+        """Called after every read of a read-only store: an in-place rewrite by another process (`postbc data drop`)
+        swaps a new directory in under the same path, and zarr reads chunks by path, so what was just read may mix
+        the two stores (episode boundaries from the old one, rows from the new one, zero fill while neither is in
+        place). The rewrite gives the new store a new `store_id`; the read is only returned when the directory still
+        holds the store this object opened. (A writer needs no check: a rewrite holds the writer lock.)"""
+        if self.mode != "r":
+            return
+        now = _current_store_id(self.path)
+        if now is _VANISHED:
+            raise StoreError(f"{self.path} vanished while open here (another process is rewriting it in place, e.g. "
+                             "`postbc data drop`, or deleted it); what was read is not returned: open the store again")
+        if now != self._store_id:
+            raise StoreError(f"{self.path} was rewritten in place by another process while open here (e.g. `postbc "
+                             "data drop`); what was read could mix the old and the new store and is not returned: "
+                             "open the store again")
 
     def _check_writable(self) -> None:
         self._check_open()
@@ -847,7 +1078,9 @@ class EpisodeStore:
     def rows(self, key: str, start: int, stop: int) -> np.ndarray:
         """data/<key>[start:stop] as numpy (a damaged chunk raises StoreError naming the key and rows)."""
         self._check_open()
-        return read_rows(self.data(key), start, stop, f"data/{key}", self.path)
+        out = read_rows(self.data(key), start, stop, f"data/{key}", self.path)
+        self._check_not_rewritten()
+        return out
 
     def episode(self, i: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """Episode `i` (negative counts from the end): key -> (T, ...) array."""
@@ -864,7 +1097,9 @@ class EpisodeStore:
         """Per-episode metadata arrays (committed rows only): field -> (N,) array."""
         self._check_open()
         n = self.n_episodes
-        return {k: read_rows(a, 0, n, f"meta/{k}", self.path) for k, a in self._meta_arrays.items()}
+        out = {k: read_rows(a, 0, n, f"meta/{k}", self.path) for k, a in self._meta_arrays.items()}
+        self._check_not_rewritten()
+        return out
 
     def episode_meta(self, i: int) -> dict[str, Any]:
         """Metadata of episode `i`: success (True/False/None), source, task, operator, start/end_time,
@@ -883,6 +1118,7 @@ class EpisodeStore:
             else:
                 value = float(value)
             out[name] = value
+        self._check_not_rewritten()
         return out
 
     # ---- write API ----
@@ -915,6 +1151,11 @@ class EpisodeStore:
                     end_time: float | None = None) -> int:
         """Write a whole episode (key -> (T, ...) array) and commit it; returns its index.
         Unknown times (None) are stored as NaN."""
+        self._check_writable()
+        lengths = {k: (np.shape(v)[0] if np.ndim(v) else None) for k, v in dict(data).items()}
+        if lengths and 0 in lengths.values():
+            raise StoreError(f"{self.path}: add_episode() got an episode with 0 steps (leading lengths {lengths}); an "
+                             "episode needs at least one step")
         w = self.episode_writer(task=task, source=source, operator=operator,
                                 start_time=math.nan if start_time is None else start_time)
         try:
@@ -973,6 +1214,50 @@ class EpisodeStore:
             del self._arrays[key]
 
 
+_VANISHED = object()
+
+
+def _current_store_id(path: Path):
+    """The `store_id` root attribute on disk now (None for stores written before it existed and foreign stores), or
+    _VANISHED when the directory no longer holds a zarr group."""
+    try:
+        if (path / ".zgroup").is_file():
+            attrs = json.loads((path / ".zattrs").read_text()) if (path / ".zattrs").is_file() else {}
+        else:
+            attrs = json.loads((path / "zarr.json").read_text()).get("attributes", {})
+    except FileNotFoundError:
+        return _VANISHED
+    except (OSError, ValueError, AttributeError):
+        return _VANISHED  # half-visible metadata: the same as gone for a reader
+    return attrs.get("store_id") if isinstance(attrs, dict) else None
+
+
+def _check_replaceable(path: Path, real: Path) -> None:
+    """`overwrite` replaces an episode store and nothing else: not a file, not a training run or any other
+    directory, not files that were put inside a store. An empty directory is fine."""
+    if not real.is_dir():
+        raise StoreError(f"{path} is a file, not an episode store: overwrite replaces only an episode store; choose "
+                         "another path (or remove the file yourself)")
+    entries = sorted(e.name for e in real.iterdir())
+    if not entries:
+        return
+    if not ((real / ".zgroup").is_file() and (real / "data").is_dir() and (real / "meta" / "episode_ends").is_dir()):
+        raise StoreError(f"{path} is not an episode store (it holds {_shown(entries)}): overwrite replaces only an "
+                         "episode store; choose another path (or remove that directory yourself)")
+    refuse_foreign_entries(path, "overwrite it")
+
+
+def overrun_message(ends: np.ndarray, data_lengths: Mapping[str, int]) -> str:
+    """The error for a last episode end past every data array of a store no postbc writer writes (so no commit can
+    be under way: the boundaries are wrong)."""
+    last = int(ends[-1])
+    prev = int(ends[-2]) if ends.shape[0] > 1 else 0
+    longest = max(data_lengths.values(), default=0)
+    return (f"meta/episode_ends[-1] = {last} is invalid (previous end {prev}, longest data array {longest} steps): "
+            "the last episode ends past the data; this is not a postbc store (no commit can be under way), so its "
+            "episode boundaries are damaged: fix meta/episode_ends or re-export the store")
+
+
 def _remove_tmp_files(root: Path) -> int:
     n = 0
     for dirpath, _dirs, files in os.walk(root):
@@ -1009,11 +1294,17 @@ def _check_dtype(key: str, dtype: np.dtype) -> None:
         )
 
 
+def finite_rows(arr: np.ndarray) -> np.ndarray:
+    """(len(arr),) bool: row i holds no NaN/inf. Reduces over the per-step axes instead of reshaping, so zero rows
+    or a zero-size per-step shape work too."""
+    return np.isfinite(arr).all(axis=tuple(range(1, arr.ndim)))
+
+
 def _first_nonfinite(arr: np.ndarray) -> int | None:
     """Index along axis 0 of the first row holding NaN/inf, or None."""
     if arr.dtype.kind != "f":
         return None
-    ok = np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1) if arr.ndim > 1 else np.isfinite(arr)
+    ok = finite_rows(arr)
     if ok.all():
         return None
     return int(np.argmin(ok))

@@ -4,6 +4,11 @@ Every tool validates its inputs first (naming the problem), writes its output un
 name beside the destination and renames it into place at the end, so a failure never leaves a
 half-written store at the destination (nor, for an in-place `drop`, loses the original).
 Copies stream episode by episode in bounded blocks, so image stores need not fit in memory.
+
+Outputs: never inside a store (an input or any other), never over an existing path; the tool holds the
+output's writer lock while it builds it, so the temporaries left by a killed tool are removed by the
+next write to that path (`remove_leftover_temporaries`). An in-place `drop` rewrites the real directory of a
+symlinked store and refuses a store directory that holds anything besides the store.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ import contextlib
 import logging
 import os
 import shutil
-import uuid
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,6 +27,7 @@ import numpy as np
 
 from postbc_core.data.store import (
     FORMAT_NAME,
+    META_FIELDS,
     TMP_SUFFIX,
     EpisodeStore,
     WriterLock,
@@ -34,10 +39,16 @@ from postbc_core.data.store import (
     array_nbytes_stored,
     backup_name,
     create_data_array,
+    foreign_entries,
     open_group_readonly,
     read_rows,
+    real_path,
+    refuse_foreign_entries,
     refuse_if_backup,
+    refuse_inside_store,
+    remove_leftover_temporaries,
     restore_backup,
+    temporary_sibling,
 )
 from postbc_core.data.validate import ValidationReport, check_group, validate_store
 from postbc_core.errors import ConfigError, StoreError, storage_errors
@@ -61,24 +72,55 @@ def _open_validated(path: str | os.PathLike, *, scan_values: bool = True) -> Epi
     return EpisodeStore.open(path, "r")
 
 
-def _tmp_sibling(out: Path, tag: str) -> Path:
-    return out.parent / f".{out.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
 def _remove(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
-        if path.is_dir():
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink()
 
 
-def _require_absent(out: Path) -> None:
-    if out.exists():
+def _check_output(out: Path, inputs: Sequence[str | os.PathLike] = ()) -> None:
+    """Refuse an output inside a store (naming the input store it is in) or over an existing path; no side effects."""
+    refuse_inside_store(out, inputs)
+    if out.exists() or out.is_symlink():
         raise StoreError(f"output {out} already exists: remove it or choose another path")
     refuse_if_backup(out)
-    with storage_errors(f"creating the output directory of {out}"):
-        out.parent.mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def _outputs(outs: Sequence[Path], inputs: Sequence[str | os.PathLike] = ()):
+    """Check the outputs, create their parent directories, hold their writer locks (no other writer creates them
+    meanwhile) and remove what a killed earlier run left beside them. Directories created here are removed again
+    when the tool fails."""
+    for out in outs:
+        _check_output(out, inputs)
+    created: list[Path] = []
+    locks: list[WriterLock] = []
+    try:
+        with storage_errors(f"creating the output directory of {outs[0]}"):
+            for out in outs:
+                missing = [d for d in [out.parent, *out.parent.parents] if not d.exists()]
+                out.parent.mkdir(parents=True, exist_ok=True)
+                created += reversed(missing)
+        for out in outs:
+            lock = WriterLock(out)
+            lock.acquire()
+            locks.append(lock)
+            _check_output(out, inputs)  # again under the lock: another writer may have just created it
+            remove_leftover_temporaries(out)
+        yield
+    except BaseException:
+        for lock in locks:
+            lock.release()
+        locks = []
+        for d in reversed(created):  # deepest first; only the ones still empty
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+    finally:
+        for lock in locks:
+            lock.release()
 
 
 def _block_rows(arrays: Iterable[Any]) -> int:
@@ -193,13 +235,21 @@ def info(path: str | os.PathLike) -> dict[str, Any]:
 # merge / split / drop
 # ---------------------------------------------------------------------------------------------
 
+# Test hook: called with a point name ("built": a tool's temporary output is complete, not yet renamed into place)
+# so a test can kill the process there. Never set outside tests.
+_TEST_HOOK = None
+
+
 def _build(out: Path, fill) -> Path:
-    """Create a store under a temporary sibling of `out`, fill it with `fill(store)`, rename into place."""
-    tmp = _tmp_sibling(out, "tmp")
+    """Create a store under a temporary sibling of `out`, fill it with `fill(store)`, rename into place (the caller
+    holds `out`'s writer lock: see _outputs)."""
+    tmp = temporary_sibling(out)
     try:
         with storage_errors(f"writing {out}"):
             with EpisodeStore.create(tmp) as dst:
                 fill(dst)
+            if _TEST_HOOK is not None:
+                _TEST_HOOK("built")
             os.rename(tmp, out)
     except BaseException:
         _remove(tmp)
@@ -207,13 +257,36 @@ def _build(out: Path, fill) -> Path:
     return out
 
 
-def merge(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
-    """Concatenate the episodes of `sources` (same keys, shapes and dtypes) into a new store `out`."""
+def _schema_difference(a: EpisodeStore, b: EpisodeStore) -> str:
+    """What differs between the key sets of two stores, key by key."""
+    sa, sb = a.schema(), b.schema()
+    parts = []
+    for k in sorted(set(sa) | set(sb)):
+        if k not in sb:
+            parts.append(f"data/{k} is only in {a.path}")
+        elif k not in sa:
+            parts.append(f"data/{k} is only in {b.path}")
+        elif sa[k] != sb[k]:
+            parts.append(f"data/{k} is {sa[k][0]} {sa[k][1]} per step in {a.path} but {sb[k][0]} {sb[k][1]} in {b.path}")
+    return "; ".join(parts)
+
+
+def merge(sources: Sequence[str | os.PathLike], out: str | os.PathLike, allow_repeats: bool = False) -> Path:
+    """Concatenate the episodes of `sources` (same keys, shapes and dtypes) into a new store `out`. A store given
+    twice (under any spelling: symlinks are resolved) is refused unless `allow_repeats` (then its episodes are
+    copied once per mention)."""
     sources = [Path(s) for s in sources]
     out = Path(out)
     if not sources:
         raise ConfigError("merge needs at least one source store")
-    _require_absent(out)
+    seen: dict[Path, Path] = {}
+    for s in sources:
+        first = seen.setdefault(real_path(s), s)
+        if first is not s and not allow_repeats:
+            same = f"{s} and {first} are" if str(s) != str(first) else f"{s} is"
+            raise ConfigError(f"{same} the same store, given twice: merging would copy its episodes twice; give each "
+                              "store once (or pass --allow-repeats to duplicate them on purpose)")
+    _check_output(out, sources)
     stores = []
     try:
         for s in sources:
@@ -221,16 +294,16 @@ def merge(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
         ref = next((st for st in stores if st.n_episodes), None)
         for st in stores:
             if st.n_episodes and st.schema() != ref.schema():
-                raise StoreError(
-                    f"cannot merge: {st.path} records [{_schema_str(st.schema())}] but {ref.path} records "
-                    f"[{_schema_str(ref.schema())}]; every source needs the same keys, per-step shapes and dtypes"
-                )
+                raise StoreError(f"cannot merge {st.path} into {ref.path}: {_schema_difference(ref, st)}; every source "
+                                 "needs the same keys, per-step shapes and dtypes (drop or rename keys with `postbc "
+                                 "data export --keys/--rename` and re-import, or merge only matching stores)")
 
         def fill(dst):
             for st in stores:
                 _copy_episodes(st, dst, range(st.n_episodes))
 
-        _build(out, fill)
+        with _outputs([out], sources):
+            _build(out, fill)
         log.info("merged %d store(s) (%d episodes) into %s", len(stores), sum(s.n_episodes for s in stores), out)
         return out
     finally:
@@ -247,7 +320,7 @@ def split(src: str | os.PathLike, out_dir: str | os.PathLike, val_fraction: floa
     out_dir = Path(out_dir)
     paths = {"train": out_dir / "train.zarr", "val": out_dir / "val.zarr"}
     for p in paths.values():
-        _require_absent(p)
+        _check_output(p, [src])
     with _open_validated(src) as store:
         if store.n_episodes < 2:
             raise StoreError(f"{src} has {store.n_episodes} episode(s); splitting needs at least 2")
@@ -255,18 +328,19 @@ def split(src: str | os.PathLike, out_dir: str | os.PathLike, val_fraction: floa
 
         val = get_val_mask(store.n_episodes, val_fraction, seed=seed)
         tmps = {}
-        try:
-            with storage_errors(f"writing the split into {out_dir}"):
-                for name, mask in (("train", ~val), ("val", val)):
-                    tmps[name] = _tmp_sibling(paths[name], "tmp")
-                    with EpisodeStore.create(tmps[name]) as dst:
-                        _copy_episodes(store, dst, np.nonzero(mask)[0].tolist())
-                for name in paths:
-                    os.rename(tmps[name], paths[name])
-        except BaseException:
-            for p in tmps.values():
-                _remove(p)
-            raise
+        with _outputs(list(paths.values()), [src]):
+            try:
+                with storage_errors(f"writing the split into {out_dir}"):
+                    for name, mask in (("train", ~val), ("val", val)):
+                        tmps[name] = temporary_sibling(paths[name])
+                        with EpisodeStore.create(tmps[name]) as dst:
+                            _copy_episodes(store, dst, np.nonzero(mask)[0].tolist())
+                    for name in paths:
+                        os.rename(tmps[name], paths[name])
+            except BaseException:
+                for p in tmps.values():
+                    _remove(p)
+                raise
         log.info("split %s: %d train / %d val episodes", src, int((~val).sum()), int(val.sum()))
     return paths
 
@@ -281,35 +355,63 @@ def _hook_drop(point: str) -> None:
         _DROP_TEST_HOOK(point)
 
 
+def episodes_to_drop(episodes: Iterable[int], n: int, src) -> list[int]:
+    """The episode numbers (0..n-1, sorted) that `episodes` name; negative indices count from the end (-1 is the
+    last). An index out of range, or two indices naming one episode (e.g. 0 and -3 of 3), is refused: the count
+    dropped is always the count given."""
+    given = [int(e) for e in episodes]
+    if not given:
+        raise ConfigError("no episodes given to drop")
+    bad = [e for e in given if not -n <= e < n]
+    if bad:
+        raise ConfigError(f"episode index(es) {bad} out of range: {src} has {n} episodes (indices 0..{n - 1}, or "
+                          f"-{n}..-1 from the end)")
+    named: dict[int, list[int]] = {}
+    for e in given:
+        named.setdefault(e % n, []).append(e)
+    repeats = {i: g for i, g in named.items() if len(g) > 1}
+    if repeats:
+        which = "; ".join(f"{' and '.join(map(str, g))} all name episode {i}" for i, g in sorted(repeats.items()))
+        raise ConfigError(f"{which} of {src} ({n} episodes): give each episode once")
+    if len(named) == n:
+        raise ConfigError(f"that is every episode of {src} ({n}): dropping them all would leave an empty store with "
+                          f"no keys; delete the store instead if that is what you want")
+    return sorted(named)
+
+
 def drop(src: str | os.PathLike, episodes: Iterable[int], out: str | os.PathLike | None = None) -> Path:
-    """Remove `episodes` (indices, negative from the end). out=None: in place, by building the result
-    beside `src` and swapping directories (the original stays intact until the swap)."""
+    """Remove `episodes` (indices, negative from the end; see episodes_to_drop). out=None: in place, by building the
+    result beside the real store directory (a symlink's target) and swapping directories (the original stays intact
+    until the swap); a store directory holding anything besides the store is refused, never partly deleted."""
     src = Path(src)
-    restore_backup(src)  # a previous in-place drop killed between its renames: finish it backwards first
-    lock = None
-    if out is None:
-        lock = WriterLock(src)  # no recorder may append while the store is rewritten
-        lock.acquire()
-    try:
+    real = real_path(src)
+    episodes = list(episodes)
+    if out is not None:
+        out = Path(out)
+        _check_output(out, [src])
         with _open_validated(src) as store:
             n = store.n_episodes
-            idx = sorted({int(e) for e in episodes})
-            bad = [e for e in idx if not -n <= e < n]
-            if bad:
-                raise ConfigError(f"episode index(es) {bad} out of range: {src} has {n} episodes")
-            drop_set = {e % n for e in idx}
-            if not drop_set:
-                raise ConfigError("no episodes given to drop")
-            if len(drop_set) == n:
-                log.warning("dropping all %d episodes of %s: the result is an empty store", n, src)
-            keep = [i for i in range(n) if i not in drop_set]
-            if out is not None:
-                out = Path(out)
-                _require_absent(out)
+            keep = [i for i in range(n) if i not in set(episodes_to_drop(episodes, n, src))]
+            with _outputs([out], [src]):
                 _build(out, lambda dst: _copy_episodes(store, dst, keep))
-                log.info("%s: wrote %d of %d episodes to %s", src, len(keep), n, out)
-                return out
-            tmp = _tmp_sibling(src, "tmp")
+        log.info("%s: wrote %d of %d episodes to %s", src, len(keep), n, out)
+        return out
+    restore_backup(src)  # a previous in-place drop killed between its renames: finish it backwards first
+    lock = WriterLock(src)  # no recorder may append while the store is rewritten (the same lock through a symlink)
+    lock.acquire()
+    try:
+        remove_leftover_temporaries(src)
+        with _open_validated(src) as store:
+            n = store.n_episodes
+            dropped = episodes_to_drop(episodes, n, src)
+            keep = [i for i in range(n) if i not in set(dropped)]
+            refuse_foreign_entries(src, "rewrite it in place")
+            lost = sorted(k for k in array_names_in(real / "meta") if k != "episode_ends" and k not in META_FIELDS)
+            if lost:
+                raise StoreError(f"{src}: refusing to rewrite it in place: meta/{', meta/'.join(lost)} would not be "
+                                 "carried over (only the postbc episode metadata is); use --out to write the result "
+                                 "to a new store and keep this one")
+            tmp = temporary_sibling(src)
             try:
                 with storage_errors(f"rewriting {src} in place (the store is unchanged)"):
                     with EpisodeStore.create(tmp) as dst:
@@ -319,20 +421,34 @@ def drop(src: str | os.PathLike, episodes: Iterable[int], out: str | os.PathLike
                 raise
         # Between these two renames only the backup holds the store: EpisodeStore.open restores it (restore_backup).
         old = backup_name(src)
-        os.rename(src, old)
+        os.rename(real, old)
         _hook_drop("renamed_to_backup")
         try:
-            os.rename(tmp, src)
+            os.rename(tmp, real)
         except BaseException:
-            os.rename(old, src)
+            os.rename(old, real)
             _remove(tmp)
             raise
-        shutil.rmtree(old)
-        log.info("%s: dropped episode(s) %s in place (%d left)", src, sorted(drop_set), len(keep))
+        _remove_backup(old, src)
+        log.info("%s: dropped episode(s) %s in place (%d left)", src, dropped, len(keep))
         return src
     finally:
-        if lock is not None:
-            lock.release()
+        lock.release()
+
+
+def array_names_in(group_dir: Path) -> list[str]:
+    """Names of the array directories in a store's group directory."""
+    return sorted(p.name for p in group_dir.iterdir() if (p / ".zarray").is_file()) if group_dir.is_dir() else []
+
+
+def _remove_backup(old: Path, src: Path) -> None:
+    """Delete the replaced store directory, unless something not part of a store appeared in it meanwhile."""
+    foreign = foreign_entries(old)
+    if foreign:
+        log.warning("%s: kept the replaced store directory %s: it holds %s, not part of the store; move out what you "
+                    "need and delete it", src, old, ", ".join(foreign))
+        return
+    shutil.rmtree(old)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,14 +465,15 @@ def export_diffusion_policy(src: str | os.PathLike, out: str | os.PathLike, keys
     `out` ending in .zip (e.g. demo.zarr.zip) gives a zip store."""
     out = Path(out)
     rename = parse_rename(rename)
-    _require_absent(out)
-    with _open_validated(src) as store:
+    _check_output(out, [src])
+    with _open_validated(src) as store, contextlib.ExitStack() as stack:
         keys = store.keys if keys is None else list(keys)
         for k in keys:
             store.data(k)
         _check_rename(rename, keys, str(src))
-        tmp = _tmp_sibling(out, "tmp")
-        zip_tmp = _tmp_sibling(out, "tmpzip") if _is_zip(out) else None
+        stack.enter_context(_outputs([out], [src]))
+        tmp = temporary_sibling(out)
+        zip_tmp = tmp.with_name(tmp.name + ".zip") if _is_zip(out) else None
         try:
             with storage_errors(f"exporting to {out}"):
                 root = _open_group(tmp, "w")
@@ -408,7 +525,7 @@ def import_diffusion_policy(src: str | os.PathLike, out: str | os.PathLike,
     Every episode gets `task`, `source`, success unknown and unknown (NaN) times."""
     src, out = Path(src), Path(out)
     rename = parse_rename(rename)
-    _require_absent(out)
+    _check_output(out, [src])
     root = open_group_readonly(src)
     if root.attrs.get("format") == FORMAT_NAME:
         log.info("%s is already a postbc store; importing copies it with the given task/source", src)
@@ -439,6 +556,7 @@ def import_diffusion_policy(src: str | os.PathLike, out: str | os.PathLike,
                 raise
             start = int(end)
 
-    _build(out, fill)
+    with _outputs([out], [src]):
+        _build(out, fill)
     log.info("imported %s (%d episodes, %d steps) into %s", src, len(ends), int(ends[-1]) if len(ends) else 0, out)
     return out

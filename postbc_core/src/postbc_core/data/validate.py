@@ -24,8 +24,11 @@ from postbc_core.data.store import (
     backup_problem,
     check_format_attrs,
     damaged_chunks,
+    finite_rows,
     open_array,
     open_group_readonly,
+    overrun_message,
+    temporaries_problem,
 )
 from postbc_core.errors import StoreError, StoreValidationError
 
@@ -69,6 +72,9 @@ def validate_store(path_or_store: str | os.PathLike | EpisodeStore, *, scan_valu
     if note and not Path(path).exists():
         report.errors.append(note)
         return report
+    if note:
+        report.warnings.append(note)
+    note = temporaries_problem(path)
     if note:
         report.warnings.append(note)
     try:
@@ -179,7 +185,9 @@ def check_group(root, report: ValidationReport, *, import_mode: bool = False, sc
             errors.append(f"ragged data: data/{k} has {lengths[k]} steps but meta/episode_ends ends at {steps} "
                           f"({extra} extra)")
     else:
-        if an.tail_end_entries or tail_keys:
+        if an.tail_end_entries and not is_postbc:  # no postbc commit can be under way: the boundaries are wrong
+            errors.append(overrun_message(ends, lengths))
+        elif an.tail_end_entries or tail_keys:
             what = [f"data/{k}: {v} steps" for k, v in sorted(tail_keys.items())]
             if an.tail_end_entries:
                 what.append("1 unwritten meta/episode_ends entry")
@@ -256,7 +264,7 @@ def _scan_nonfinite(key: str, arr, ends: np.ndarray, steps: int) -> list[str]:
     n_bad = 0
     for a in range(0, steps, block):
         x = np.asarray(arr[a: min(steps, a + block)])
-        ok = np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1) if x.ndim > 1 else np.isfinite(x)
+        ok = finite_rows(x)
         rows = np.nonzero(~ok)[0]
         n_bad += rows.size
         bad_rows += [a + int(r) for r in rows[: MAX_FINDINGS_PER_KEY - len(bad_rows)]]
