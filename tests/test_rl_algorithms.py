@@ -8,6 +8,8 @@ close to always. That is the paper's setting in miniature: the frozen policy's s
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -259,22 +261,72 @@ def test_dsrl_na_update_trains_the_action_and_noise_critics(tmp_path, fork_polic
 
 
 # -- checkpoints and resume (in-process) --------------------------------------------------------------------------
-def test_resume_drops_an_episode_committed_after_the_last_checkpoint(tmp_path, fork_policy):
+def _rows(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _same_state(a: Finetuner, b: Finetuner) -> None:
+    strip = lambda h: [{k: v for k, v in e.items() if k != "wall_s"} for e in h]
+    assert a.counters() == b.counters() and strip(a.history) == strip(b.history)
+    for k, v in a.agent.sac.state_dict().items():
+        assert torch.equal(v, b.agent.sac.state_dict()[k]), k
+    assert np.array_equal(a.rng.bit_generator.state["state"]["state"], b.rng.bit_generator.state["state"]["state"])
+
+
+def test_an_episode_committed_before_its_updates_is_kept_and_its_updates_redone(tmp_path, fork_policy):
+    """end_episode checkpoints the commit: a stop before the updates finish keeps the episode, and the resume redoes
+    them from that state, ending where an uninterrupted run ends (and metrics.jsonl has each row once)."""
+    def cfg_at(out, **kw):
+        c = fork_config(tmp_path, "dsrl_sac", 4, **kw)
+        c.out, c.dsrl.warmup_episodes, c.dsrl.utd = tmp_path / out, 1, 5
+        return c
+
+    whole = Finetuner(cfg_at("whole"), policy=fork_policy)
+    finetune_fork(whole, 3)
+    ft = Finetuner(cfg_at("cut"), policy=fork_policy)
+    finetune_fork(ft, 2)
+    run_episode(ft, ForkTask(), 102)  # committed ...
+    owed = ft.updates_owed
+    assert owed > 0
+    assert ft.update(stop=lambda: True) == {"updates": 0, "interrupted": True}  # ... and stopped before its updates
+    with pytest.raises(PostBCError, match="update was cut short.*pass --resume"):
+        ft.save()  # the agent is mid-update: the checkpoint of the commit stays the resume point
+    assert f"episode 2 is committed and kept; its {owed} updates are redone" in ft.stop_note()
+    ft.close()
+    ft2 = Finetuner(cfg_at("cut", resume=True), policy=fork_policy)
+    try:
+        assert ft2.replay.n_episodes == 3 and ft2.update_pending and ft2.updates_owed == owed
+        assert ft2.update()["updates"] == owed
+        ft2.save()
+        _same_state(whole, ft2)
+        strip = lambda rows: [(r["tag"], r["step"]) for r in rows]
+        assert strip(_rows(ft2.cfg.out)) == strip(_rows(whole.cfg.out))  # no row twice, none lost
+    finally:
+        ft2.close()
+        whole.close()
+
+
+def test_resume_drops_an_episode_committed_after_the_last_checkpoint(tmp_path, fork_policy, monkeypatch):
+    """A kill between an episode's commit and its checkpoint: the episode and its metrics rows are dropped together."""
     cfg = fork_config(tmp_path, "dsrl_sac", 4)
     cfg.dsrl.warmup_episodes = 1
     ft = Finetuner(cfg, policy=fork_policy)
     finetune_fork(ft, 2)  # two episodes, each checkpointed
     counters = ft.counters()
     weights = {k: v.clone() for k, v in ft.agent.sac.state_dict().items()}
-    run_episode(ft, ForkTask(), 999)  # committed to the store, but the process "dies" before save()
+    rows = _rows(cfg.out)
+    monkeypatch.setattr(ft, "save", lambda: None)  # the process "dies" before the commit's checkpoint
+    run_episode(ft, ForkTask(), 999)
+    assert "episode 2 was committed after the last checkpoint" in ft.stop_note()
     ft.close()
     with EpisodeStore.open(cfg.out / "replay.zarr") as store:
         assert store.n_episodes == 3
+    assert len(_rows(cfg.out)) == len(rows) + 1
     cfg.resume = True
     ft2 = Finetuner(cfg, policy=fork_policy)
     try:
         assert ft2.counters() == counters
-        assert ft2.replay.n_episodes == 2
+        assert ft2.replay.n_episodes == 2 and _rows(cfg.out) == rows
         for k, v in ft2.agent.sac.state_dict().items():
             assert torch.equal(v, weights[k]), k
     finally:

@@ -6,9 +6,10 @@ finetune manager) from its callbacks:
     ft = Finetuner(cfg)                      # or Finetuner(cfg, policy=...); resumes when cfg.resume
     ft.start_episode()
     while running:  a = ft.act(obs);  <execute a>;  ft.observe(reward, terminated, row)
-    ft.end_episode(success)                  # commits the episode to the replay store (atomic) and indexes it
+    ft.end_episode(success)                  # commits the episode to the replay store (atomic), indexes it and
+                                             # checkpoints: from here a stop never loses the episode
     ft.update()                              # gradient steps between episodes (none during warm-up)
-    ft.save()                                # full checkpoint: the run can be killed any time after this
+    ft.save()                                # full checkpoint after the updates
 
 `act` returns one action of the current chunk (receding horizon: a chunk of Ta is decoded from the agent's noise every
 n_action_steps calls). Algorithms (`algorithm`): dsrl_sac / dsrl_na (rl/dsrl.py) and best_of_n (rl/best_of_n.py).
@@ -16,9 +17,14 @@ n_action_steps calls). Algorithms (`algorithm`): dsrl_sac / dsrl_na (rl/dsrl.py)
 Checkpoint (`<out>/finetune_state.safetensors`, written atomically by tmp file + rename): agent networks, target
 networks, optimizers, entropy temperature (all tensors, safetensors) + JSON metadata in the same file: the config,
 counters, replay position (= committed store episodes), RNG states of python / numpy / torch, episode and evaluation
-history. Resume: the store is recovered (uncommitted steps of a killed episode dropped), episodes committed after the
-checkpoint are dropped, the transition index is rebuilt from the store and every state is restored, so the run goes
-on exactly as if it had not been interrupted (same replay contents, counters and random streams).
+history, whether the last episode's updates are still owed, the run's wall time so far and the size of metrics.jsonl.
+A checkpoint is taken at each episode's commit (its updates owed) and after its updates, so a stop of any kind costs
+at most the episode running (never committed: discarded) or the gradient steps of the last committed episode (redone
+from the checkpoint taken before them). Resume: the store is recovered (uncommitted steps of a killed episode
+dropped), an episode committed after the checkpoint (a kill between the commit and its checkpoint) is dropped and so
+are the metrics.jsonl rows written after it, the transition index is rebuilt from the store and every state is
+restored; owed updates are run first. The run goes on exactly as if it had not been interrupted (same replay contents,
+counters and random streams).
 """
 
 from __future__ import annotations
@@ -51,10 +57,13 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "finetune_state.safetensors"
 REPLAY_DIR = "replay.zarr"
+METRICS_FILE = "metrics.jsonl"  # RunLogger's
 ALGORITHMS = ("dsrl_sac", "dsrl_na", "best_of_n")
 EVAL_SEED = 1_000_000  # evaluation episodes use seeds EVAL_SEED + i: a fixed set, disjoint from training seeds
-# Test hook (the resume test): "EPISODE:STEP" makes run_finetune flush that training episode's steps to disk, print
-# "stalled" and sleep at that step, so a test can SIGKILL it mid-episode. Never set outside tests.
+# Test hook (the resume and shutdown tests): "EPISODE:STEP" makes run_finetune flush that training episode's steps to
+# disk, print "stalled" and sleep at that step, so a test can kill it mid-episode; "EPISODE:uK" makes Finetuner.update
+# do the same before gradient step K of that episode's updates (until killed, interrupted or its stop() is true).
+# Never set outside tests.
 TEST_STALL_ENV = "POSTBC_FINETUNE_TEST_STALL"
 
 
@@ -140,23 +149,58 @@ RESUME_FIXED = ("checkpoint", "task", "algorithm", "seed", "n_action_steps", "re
                 "dsrl", "bon", "max_steps")
 
 
+@dataclass(frozen=True)
+class SettingNames:
+    """How the user of a Finetuner sets FinetuneConfig's fields, so that its refusals name only settings that user
+    can change: `postbc finetune`'s flags by default (--dsrl.utd 5); a ROS node passes `params`, its parameter for
+    each field it sets (dotted for nested fields; fields it does not set are absent) and `values`, how a field's value
+    reads as that parameter's."""
+
+    params: dict[str, str] | None = None
+    values: dict[str, Callable[[object], object]] = field(default_factory=dict)
+
+    def name(self, key: str) -> str | None:
+        """The setting for field `key` (None: the user cannot set it)."""
+        if self.params is None:
+            return "--" + key.replace("_", "-")
+        return self.params.get(key)
+
+    def value(self, key: str, value) -> object:
+        return self.values[key](value) if key in self.values else value
+
+    def assign(self, key: str, value) -> str:
+        """How the user sets field `key` to `value` (--episodes 4 / episodes:=4)."""
+        v = self.value(key, value)
+        if self.params is None:
+            return f"{self.name(key)}" if v is True else f"{self.name(key)} {v}"
+        return f"{self.name(key)}:={json.dumps(v) if isinstance(v, bool) else v}"
+
+
 class Finetuner:
     """The finetuning loop as explicit steps (see the module docstring). One episode at a time."""
 
-    def __init__(self, cfg: FinetuneConfig, policy=None, *, read_only: bool = False):
+    def __init__(self, cfg: FinetuneConfig, policy=None, *, read_only: bool = False,
+                 names: SettingNames | None = None):
         """read_only (with cfg.resume): load the run's last saved agent to act with, for evaluation, while the run
-        may still be going: nothing on disk is touched, no episode is recorded, update() and save() refuse."""
+        may still be going: nothing on disk is touched, no episode is recorded, update() and save() refuse.
+        names: how the caller's user sets the config (for error messages); default `postbc finetune`'s flags."""
         from postbc_core.policies.checkpoint import load_policy, resolve_device, tensors_sha256
 
         self.cfg = cfg
+        self.names = names = names or SettingNames()
         self.device = resolve_device(cfg.device)
         self.read_only = read_only
         state_path = cfg.out / STATE_FILE
+        out = names.name("out")
         if read_only and not cfg.resume:
             raise ConfigError("read_only opens an existing run: set resume=True and point out at the run directory")
+        if cfg.out.exists() and not cfg.out.is_dir():
+            raise ConfigError(f"{out} {cfg.out} is a file, not a directory: choose another {out}")
         if not cfg.resume and (state_path.exists() or _has_episodes(cfg.out / REPLAY_DIR)):
-            raise ConfigError(f"{cfg.out} already holds a finetuning run; pass --resume to continue it, or choose "
-                              "another --out")
+            raise ConfigError(f"{cfg.out} already holds a finetuning run; {self._resume_hint()} to continue it, or "
+                              f"choose another {out}")
+        if not cfg.resume:
+            _require_empty_run_dir(cfg.out, out)
         if cfg.resume and not state_path.exists():
             raise CheckpointError(f"--resume: no finetuning checkpoint {state_path}; start the run without --resume "
                                   "(or point --out at the run directory)")
@@ -179,12 +223,22 @@ class Finetuner:
         self.decisions = 0
         self.updates = 0
         self.pending_transitions = 0  # indexed by end_episode, not yet consumed by update()
+        self.update_pending = False  # the last committed episode's updates are not done yet
         self.history: list[dict] = []  # one entry per training episode
         self.evals: list[dict] = []
+        self._wall_before = 0.0  # wall time of the earlier sessions of the run, up to their last checkpoint
+        self._t0 = time.monotonic()
+        self._mid_update = False  # an update was cut short: the agent is between two checkpointed states
+        self._saved: dict = {}  # what the last checkpoint on disk holds (episodes_done, update_pending)
         saved = None
         if cfg.resume:
             saved = self._read_state(state_path)
             if not read_only:
+                done = int(saved["counters"]["episodes_done"])
+                if cfg.episodes < done:  # refused before anything on disk changes
+                    raise ConfigError(f"{names.assign('episodes', cfg.episodes)} is below the {done} episodes the "
+                                      f"run in {cfg.out} has already done (the budget counts the whole run): give "
+                                      f"{names.assign('episodes', done + 1)} or more to continue it")
                 trim_store(cfg.out / REPLAY_DIR, saved["counters"]["replay_episodes"])
         self.replay: ReplayBuffer | None = None
         if not read_only:
@@ -287,6 +341,10 @@ class Finetuner:
         self.history.append(summary)
         self._log("episode", summary["episode"], {"success": float(bool(success)), "return": summary["return"],
                                                   "length": summary["length"], "transitions": n_new})
+        # Checkpoint the commit with its updates owed: a stop during the updates (many seconds at a high UTD) then
+        # keeps the episode and redoes the updates on resume, from exactly this state.
+        self.update_pending = True
+        self.save()
         return summary
 
     def discard_episode(self) -> None:
@@ -295,25 +353,36 @@ class Finetuner:
             self.replay.discard()
         self._episode = None
 
+    @property
+    def updates_owed(self) -> int:
+        """Gradient steps the next update() runs."""
+        return self.agent.updates_due(self.episodes_done, self.pending_transitions)
+
     def update(self, stop: Callable[[], bool] | None = None) -> dict:
         """Gradient steps owed for the episodes ended since the last call (see the agents' `updates_due`).
         stop: checked before every step; when it returns True the remaining steps are skipped (a node shutting
-        down): do not save() after such a partial update, resume from the previous checkpoint instead."""
+        down) and {"updates": steps done, "interrupted": True} is returned: this Finetuner then refuses to save or
+        update again, the checkpoint taken at the episode's commit is the resume point (it redoes the updates)."""
         self._require_writable("update the agent")
         if self._episode is not None:
             raise PostBCError("update() during an episode: call it between end_episode() and start_episode()")
-        n = self.agent.updates_due(self.episodes_done, self.pending_transitions)
-        self.pending_transitions = 0
+        n = self.updates_owed
         if n == 0 or len(self.replay) == 0:
+            self.pending_transitions, self.update_pending = 0, False
             return {"updates": 0}
+        stall = _test_stall_update(self.episodes_done - 1)
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
+        self._mid_update = True  # until the last step (a KeyboardInterrupt may end it anywhere)
         for i in range(n):
+            if i == stall:
+                _stall(stop)
             if stop is not None and stop():
-                n = max(i, 1)
-                break
+                return {"updates": i, "interrupted": True}
             for k, v in self.agent.update(self.replay.sample(self.batch_size, self.rng)).items():
                 sums[k] = sums.get(k, 0.0) + v
+        self._mid_update = False
+        self.pending_transitions, self.update_pending = 0, False
         dt = time.perf_counter() - t0
         self.updates += n
         metrics = {k: v / n for k, v in sums.items()}
@@ -326,6 +395,36 @@ class Finetuner:
         if self.replay is None:
             raise PostBCError(f"cannot {what}: this Finetuner was opened read_only (for evaluation); open the run "
                               "with --resume to continue it")
+        if self._mid_update:
+            raise PostBCError(f"cannot {what}: an update was cut short, the agent is part-way between two "
+                              f"checkpoints; {self._resume_hint()} to redo the updates from the last checkpoint")
+
+    def _resume_hint(self) -> str:
+        return ("pass " if self.names.params is None else "restart with ") + self.names.assign("resume", True)
+
+    @property
+    def wall_time_s(self) -> float:
+        """Wall time of the run: every session's, up to its last checkpoint, and this one's so far."""
+        return self._wall_before + time.monotonic() - self._t0
+
+    def stop_note(self) -> str:
+        """What stopping the run now costs, from what the last checkpoint on disk holds (said at Ctrl-C)."""
+        resume = self._resume_hint()
+        saved_eps, owed = self._saved.get("episodes_done", 0), self._saved.get("update_pending", False)
+        if self._episode is not None and self._episode["record"]:
+            lost = (f"episode {self.episodes_done} ({self._episode['length']} steps) is discarded (not committed; "
+                    f"{resume} runs it again)")
+        elif self.episodes_done > saved_eps:  # committed, its checkpoint not written (a failed save)
+            return (f"episode {saved_eps} was committed after the last checkpoint: {resume} drops it and runs it "
+                    "again")
+        else:
+            lost = ""
+        if owed:
+            kept = (f"episode {saved_eps - 1} is committed and kept; its {self._saved['updates_owed']} updates are "
+                    f"redone when you {resume}")
+        else:
+            kept = f"the checkpoint holds all {saved_eps} committed episodes and their updates"
+        return f"{kept}; {lost}" if lost else kept
 
     def _require_episode(self) -> dict:
         if self._episode is None:
@@ -361,9 +460,16 @@ class Finetuner:
         if self._episode is not None:
             raise PostBCError("save() during an episode: checkpoints are taken between episodes")
         tensors, skeleton = flatten({"agent": self.agent.training_state(), "rng": rng_state(self.rng)})
+        metrics = self.cfg.out / METRICS_FILE
+        saved = {"episodes_done": self.episodes_done, "update_pending": self.update_pending,
+                 "updates_owed": self.updates_owed if self.update_pending else 0}
         info = {"config": self.cfg.to_dict(), "counters": self.counters(), "state": skeleton,
-                "history": self.history, "evals": self.evals, "policy_sha256": self.policy_sha256}
-        return save_checkpoint(self.cfg.out / STATE_FILE, "finetune", tensors, {"finetune": json.dumps(info)})
+                "history": self.history, "evals": self.evals, "policy_sha256": self.policy_sha256,
+                "update_pending": self.update_pending, "wall_time_s": round(self.wall_time_s, 3),
+                "metrics_bytes": metrics.stat().st_size if metrics.exists() else 0}
+        path = save_checkpoint(self.cfg.out / STATE_FILE, "finetune", tensors, {"finetune": json.dumps(info)})
+        self._saved = saved
+        return path
 
     def _read_state(self, path: Path) -> dict:
         from postbc_core.policies.checkpoint import read_checkpoint
@@ -380,14 +486,17 @@ class Finetuner:
             if k == "checkpoint" and Path(a).resolve() == Path(b).resolve():
                 continue  # the same file, spelled relative or absolute
             if isinstance(a, dict) and isinstance(b, dict):
-                diff += [f"{k}.{f} was {a.get(f)!r}, now {b.get(f)!r}" for f in sorted(set(a) | set(b))
+                diff += [self._changed(f"{k}.{f}", a.get(f), b.get(f)) for f in sorted(set(a) | set(b))
                          if a.get(f) != b.get(f)]
             elif a != b:
-                diff.append(f"{k} was {a!r}, now {b!r}")
+                diff.append(self._changed(k, a, b))
         if diff:
-            raise ConfigError(f"--resume: {', '.join(diff)}; "
-                              "resume with the run's original settings (only --episodes, evaluation and --device may "
-                              "change) or start a new run with another --out")
+            names = self.names
+            free = [n for n in (names.name("episodes"), names.name("eval_every"), names.name("eval_episodes"),
+                                names.name("device")) if n]
+            raise ConfigError(f"{names.name('resume')}: {', '.join(diff)}; resume with the run's original settings "
+                              f"(only {', '.join(free[:-1])} and {free[-1]} may change) or start a new run with "
+                              f"another {names.name('out')}")
         recorded = saved.get("policy_sha256")
         if recorded is None:  # a run started before runs recorded their policy's hash
             log.warning("%s was started before finetuning runs recorded their pretrained policy's hash: cannot check "
@@ -399,6 +508,13 @@ class Finetuner:
                                   "with another --out")
         saved["tensors"] = tensors
         return saved
+
+    def _changed(self, key: str, was, now) -> str:
+        """One changed setting of a resume, as the user sets it (or saying the user cannot)."""
+        name, v = self.names.name(key), self.names.value
+        if name is None:  # a run started by `postbc finetune` with settings this user (a ROS node) does not set
+            return f"{key} was {was!r}, here {now!r} (not a setting here: continue that run with postbc finetune)"
+        return f"{name} was {v(key, was)!r}, now {v(key, now)!r}"
 
     def _restore(self, saved: dict) -> None:
         c = saved["counters"]
@@ -419,8 +535,20 @@ class Finetuner:
         for k in ("episodes_done", "env_steps", "decisions", "updates", "pending_transitions"):
             setattr(self, k, int(c[k]))
         self.history, self.evals = list(saved["history"]), list(saved["evals"])
-        log.info("%s %s after episode %d (%d updates, %d transitions)", "opened" if self.read_only else "resumed",
-                 self.cfg.out, self.episodes_done, self.updates, c["replay_transitions"])
+        self.update_pending = bool(saved.get("update_pending", False))
+        self._wall_before = float(saved.get("wall_time_s", 0.0))
+        self._saved = {"episodes_done": self.episodes_done, "update_pending": self.update_pending,
+                       "updates_owed": self.updates_owed if self.update_pending else 0}
+        if self.read_only:
+            log.info("opened %s after episode %d (%d updates)", self.cfg.out, self.episodes_done, self.updates)
+            return
+        if "metrics_bytes" in saved:
+            _truncate_metrics(self.cfg.out / METRICS_FILE, int(saved["metrics_bytes"]))
+        log.info("resumed %s after episode %d (%d updates, %d transitions)", self.cfg.out, self.episodes_done,
+                 self.updates, c["replay_transitions"])
+        if self.update_pending:
+            log.warning("episode %d was committed and checkpointed before its %d updates finished: they are redone "
+                        "now", self.episodes_done - 1, self.updates_owed)
 
     def close(self) -> None:
         self.discard_episode()
@@ -429,6 +557,40 @@ class Finetuner:
         if self._logger is not None:
             self._logger.close()
             self._logger = None
+
+
+def _require_empty_run_dir(out: Path, flag: str) -> None:
+    """A new run writes only into a new or empty directory (nothing of another run or command gets mixed in); an
+    empty replay store of our own (a run stopped before its first checkpoint) is no content."""
+    if not out.is_dir():
+        return
+    ours = {REPLAY_DIR, REPLAY_DIR + ".lock"}
+    found = sorted(p.name for p in out.iterdir())
+    if set(found) <= ours:
+        return
+    what = "a `postbc train` run" if (out / "train_config.json").exists() else "other files"
+    shown = ", ".join(found[:6]) + (f", ... ({len(found)} entries)" if len(found) > 6 else "")
+    raise ConfigError(f"{flag} {out} holds {what} ({shown}), not a finetuning run: a new finetuning run needs a new "
+                      f"or empty directory; choose another {flag}")
+
+
+def _truncate_metrics(path: Path, size: int) -> None:
+    """metrics.jsonl back to its size at the checkpoint: the rows after it belong to work that resume redoes."""
+    if not path.exists() or path.stat().st_size <= size:
+        return
+    with open(path, "r+b") as f:
+        f.seek(size)
+        rows = f.read().count(b"\n")
+        f.truncate(size)
+    log.warning("%s: dropped %d row(s) written after the last checkpoint (the resumed run writes them again)", path,
+                rows)
+
+
+def _test_stall_update(episode: int) -> int | None:
+    """TEST_STALL_ENV "EPISODE:uK": K when `episode` is EPISODE."""
+    spec = os.environ.get(TEST_STALL_ENV, "")
+    ep, _, at = spec.partition(":")
+    return int(at[1:]) if at.startswith("u") and int(ep) == episode else None
 
 
 def _has_episodes(store_path: Path) -> bool:
@@ -465,7 +627,11 @@ def run_episode(ft: Finetuner, task, seed: int, *, record: bool = True, mode: Mo
             row = record_row(prev, a_exec, task, info) if (record and isinstance(task, Task)) else None
             ft.observe(reward, terminated, row)
             if stall_at is not None and ft._episode["length"] == stall_at:
-                _stall(ft)
+                if ft._episode["held_row"] is not None:  # the open episode's steps on disk, uncommitted
+                    ft.replay.append(ft._episode["held_row"])
+                    ft._episode["held_row"] = None
+                ft.replay.flush()
+                _stall()
             if terminated or truncated:
                 break
     except BaseException:
@@ -474,15 +640,11 @@ def run_episode(ft: Finetuner, task, seed: int, *, record: bool = True, mode: Mo
     return {**ft.end_episode(success), "safety_altered": altered}
 
 
-def _stall(ft: Finetuner) -> None:
-    """Test hook (TEST_STALL_ENV): put the open episode's steps on disk, say so, and wait to be killed."""
-    if ft._episode["held_row"] is not None:
-        ft.replay.append(ft._episode["held_row"])
-        ft._episode["held_row"] = None
-    ft.replay.flush()
+def _stall(stop: Callable[[], bool] | None = None) -> None:
+    """Test hook (TEST_STALL_ENV): say so, and wait to be killed, interrupted or stopped."""
     print("stalled", flush=True)
-    while True:
-        time.sleep(1.0)
+    while not (stop is not None and stop()):
+        time.sleep(0.05)
 
 
 def evaluate(ft: Finetuner, task, episodes: int, *, mode: Mode = "eval", seed: int = EVAL_SEED) -> dict:
@@ -530,6 +692,8 @@ def evaluate_run(run: Path, episodes: int = 40, seed: int = EVAL_SEED, device: s
     from postbc_core.policies.checkpoint import load_policy, read_checkpoint, resolve_device
 
     run = Path(run)
+    if episodes < 1:
+        raise ConfigError(f"--episodes {episodes}: evaluate on at least 1 episode (--episodes >= 1)")
     if not (run / STATE_FILE).exists():
         raise ConfigError(f"{run} has no {STATE_FILE}: give the --out of `postbc finetune` or the finetune "
                           "manager's out directory, after at least one completed episode")
@@ -609,35 +773,46 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
     policy = load_policy(cfg.checkpoint, device=cfg.device)
     task = make_task(cfg, policy)
     ft = Finetuner(cfg, policy=policy)
-    stall = os.environ.get(TEST_STALL_ENV)
-    stall_ep, stall_step = (int(v) for v in stall.split(":")) if stall else (None, None)
-    t0 = time.time()
+    stall = os.environ.get(TEST_STALL_ENV, "")
+    stall_ep, _, stall_step = stall.partition(":")
+    stall_ep, stall_step = (int(stall_ep), int(stall_step)) if stall_step.isdigit() else (None, None)
+
+    def after_episode(ep: dict, note: str = "") -> None:
+        """An episode is committed (and checkpointed): its updates, the evaluation due, the next checkpoint."""
+        upd = ft.update()
+        altered = f" ({ep['safety_altered']} altered by the safety layer)" if "safety_altered" in ep else ""
+        print(f"episode {ep['episode']} ({ep['mode']}): {'success' if ep['success'] else 'failure'} in "
+              f"{ep['length']} steps{altered}{note}, return {ep['return']:.3f}, {upd['updates']} updates", flush=True)
+        due = cfg.eval_every and ft.episodes_done % cfg.eval_every == 0
+        if cfg.eval_episodes and (due or ft.episodes_done == cfg.episodes):
+            ft.log_eval(evaluate(ft, task, cfg.eval_episodes))
+            _print_eval(ft.evals[-1])
+        ft.save()
+
     try:
+        if ft.update_pending:  # committed before an interruption that cut its updates short
+            after_episode(ft.history[-1], " (committed before the interruption)")
+        elif cfg.resume and ft.episodes_done >= cfg.episodes:
+            log.info("%s has done its %d episodes: nothing to run (a larger --episodes continues it)", cfg.out,
+                     ft.episodes_done)
         if cfg.eval_episodes and not ft.evals:
             ft.log_eval(evaluate(ft, task, cfg.eval_episodes, mode="policy"))
             _print_eval(ft.evals[-1])
         while ft.episodes_done < cfg.episodes:
             i = ft.episodes_done
-            ep = run_episode(ft, task, cfg.seed + i, stall_at=stall_step if i == stall_ep else None)
-            upd = ft.update()
-            print(f"episode {i} ({ep['mode']}): {'success' if ep['success'] else 'failure'} in {ep['length']} "
-                  f"steps ({ep['safety_altered']} altered by the safety layer), return {ep['return']:.3f}, "
-                  f"{upd['updates']} updates", flush=True)
-            due = cfg.eval_every and ft.episodes_done % cfg.eval_every == 0
-            if cfg.eval_episodes and (due or ft.episodes_done == cfg.episodes):
-                ft.log_eval(evaluate(ft, task, cfg.eval_episodes))
-                _print_eval(ft.evals[-1])
-            ft.save()
-        wall = time.time() - t0
+            after_episode(run_episode(ft, task, cfg.seed + i, stall_at=stall_step if i == stall_ep else None))
         succ = [bool(h["success"]) for h in ft.history]
         k = sum(succ)
         summary = {"task": cfg.task, "algorithm": cfg.algorithm, "checkpoint": str(cfg.checkpoint),
                    "episodes": ft.episodes_done, "train_success": succ, "train_success_rate": k / len(succ),
                    "train_success_ci95": list(wilson_interval(k, len(succ))), "history": ft.history, "evals": ft.evals,
-                   "counters": ft.counters(), "wall_time_s": round(wall, 3),
+                   "counters": ft.counters(), "wall_time_s": round(ft.wall_time_s, 3),
                    "replay": str(cfg.out / REPLAY_DIR), "state": str(cfg.out / STATE_FILE)}
         (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+    except KeyboardInterrupt:
+        log.warning("stopping now: %s", ft.stop_note())
+        raise
     finally:
         ft.close()
         task.close()
