@@ -98,12 +98,16 @@ def joint_state_arrays(msg: JointState) -> JointStateArrays:
 # -- commands -------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Chunk:
-    """A commanded joint-space chunk: joint_pos (T, 6) rad, gripper (T,) m, times (T,) s after `stamp`."""
+    """A commanded joint-space chunk: joint_pos (T, 6) rad, gripper (T,) m, times (T,) s after `stamp`; velocities
+    (T, 6) rad/s and accelerations (T, 6) rad/s^2 where the message gives them (a NaN row: that point gives none;
+    None: no point does)."""
 
     joint_pos: np.ndarray
     gripper: np.ndarray
     times: np.ndarray
     stamp: float
+    velocities: np.ndarray | None = None
+    accelerations: np.ndarray | None = None
 
 
 def trajectory_msg(joint_pos, gripper, stamp: float, dt: float | None = None, times=None) -> JointTrajectory:
@@ -141,7 +145,7 @@ def trajectory_chunk(msg: JointTrajectory) -> Chunk:
 
     Checked as ros2_controllers' joint_trajectory_controller checks a trajectory (Humble, allow_partial_joints_goal
     false): every arm joint named, no unknown or repeated names, at least one point, as many positions as names,
-    velocities / accelerations empty or one per joint (the driver streams positions; they are not used), no efforts,
+    velocities / accelerations empty or one per joint (they select the driver's spline, as in JTC), no efforts,
     time_from_start strictly increasing. The header stamp is returned as sent (0 = "start now", resolved by the
     driver). Values are returned as sent, NaN included: rejecting them is the driver's job, with a log line.
     A point without the gripper keeps NaN there (the driver then holds the current gripper target)."""
@@ -164,6 +168,8 @@ def trajectory_chunk(msg: JointTrajectory) -> Chunk:
     q = np.empty((len(msg.points), N_JOINTS))
     g = np.full(len(msg.points), np.nan)
     t = np.empty(len(msg.points))
+    va = {"velocities": np.full((len(msg.points), N_JOINTS), np.nan),
+          "accelerations": np.full((len(msg.points), N_JOINTS), np.nan)}
     for k, p in enumerate(msg.points):
         if len(p.positions) != len(names):
             raise ConversionError(f"point {k} has {len(p.positions)} positions for {len(names)} joints")
@@ -172,6 +178,8 @@ def trajectory_chunk(msg: JointTrajectory) -> Chunk:
             if n not in (0, len(names)):
                 raise ConversionError(f"point {k} has {n} {field_name} for {len(names)} joints (give none or one "
                                       "per joint)")
+            if n:
+                va[field_name][k] = [getattr(p, field_name)[i] for i in idx]
         if len(p.effort):
             raise ConversionError(f"point {k} has efforts; the driver takes position targets only (leave effort "
                                   "empty)")
@@ -181,7 +189,8 @@ def trajectory_chunk(msg: JointTrajectory) -> Chunk:
         t[k] = to_sec(p.time_from_start)
     if np.any(np.diff(t) <= 0):
         raise ConversionError(f"time_from_start must increase strictly along the trajectory, got {t.tolist()}")
-    return Chunk(joint_pos=q, gripper=g, times=t, stamp=to_sec(msg.header.stamp))
+    v, a = (None if np.isnan(x).all() else x for x in va.values())
+    return Chunk(joint_pos=q, gripper=g, times=t, stamp=to_sec(msg.header.stamp), velocities=v, accelerations=a)
 
 
 # -- images ---------------------------------------------------------------------------------------------------------

@@ -3,10 +3,12 @@
 A thin shell over postbc_core: the arm is a `postbc_core.robots.Robot` (SimRobot or InterbotixRobot, the same
 classes teleop, recording, calibration and evaluation use) and the command scheduling and holds are
 `postbc_core.robots.controller.TrajectoryExecutor` (tested without ROS). This node publishes /joint_states at
-`state_hz`, hands /postbc/command trajectories to the executor (point i due at header.stamp + time_from_start; NaN/inf,
-stale and far-future commands rejected), steps it once per control period (every command through the robot's
-SafetyLayer relative to the measured joints; holds on watchdog, e-stop (latched, /postbc/estop) and ~/enable false),
-and serves ~/go_home, ~/enable, and in sim ~/reset. Status JSON on /postbc/driver/status.
+`state_hz`, hands /postbc/command trajectories to the executor (point i at header.stamp + time_from_start; NaN/inf,
+stale and far-future commands rejected), steps it once per control period (the trajectory sampled at now as
+joint_trajectory_controller samples it, each target through the robot's SafetyLayer relative to the measured joints;
+holds on watchdog, e-stop (latched, /postbc/estop) and ~/enable false), and serves ~/go_home, ~/enable, and in sim
+~/reset. Status JSON on /postbc/driver/status (`target`: the last command sent; `sampled_target`: the trajectory at
+the last tick before the safety layer).
 
 Sim backend: SimRobot(step_on_send=False); this node steps its physics in a thread (1 / state_hz s per tick, paced
 by `real_time_factor` against the wall clock) and publishes /clock, object poses (every free and mocap body, task
@@ -67,7 +69,8 @@ class Params:
     seed: int = 0
     """sim: episode seeds; the scene at startup and the first ~/reset use `seed`, later resets seed+1, seed+2, ..."""
     control_hz: float = 10.0
-    """Rate (Hz) at which the due command passes the safety layer and is sent (sim tasks: 5..10 Hz)."""
+    """Rate (Hz) at which the trajectory is sampled and the target passes the safety layer and is sent (sim tasks:
+    5..10 Hz)."""
     state_hz: float = 100.0
     """Rate (Hz) of /joint_states (sim: also the physics increment, 1 / state_hz s per tick)."""
     real_time_factor: float = 1.0
@@ -80,8 +83,9 @@ class Params:
     joint_trajectory_controller, which only rejects a trajectory that ends in the past). A zero stamp starts on
     receipt and is never stale."""
     max_command_lead: float = 5.0
-    """A trajectory may start in the future (its points wait for stamp + time_from_start; the previous target is
-    held until then), up to this many seconds ahead; farther is rejected as a clock mismatch."""
+    """A trajectory may start in the future (as joint_trajectory_controller does, it replaces the running one at
+    once and the arm moves so as to reach the first point at stamp + time_from_start), up to this many seconds
+    ahead; farther is rejected as a clock mismatch."""
     joint_margin: float = 0.02
     """rad kept clear of each URDF joint limit."""
     workspace_min: tuple[float, float, float] = (0.05, -0.40, 0.01)
@@ -238,15 +242,17 @@ class RobotDriver(Node):
         except ConversionError as e:
             ex.reject(f"command rejected: {e}")
             return
-        # Checked on the message: in the chunk a NaN gripper means "no gripper in this trajectory".
-        bad = [(k, n, v) for k, pt in enumerate(msg.points) for n, v in zip(msg.joint_names, pt.positions)
-               if not np.isfinite(v)]
+        # Checked on the message: in the chunk a NaN gripper (or velocity row) means "not in this trajectory".
+        bad = [(k, f, n, v) for k, pt in enumerate(msg.points) for f in ("positions", "velocities", "accelerations")
+               for n, v in zip(msg.joint_names, getattr(pt, f)) if not np.isfinite(v)]
         if bad:
-            k, n, v = bad[0]
-            ex.reject(f"command rejected: {len(bad)} non-finite value(s), first {n}={v} at point {k}; nothing "
-                      "moves. Check the policy output / normalizer for NaNs.")
+            k, f, n, v = bad[0]
+            what = {"positions": "", "velocities": "velocity of ", "accelerations": "acceleration of "}[f]
+            ex.reject(f"command rejected: {len(bad)} non-finite value(s), first {what}{n}={v} at point {k}; "
+                      "nothing moves. Check the policy output / normalizer for NaNs.")
             return
-        ex.submit(chunk.joint_pos, chunk.gripper, chunk.times, chunk.stamp, now)
+        ex.submit(chunk.joint_pos, chunk.gripper, chunk.times, chunk.stamp, now, velocities=chunk.velocities,
+                  accelerations=chunk.accelerations)
 
     # -- sim loop -----------------------------------------------------------------------------------------------
     def _physics_loop(self):
