@@ -413,3 +413,17 @@ def test_colcon_from_ros2_ws_alone_fails_and_says_why(tmp_path):
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
     assert "no launch/*.launch.py" in out and "build from the repository" in out, out
+
+
+def test_bad_params_file_ends_the_launch_before_any_node_starts(env, tmp_path):
+    """params_file:= is checked by the launch description itself (bringup._launch_setup, before any process
+    starts), like `postbc ros run --params-file` (test_ros_params.py has the other cases, through the same
+    bringup.apply_params_file): a misspelt node is refused with the file and the key named, no node starts."""
+    bad = tmp_path / "site.yaml"
+    bad.write_text("robot_drivr:\n  ros__parameters:\n    max_joint_speed: 1.0\n")
+    with upstream.Launch(["sim.launch.py", f"params_file:={bad}", "cameras:=none"], env) as launch:
+        rc = launch.wait_exit(STARTUP_S)
+    out = launch.output
+    assert rc != 0 and f"{bad}: 'robot_drivr' is not a node of this stack (did you mean 'robot_driver'?)" in out, out
+    assert "process started" not in out and "Traceback" not in out, out
+    assert not upstream.processes_in_group(launch.pgid)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,7 +203,11 @@ def graph(profile: str, settings: Bringup | None = None,
           node_overrides: dict[str, dict[str, Any]] | None = None) -> list[NodeSpec]:
     """The nodes of `profile`. node_overrides: {node name: {param: value}} applied last (e.g. from --set
     recorder.max_episode_s=30). Every parameter is checked against the node's Params dataclass."""
-    s = settings or Bringup()
+    return _apply_overrides(_nodes(profile, settings or Bringup()), node_overrides or {})
+
+
+def _nodes(profile: str, s: Bringup) -> list[NodeSpec]:
+    """The nodes of `profile` with the parameters `s` gives them (unchecked: graph() checks them)."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; choose one of {PROFILES}")
     specs = [_driver(s), *_cameras(s)]
@@ -224,7 +229,7 @@ def graph(profile: str, settings: Bringup | None = None,
     if s.sim:
         specs = [dataclasses.replace(n, parameters={**n.parameters, "use_sim_time": True}) if n.ours else n
                  for n in specs]
-    return _apply_overrides(specs, node_overrides or {})
+    return specs
 
 
 def _apply_overrides(specs: list[NodeSpec], overrides: dict[str, dict[str, Any]]) -> list[NodeSpec]:
@@ -232,47 +237,63 @@ def _apply_overrides(specs: list[NodeSpec], overrides: dict[str, dict[str, Any]]
     unknown = sorted(set(overrides) - set(names))
     if unknown:
         raise ConfigError(f"parameter overrides for node(s) {unknown}, which this profile does not run ({names})")
-    out = []
-    for n in specs:
-        merged = {**n.parameters, **overrides.get(n.name, {})}
-        check_parameters(n, merged)
-        out.append(dataclasses.replace(n, parameters=merged))
-    return out
+    return [dataclasses.replace(n, parameters=check_parameters(n, {**n.parameters, **overrides.get(n.name, {})}))
+            for n in specs]
 
 
-# Parameters every rclpy node has (not part of a node's Params).
-BUILTIN_PARAMETERS = ("use_sim_time",)
+# Parameters every rclpy node has (not part of a node's Params), with their types.
+BUILTIN_PARAMETERS = {"use_sim_time": bool}
 
 
-def check_parameters(spec: NodeSpec, values: dict[str, Any]) -> None:
-    """Raise ConfigError unless `values` builds the node's Params (names, types, __post_init__ checks).
-    Another package's node declares its own parameters: nothing to check here."""
+def check_parameters(spec: NodeSpec, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` as the node will get them (ints -> floats for float parameters, lists for arrays: ROS refuses an
+    integer for a double); ConfigError naming the node unless they build the node's Params (names, types,
+    __post_init__ checks). Another package's node declares its own parameters: nothing to check here."""
     if not spec.ours:
-        return
-    own = {k: v for k, v in values.items() if k not in BUILTIN_PARAMETERS}
+        return dict(values)
     try:
-        params_mod.coerce(spec.params_class(), own)
+        typed = typed_parameters(spec, values)
+        params_mod.coerce(spec.params_class(), {k: v for k, v in typed.items() if k not in BUILTIN_PARAMETERS})
     except ConfigError as e:
         raise ConfigError(f"node {spec.name!r}: {e}") from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"node {spec.name!r}: bad parameter value ({e})") from None
+    return typed
 
 
-def parse_sets(items: list[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """`key=value` (a Bringup field) and `node.param=value` (one node's parameter) -> (settings, node_overrides)."""
+def typed_parameters(spec: NodeSpec, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` in the types of the node's parameters (params.check_values); ConfigError for a name the node does
+    not have or a value of another type. The dataclass's range checks need all of the node's parameters:
+    check_parameters runs them."""
+    typed = params_mod.check_values(spec.params_class(),
+                                    {k: v for k, v in values.items() if k not in BUILTIN_PARAMETERS})
+    for k, v in values.items():
+        if k in BUILTIN_PARAMETERS:
+            try:
+                typed[k] = params_mod.typed(BUILTIN_PARAMETERS[k], v)
+            except TypeError:
+                raise ConfigError(f"{k}={v!r}: expected {params_mod.expected(BUILTIN_PARAMETERS[k])}") from None
+    return {k: typed[k] for k in values}
+
+
+def parse_sets(items: list[str], specs: list[NodeSpec] = ()) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """`key=value` (a Bringup field) and `node.param=value` (one node's parameter) -> (settings, node_overrides).
+    Values are YAML literals (5, 0.5, true, [a, b]); with the profile's `specs`, a string parameter of one of its
+    nodes keeps the text as typed (camera_front.serial=0123 stays "0123", which YAML would read as the number 83)."""
     fields = {f.name for f in dataclasses.fields(Bringup)}
+    strings = {(n.name, k) for n in specs if n.ours for k, t in typing.get_type_hints(n.params_class()).items()
+               if t is str}
     settings: dict[str, Any] = {}
     nodes: dict[str, dict[str, Any]] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: write key=value (e.g. control_hz=5 or recorder.max_episode_s=30)")
-        value = params_mod.parse_value(text)
         if "." in key:
             node, param = key.split(".", 1)
-            nodes.setdefault(node, {})[param] = value
+            nodes.setdefault(node, {})[param] = text if (node, param) in strings else params_mod.parse_value(text)
         elif key in fields:
-            settings[key] = value
+            settings[key] = params_mod.parse_value(text)
         else:
             raise ConfigError(f"--set {key}: not a bringup setting ({sorted(fields)}); for a node parameter write "
                               f"<node>.{key}=...")
@@ -301,12 +322,24 @@ def make_settings(values: dict[str, Any]) -> Bringup:
         elif isinstance(v, str):
             v = params_mod.parse_value(v)
         kw[f.name] = v
-    return params_mod.coerce(Bringup, kw)
+    try:
+        return params_mod.coerce(Bringup, kw)
+    except ConfigError as e:
+        raise ConfigError(f"bringup setting {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"bringup settings {kw}: bad value ({e})") from None
+
+
+PARAMS_KEY = "ros__parameters"
+WILDCARD = "**"  # `/**:` (the leading "/" dropped), every node
 
 
 def load_params_file(path: str) -> dict[str, dict[str, Any]]:
-    """A ROS 2 parameters YAML (`node_name: {ros__parameters: {...}}`, `/**` applies to every node) ->
-    {node name: {param: value}}."""
+    """A ROS 2 parameters YAML -> {node: {param: value}}, read as rcl reads it: the keys above `ros__parameters`
+    are the node's namespace and name (`ns: {node: {ros__parameters: ...}}` is "ns/node"), a leading "/" is
+    dropped (`/robot_driver:` = `robot_driver:`, `/**:` = "**", every node), and mappings under
+    `ros__parameters` are namespaces of dotted parameter names. ConfigError naming the file and the entry for
+    malformed YAML and for the layouts rcl refuses (a value outside `ros__parameters`, no node name above it)."""
     from pathlib import Path
 
     import yaml
@@ -314,31 +347,122 @@ def load_params_file(path: str) -> dict[str, dict[str, Any]]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"params file {path} not found")
-    doc = yaml.safe_load(p.read_text()) or {}
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError(f"{path}: not valid YAML{where}: {what}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the params file ({e})") from None
+    fix = "write `<node>:` / `/**:`, then `ros__parameters:`, then `<parameter>: <value>` lines (the ROS 2 format)"
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: holds a {type(doc).__name__}, not a mapping of node names; {fix}")
     out: dict[str, dict[str, Any]] = {}
-    for node, body in doc.items():
-        if not isinstance(body, dict) or "ros__parameters" not in body:
-            raise ConfigError(f"{path}: entry {node!r} needs a `ros__parameters:` mapping (ROS 2 params format)")
-        out[str(node).lstrip("/")] = dict(body["ros__parameters"] or {})
+
+    def flat(body: dict, prefix: str) -> dict[str, Any]:
+        vals: dict[str, Any] = {}
+        for k, v in body.items():
+            vals.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return vals
+
+    def walk(body: dict, trail: list[str]) -> None:
+        for key, val in body.items():
+            key = str(key)
+            if key == PARAMS_KEY:
+                node = "/".join(trail).lstrip("/")
+                if not node:
+                    raise ConfigError(f"{path}: `{PARAMS_KEY}:` with no node name above it; {fix}")
+                if not isinstance(val, (dict, type(None))):
+                    raise ConfigError(f"{path}: {node}.{PARAMS_KEY} holds {val!r}, not parameters; {fix}")
+                out.setdefault(node, {}).update(flat(val or {}, ""))
+            elif isinstance(val, dict):
+                walk(val, [*trail, key])
+            else:
+                where = "/".join([*trail, key])
+                raise ConfigError(f"{path}: {where}: {val!r} is not under a `{PARAMS_KEY}:` key; {fix}")
+
+    walk(doc, [])
     return out
 
 
-def merge_params_file(specs: list[NodeSpec], file_params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per-node overrides from a params file: `**` entries go to every node that has the parameter."""
-    glob = file_params.get("**", {})
+def merge_params_file(specs: list[NodeSpec], file_params: dict[str, dict[str, Any]],
+                      path: str = "params file") -> dict[str, dict[str, Any]]:
+    """Per-node overrides from a params file (load_params_file), checked like --set before anything starts: every
+    entry names a node of this stack and every parameter one of that node's, with a value of its type (a misspelt
+    safety limit must never be ignored); `/**` entries go to every node of `specs` that has the parameter.
+    Entries for nodes of the stack that this profile does not start (a site file configures them all) are checked
+    and left out, as ROS 2 leaves them. Wildcards other than `/**` and namespaced nodes are refused: the nodes are
+    rclpy nodes in the root namespace, and rclpy applies only `/**` and the node's own name (other keys would be
+    ignored). ConfigError naming `path` and the key."""
+    import difflib
+
+    stack = _every_node(specs)
+
+    def names(n: NodeSpec) -> set[str]:
+        return {f.name for f in dataclasses.fields(n.params_class())} | set(BUILTIN_PARAMETERS)
+
+    def check(n: NodeSpec, where: str, vals: dict[str, Any]) -> None:
+        try:
+            typed_parameters(n, vals)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {where}: {e}") from None
+
+    for key, vals in file_params.items():
+        if key == WILDCARD:
+            ours = [n for n in stack.values() if n.ours]
+            for param, v in vals.items():
+                owners = [n for n in ours if param in names(n)]
+                if not owners:
+                    every = sorted(set().union(*map(names, ours)))
+                    close = difflib.get_close_matches(param, every, n=1)
+                    raise ConfigError(f"{path}: /**: {param}: no node of this stack has this parameter"
+                                      + (f" (did you mean {close[0]!r}?)" if close else ""))
+                for n in owners:
+                    check(n, f"/**: node {n.name!r}", {param: v})
+        elif "*" in key:
+            raise ConfigError(f"{path}: {key!r}: rclpy nodes take only `/**:` (every node) and a node's own name "
+                              f"(`robot_driver:` or `/robot_driver:`); they would ignore this entry")
+        elif "/" in key:
+            raise ConfigError(f"{path}: {key!r}: the postbc nodes run in the root namespace; name the node alone "
+                              f"(`{key.rsplit('/', 1)[-1]}:`)")
+        elif key not in stack:
+            close = difflib.get_close_matches(key, list(stack), n=1)
+            raise ConfigError(f"{path}: {key!r} is not a node of this stack"
+                              + (f" (did you mean {close[0]!r}?)" if close else "")
+                              + f"; its nodes: {sorted(stack)}")
+        elif stack[key].ours:
+            check(stack[key], f"node {key!r}", vals)
+
+    glob = file_params.get(WILDCARD, {})
     out: dict[str, dict[str, Any]] = {}
     for n in specs:
-        if not n.ours:
-            vals = dict(file_params.get(n.name, {}))  # e.g. joy: {device_id: 1}; its node checks them
-            if vals:
-                out[n.name] = vals
-            continue
-        known = {f.name for f in dataclasses.fields(n.params_class())}
-        vals = {k: v for k, v in glob.items() if k in known}
-        vals.update(file_params.get(n.name, {}))
+        vals = {k: v for k, v in glob.items() if k in names(n)} if n.ours else {}
+        vals.update(file_params.get(n.name, {}))  # e.g. joy: {device_id: 1}; another package's node checks its own
         if vals:
             out[n.name] = vals
     return out
+
+
+def _every_node(specs: list[NodeSpec]) -> dict[str, NodeSpec]:
+    """The nodes a params file may name: those of `specs`, and those that any profile starts with any teleop
+    device, with rollouts recorded and the default cameras (config/widowx.yaml sets camera_front's serial, used
+    by every profile that runs cameras)."""
+    s = Bringup(backend="interbotix", checkpoint="-", record=True)
+    out = {n.name: n for n in specs}
+    for profile in PROFILES:
+        for teleop in TELEOP_DEVICES:
+            for n in _nodes(profile, dataclasses.replace(s, teleop=teleop)):
+                out.setdefault(n.name, n)
+    return out
+
+
+def apply_params_file(specs: list[NodeSpec], path: str) -> dict[str, dict[str, Any]]:
+    """The checked per-node overrides of params file `path` for the nodes of `specs` (see merge_params_file)."""
+    return merge_params_file(specs, load_params_file(path), path)
 
 
 # -- launch_ros mapping (used by launch/*.launch.py; launch/launch_ros exist where ROS 2 is installed) -------------
@@ -483,8 +607,8 @@ def _launch_setup(context, profile: str):
     settings = make_settings(values)
     params_file = context.launch_configurations.get("params_file", "")
     specs = graph(profile, settings)
-    if params_file:
-        specs = _apply_overrides(specs, merge_params_file(specs, load_params_file(params_file)))
+    if params_file:  # checked here, before any node starts: a bad file ends the launch with its one error line
+        specs = _apply_overrides(specs, apply_params_file(specs, params_file))
     # First, so every process started below (Interbotix's too: their Fast DDS 2.6 reads the same file) inherits it.
     profile_env = fastdds_profile_env(context.launch_configurations.get("fastdds_profile", ""),
                                       get_package_share_directory("postbc"))

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import threading
 import time
 
-from postbc_core.errors import PostBCError
+from postbc_core.errors import ConfigError, PostBCError
 
 from postbc import bringup
 
@@ -97,27 +98,37 @@ class Composition:
 
 
 def build(profile: str, sets: list[str] = (), params_file: str = "") -> list[bringup.NodeSpec]:
-    settings, node_overrides = bringup.parse_sets(list(sets))
+    settings, _ = bringup.parse_sets(list(sets))
     specs = bringup.graph(profile, bringup.make_settings(settings))
-    merged: dict[str, dict] = {}
-    if params_file:
-        merged = bringup.merge_params_file(specs, bringup.load_params_file(params_file))
+    _, node_overrides = bringup.parse_sets(list(sets), specs)
+    merged: dict[str, dict] = bringup.apply_params_file(specs, params_file) if params_file else {}
     for node, vals in node_overrides.items():
         merged.setdefault(node, {}).update(vals)
     return bringup._apply_overrides(specs, merged)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as ConfigError: one `error: ...` line (exit 2) like every other user error, not argparse's
+    usage block."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{message} (see `{self.prog} --help`)")
+
+
 def main(argv: list[str] | None = None, prog: str = "postbc ros") -> int:
-    ap = argparse.ArgumentParser(prog=prog, description="Run or show a bringup profile's ROS 2 node graph in one "
-                                                        "process (the same graph as launch/<profile>.launch.py).")
+    ap = _Parser(prog=prog, description="Run or show a bringup profile's ROS 2 node graph in one "
+                                        "process (the same graph as launch/<profile>.launch.py).")
     ap.add_argument("verb", choices=("run", "graph"), help="run: start the nodes; graph: print them")
     ap.add_argument("profile", choices=bringup.PROFILES)
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="a bringup setting (e.g. control_hz=5, backend=interbotix) or node.param=value")
-    ap.add_argument("--params-file", default="", help="ROS 2 parameters YAML (per-node overrides)")
+    ap.add_argument("--params-file", default="", help="ROS 2 parameters YAML (per-node overrides), checked like "
+                                                      "--set: unknown nodes, parameters and wrong types are refused")
     ap.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
-    args = ap.parse_args(argv)
     try:
+        args = ap.parse_args(argv)
+        if not math.isfinite(args.duration) or args.duration < 0:
+            raise ConfigError(f"--duration {args.duration}: give seconds >= 0 (0 = run until Ctrl-C)")
         specs = build(args.profile, args.sets, args.params_file)
     except PostBCError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -123,6 +123,60 @@ class Params:
                               "start_timeout >= 0, status_hz > 0, flush_bytes >= 1")
 
 
+# The keys of every row (per-step shape, dtype), as _sample / _complete_row build them; the cameras add <camera>_rgb
+# (H, W, 3) uint8 and <camera>_rgb_stamp.
+ROW_KEYS = {"timestamp": ((), np.float64), "joint_pos": ((6,), np.float32), "joint_vel": ((6,), np.float32),
+            "joint_effort": ((6,), np.float32), "gripper_pos": ((1,), np.float32), "ee_pose": ((7,), np.float32),
+            "joint_states_stamp": ((), np.float64), "cmd_joint_pos": ((7,), np.float32),
+            "command_stamp": ((), np.float64), "reward": ((), np.float32), "done": ((), np.bool_)}
+# Keys a row holds when their stream is published as the store's first episode starts (then in every episode).
+OPTIONAL_KEYS = {"cmd_ee_delta": ((7,), np.float32), "cmd_ee_delta_stamp": ((), np.float64),
+                 "object_pose_stamp": ((), np.float64)}
+
+
+def check_store_keys(store: EpisodeStore, p: Params) -> None:
+    """ConfigError, before the recorder starts, when the store's episodes hold other keys (or shapes) than this
+    recorder writes: every episode of a store has the same keys, so a store of `postbc sim demos` or of another
+    tool would otherwise take no episode, each aborted at its first step. Names the keys and the fix. (Image
+    sizes are checked at each start, against the frames: _image_size_mismatch.)"""
+    if not store.n_episodes:
+        return
+    schema = {k: (tuple(shape), np.dtype(dtype)) for k, (shape, dtype) in store.schema().items()}
+    images = {f"{c}_rgb" for c in p.cameras}
+    want = {**ROW_KEYS, **{f"{c}_rgb_stamp": ((), np.float64) for c in p.cameras}}
+    optional = dict(OPTIONAL_KEYS)
+    sim_task = None
+    if set(schema) - set(want) - set(optional) - images:  # object keys: those of the recorder's task
+        from postbc_core.sim.registry import TASKS  # mujoco loads here, only for a store with such keys
+
+        sim_task = p.task if p.task in TASKS else ""
+        optional.update({k: (shape, np.float32) for k, shape in pose_key_shapes(sim_task).items()})
+    objects = sorted(set(optional) - set(OPTIONAL_KEYS))
+    missing = sorted(set(want) - set(schema) | images - set(schema))
+    extra = sorted(set(schema) - set(want) - set(optional) - images)
+    for keys, stamp in ((["cmd_ee_delta"], "cmd_ee_delta_stamp"), (objects or ["object_pose"], "object_pose_stamp")):
+        has = [k for k in keys if k in schema]
+        if bool(has) != (stamp in schema):  # a row holds both or neither
+            missing.append(stamp if has else f"one of {keys}")
+    spec = {**want, **optional}
+    shapes = [f"{k} {schema[k][0]} {schema[k][1]} (writes {spec[k][0]} {np.dtype(spec[k][1])})"
+              for k in sorted(set(schema) & set(spec)) if schema[k] != (spec[k][0], np.dtype(spec[k][1]))]
+    if not (missing or extra or shapes):
+        return
+    found = [f"lack {missing}" if missing else "", f"have {extra}, which this recorder does not write" if extra
+             else "", f"differ in shape: {'; '.join(shapes)}" if shapes else ""]
+    fixes = []
+    stored_cams = sorted(k[: -len("_rgb")] for k in schema if k.endswith("_rgb"))
+    if stored_cams != sorted(p.cameras):
+        fixes.append(f"cameras:={stored_cams} to match")
+    if extra and not sim_task:
+        fixes.append("task:=<the store's sim task> if it holds that task's object keys")
+    fixes.append("record into another store (store:=...)")
+    raise ConfigError(f"store {p.store}: its episodes {', '.join(f for f in found if f)}; every episode of a store "
+                      f"has the same keys (a store of `postbc sim demos` or another tool has other keys than a "
+                      f"recorder's): {' or '.join(fixes)}")
+
+
 # -- per-stream bookkeeping (no ROS in here) --------------------------------------------------------------------------
 @dataclass
 class StreamState:
@@ -222,8 +276,18 @@ class Recorder(Node):
     def __init__(self, node_name: str = "recorder", *, context=None, parameter_overrides=None, namespace=""):
         super().__init__(node_name, context=context, namespace=namespace,
                          parameter_overrides=parameter_overrides or [])
-        self.params = p = declare(self, Params)
-        self.store = EpisodeStore.open(p.store, "a")  # StoreError (with the owner) if another recorder writes it
+        self.store: EpisodeStore | None = None
+        try:
+            self.params = p = declare(self, Params)
+            self.store = EpisodeStore.open(p.store, "a")  # StoreError (with the owner) if another recorder writes it
+            check_store_keys(self.store, p)
+        except BaseException:
+            # A half-built node must not linger: rclpy's context would destroy it again at shutdown (a traceback
+            # after the error line), and the store's writer lock would stay taken.
+            if self.store is not None:
+                self.store.close()
+            Node.destroy_node(self)
+            raise
         if self.store.recovery is not None:
             self.get_logger().warning(str(self.store.recovery))
         self.get_logger().info(f"recording to {p.store} ({self.store.n_episodes} episodes already there)")
@@ -383,6 +447,19 @@ class Recorder(Node):
         row["reward"] = np.float32(1.0 if success else 0.0)
         row["done"] = np.bool_(success)
 
+    def _image_size_mismatch(self, schema: dict) -> str:
+        """The store's image size vs what this recorder writes from the latest frames (native size: known only
+        once a frame arrived); "" when they match."""
+        for cam in self.params.cameras:
+            s = self.streams[f"{cam}_rgb"]
+            size = tuple(self.params.image_size) if any(self.params.image_size) else (
+                (s.latest.height, s.latest.width) if s.latest is not None else None)
+            stored = schema[f"{cam}_rgb"][0][:2]
+            if size is not None and size != stored:
+                return (f"the store's {cam}_rgb images are {stored[0]}x{stored[1]} (HxW) but this recorder writes "
+                        f"{size[0]}x{size[1]}; set image_size:=[{stored[0]}, {stored[1]}] or record into another store")
+        return ""
+
     def _derivable_pose_keys(self) -> tuple[str, ...]:
         """The keys this recorder computes from /postbc/sim/object_poses: the state keys of the sim task `task`
         (observation.pose_key_shapes), or object_pose alone when `task` names no sim task (warned once)."""
@@ -450,11 +527,9 @@ class Recorder(Node):
             return False, (f"cannot start: the store records {list(pose_keys)} but {topics.OBJECT_POSES} has no "
                            "message (is the sim driver running?)")
         if schema:
-            want = {f"{c}_rgb" for c in self.params.cameras}
-            have = {k for k in schema if k.endswith("_rgb")}
-            if want != have:
-                return False, (f"cannot start: the store's episodes have cameras {sorted(have)} but this recorder "
-                               f"records {sorted(want)}; set cameras to match or use another store")
+            bad = self._image_size_mismatch(schema)
+            if bad:
+                return False, f"cannot start: {bad}"
         self.error = None
         writer = self.store.episode_writer(task=self.params.task, source=self.params.source,
                                            operator=self.params.operator, flush_bytes=self.params.flush_bytes,
