@@ -25,10 +25,15 @@ from _data_helpers import run_child
 
 from postbc_core.cli.main import main
 from postbc_core.data import EpisodeStore, drop, merge, validate_store
-from postbc_core.data.store import ZARR_MAJOR, backup_paths, leftover_temporaries, lock_path_for
+from postbc_core.data.store import ZARR_MAJOR, backup_paths, lock_path_for
 from postbc_core.errors import StoreError
 
 T = 6  # steps per episode
+
+
+def leftover_temporaries(path: Path) -> list[Path]:
+    """The hidden temporaries a tool builds beside its destination (`.<name>.tmp-<pid>-<hex>`, their lock and zip)."""
+    return sorted(path.parent.glob(f".{path.name}.tmp*"))
 
 
 def write_store(path: Path, episodes: int = 3, image: int = 4, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -356,7 +361,9 @@ def test_killed_merge_leftovers_are_removed_by_the_next_run(tmp_path, capsys, ca
     r = run_child(f"""
         import os, signal
         import postbc_core.data.tools as tools
-        tools._TEST_HOOK = lambda point: os.kill(os.getpid(), signal.SIGKILL)
+        from postbc_core.data import store as store_mod
+        # die while the merged store is being built (its first episode is being committed)
+        store_mod._TEST_HOOK = lambda p: os.kill(os.getpid(), signal.SIGKILL) if p == "meta_written" else None
         tools.merge([{str(a)!r}], {str(out)!r})
     """)
     assert r.returncode == -signal.SIGKILL, r.stderr
@@ -404,11 +411,14 @@ def test_a_live_writers_temporaries_are_left_alone(tmp_path):
     child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import pathlib, time
         import postbc_core.data.tools as tools
-        def hook(point):
-            pathlib.Path({str(pause)!r}).touch()
-            while not pathlib.Path({str(resume)!r}).exists():
-                time.sleep(0.01)
-        tools._TEST_HOOK = hook
+        from postbc_core.data import store as store_mod
+        pause, resume = pathlib.Path({str(pause)!r}), pathlib.Path({str(resume)!r})
+        def hook(point):  # stop in the first commit of the merged store until the parent lets it go on
+            if point == "meta_written" and not pause.exists():
+                pause.touch()
+                while not resume.exists():
+                    time.sleep(0.01)
+        store_mod._TEST_HOOK = hook
         tools.merge([{str(a)!r}], {str(out)!r})
     """)], stderr=subprocess.PIPE, text=True)
     try:

@@ -235,11 +235,6 @@ def info(path: str | os.PathLike) -> dict[str, Any]:
 # merge / split / drop
 # ---------------------------------------------------------------------------------------------
 
-# Test hook: called with a point name ("built": a tool's temporary output is complete, not yet renamed into place)
-# so a test can kill the process there. Never set outside tests.
-_TEST_HOOK = None
-
-
 def _build(out: Path, fill) -> Path:
     """Create a store under a temporary sibling of `out`, fill it with `fill(store)`, rename into place (the caller
     holds `out`'s writer lock: see _outputs)."""
@@ -248,8 +243,6 @@ def _build(out: Path, fill) -> Path:
         with storage_errors(f"writing {out}"):
             with EpisodeStore.create(tmp) as dst:
                 fill(dst)
-            if _TEST_HOOK is not None:
-                _TEST_HOOK("built")
             os.rename(tmp, out)
     except BaseException:
         _remove(tmp)
