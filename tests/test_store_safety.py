@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -197,6 +198,9 @@ def test_a_new_store_inside_any_store_is_refused(tmp_path, capsys):
         EpisodeStore.create(store / "meta" / "new.zarr")
     with pytest.raises(StoreError, match="is inside the zarr store"):
         EpisodeStore.open(store / "rec.zarr", "a")  # what a recorder or `sim demos --append` does
+    with pytest.raises(StoreError, match="is inside the zarr store"):
+        EpisodeStore.create(store / "runs" / "x" / "new.zarr")  # no directories (or lock files) made on the way
+    assert not (store / "runs").exists()
     other = tmp_path / "other.zarr"
     write_store(other, episodes=2)
     line = one_error_line(*cli(capsys, "data", "merge", other, "--out", store / "m.zarr")[::2])
@@ -336,6 +340,11 @@ def test_reader_during_an_in_place_drop_gets_a_named_error_never_mixed_rows(tmp_
             for what in ("episode", "load"):  # the store is gone for now: reads would be zero fill
                 got = reader.ask(what)
                 assert "vanished while open here" in got.get("error", ""), got
+            # opening it now neither restores the backup under the running rewrite nor blames a "writer"
+            busy = rf"s\.zarr is being rewritten in place right now by pid {dropper.pid} .*try again when"
+            with pytest.raises(StoreError, match=busy):
+                EpisodeStore.open(store)
+            assert re.search(busy, "\n".join(validate_store(store).errors))
             resume.touch()
             assert dropper.wait(timeout=120) == 0, dropper.stderr.read()
         finally:

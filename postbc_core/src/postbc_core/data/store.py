@@ -2,7 +2,7 @@
 
 Layout (zarr format 2, readable by zarr-python 2 and 3 and by diffusion_policy's ReplayBuffer):
 
-    <store>/.zattrs              {"format": "postbc-episodes", "format_version": 1, "created_by": ...}
+    <store>/.zattrs              {"format": "postbc-episodes", "format_version": 1, "created_by": ..., "store_id": ...}
     <store>/data/<key>           (T_total, ...) every step of every episode, concatenated along axis 0
     <store>/meta/episode_ends    (N,) int64 cumulative end index of each episode (written LAST on commit)
     <store>/meta/<field>         (N,) per-episode metadata: success, source, task, operator, start/end_time
@@ -19,6 +19,21 @@ In-place rewrites (`postbc data drop` without --out) build the result beside the
 backup `.<name>.old-*` and the result into place. A rewrite killed between the two renames leaves only the backup:
 opening the store puts the backup back (`restore_backup`), and nothing creates a fresh store over a path that has
 a backup. A damaged chunk or array raises StoreError naming it (`postbc data validate` lists them all).
+
+One store, one name: the lock, backups, temporaries and in-place rewrites use the real path (symlinks resolved), so
+a writer through a symlink and one through the store itself exclude each other. A store directory holds the store
+and nothing else: no store is created inside another (`refuse_inside_store`), and `overwrite` and in-place rewrites
+refuse a directory holding anything that is not part of the store (`foreign_entries`) instead of deleting it.
+
+Readers during an in-place rewrite: zarr reads chunks by path, so a reader open across the directory swap would mix
+the old episode boundaries with the new rows (or zero fill while neither is in place). Every store gets a random
+`store_id` when it is created; a read-only store re-reads it after each read and raises StoreError ("was rewritten
+in place ... open the store again") when it changed or the store is gone, so a read returns either data of the store
+that was opened or a named error. Appends keep the id (they only add past the committed prefix).
+
+Temporaries (`.<name>.tmp-<pid>-<hex>`, built beside their destination) exist only while their writer holds the
+destination's writer lock, so any found beside an unlocked path were left by a killed run: the next writer of that
+path removes them and readers name them (`temporaries_problem`).
 """
 
 from __future__ import annotations
@@ -643,6 +658,8 @@ def backup_problem(path: str | os.PathLike) -> str | None:
     if not backups:
         return None
     names = ", ".join(str(b) for b in backups)
+    if not Path(path).exists() and lock_is_held(path):
+        return _being_rewritten(path, backups)
     if Path(path).exists():
         return (f"backup(s) {names} of this store remain from an interrupted in-place rewrite (`postbc data drop`); "
                 f"{path} holds the rewrite's result. Check it, then delete the backup, or move the backup back "
@@ -663,8 +680,8 @@ def restore_backup(path: str | os.PathLike, *, locked: bool = False) -> bool:
     if path.exists() or not backup_paths(path):
         return False
     lock = None if locked else WriterLock(path)
-    if lock is not None:
-        lock.acquire()
+    if lock is not None and not lock.try_acquire():
+        raise StoreError(_being_rewritten(path, backup_paths(path)))
     try:
         backups = backup_paths(path)
         if path.exists() or not backups:
@@ -678,6 +695,12 @@ def restore_backup(path: str | os.PathLike, *, locked: bool = False) -> bool:
     log.warning("%s: restored the store from its backup %s (an interrupted in-place `postbc data drop`: the drop "
                 "did not happen; run it again if you still want it)", path, backups[0])
     return True
+
+
+def _being_rewritten(path, backups: list[Path]) -> str:
+    owner = read_lock_owner(path) or {}
+    return (f"{path} is being rewritten in place right now by pid {owner.get('pid', '?')} (`postbc data drop`; until it "
+            f"finishes its backup {', '.join(map(str, backups))} holds it): try again when that has finished")
 
 
 def refuse_if_backup(path: str | os.PathLike) -> None:
@@ -851,6 +874,7 @@ class EpisodeStore:
         store is replaced, and anything else there is refused). Through a symlink the store is created in the
         link's target."""
         path = Path(path)
+        refuse_inside_store(path, what="store")  # before the lock: it would create its file (and directories) there
         lock = WriterLock(path)
         lock.acquire()
         try:
@@ -864,7 +888,6 @@ class EpisodeStore:
     def _create_locked(cls, path: Path, lock: WriterLock, overwrite: bool) -> EpisodeStore:
         real = real_path(path)
         refuse_if_backup(path)
-        refuse_inside_store(path, what="store")
         remove_leftover_temporaries(path)
         if real.exists():
             if not overwrite:
