@@ -262,7 +262,8 @@ def test_dsrl_na_update_trains_the_action_and_noise_critics(tmp_path, fork_polic
 
 # -- checkpoints and resume (in-process) --------------------------------------------------------------------------
 def _rows(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    path = out / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def _same_state(a: Finetuner, b: Finetuner) -> None:
@@ -306,29 +307,32 @@ def test_an_episode_committed_before_its_updates_is_kept_and_its_updates_redone(
         whole.close()
 
 
-def test_resume_drops_an_episode_committed_after_the_last_checkpoint(tmp_path, fork_policy, monkeypatch):
-    """A kill between an episode's commit and its checkpoint: the episode and its metrics rows are dropped together."""
+@pytest.mark.parametrize("before", [2, 0])
+def test_resume_drops_an_episode_committed_after_the_last_checkpoint(tmp_path, fork_policy, monkeypatch, before):
+    """A kill between an episode's commit and its checkpoint: the episode and its metrics rows are dropped together
+    (also when it is the run's first: the store then has no episode left)."""
     cfg = fork_config(tmp_path, "dsrl_sac", 4)
     cfg.dsrl.warmup_episodes = 1
     ft = Finetuner(cfg, policy=fork_policy)
-    finetune_fork(ft, 2)  # two episodes, each checkpointed
+    finetune_fork(ft, before)  # episodes, each checkpointed
     counters = ft.counters()
     weights = {k: v.clone() for k, v in ft.agent.sac.state_dict().items()}
     rows = _rows(cfg.out)
     monkeypatch.setattr(ft, "save", lambda: None)  # the process "dies" before the commit's checkpoint
     run_episode(ft, ForkTask(), 999)
-    assert "episode 2 was committed after the last checkpoint" in ft.stop_note()
+    assert f"episode {before} was committed after the last checkpoint" in ft.stop_note()
     ft.close()
     with EpisodeStore.open(cfg.out / "replay.zarr") as store:
-        assert store.n_episodes == 3
+        assert store.n_episodes == before + 1
     assert len(_rows(cfg.out)) == len(rows) + 1
     cfg.resume = True
     ft2 = Finetuner(cfg, policy=fork_policy)
     try:
         assert ft2.counters() == counters
-        assert ft2.replay.n_episodes == 2 and _rows(cfg.out) == rows
+        assert ft2.replay.n_episodes == before and _rows(cfg.out) == rows
         for k, v in ft2.agent.sac.state_dict().items():
             assert torch.equal(v, weights[k]), k
+        assert finetune_fork(ft2, 1) and ft2.replay.n_episodes == before + 1  # and the run goes on
     finally:
         ft2.close()
 

@@ -5,9 +5,14 @@ the operator flow (labels, abort) on a real-arm style manager; bad parameters fa
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
 
 import numpy as np
 import pytest
+from _paths import BIN
 from _policies import weak_lift_policy
 from postbc import runner
 from postbc_core.data.store import EpisodeStore
@@ -78,6 +83,58 @@ def test_finetune_profile_runs_episodes_updates_and_resumes(ros_context, weak_ch
             np.testing.assert_array_equal(v, first[k])
 
 
+def test_ctrl_c_during_the_updates_keeps_the_committed_episode(ros_context, weak_checkpoint, tmp_path):
+    """`postbc ros run finetune` (a real process) gets Ctrl-C while episode 0's updates run: it says what the stop
+    costs, and the restarted manager keeps episode 0, redoes its updates and goes on; metrics.jsonl has each row once."""
+    out = tmp_path / "ft"
+    sets = [f"checkpoint={weak_checkpoint}", f"finetune_out={out}", "cameras=[]", "finetune_manager.episodes=2",
+            "finetune_manager.warmup_episodes=1", "finetune_manager.max_episode_s=1.2", "finetune_manager.device=cpu",
+            "finetune_manager.utd=2", "finetune_manager.torch_threads=1"]
+    # The test hook stalls episode 0's updates after their first gradient step (until the manager is stopped).
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "POSTBC_FINETUNE_TEST_STALL": "0:u1"}
+    proc = subprocess.Popen([str(BIN / "postbc"), "ros", "run", "finetune", *(a for x in sets for a in ("--set", x))],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        lines = []
+        for line in proc.stdout:  # no deadline of its own: the child stalls or exits; pytest's timeout bounds a hang
+            lines.append(line)
+            if line.strip() == "stalled":
+                break
+        assert lines and lines[-1].strip() == "stalled", "".join(lines)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, "".join(lines) + rest
+    assert re.search(r"stopping now: episode 0 is committed and kept; its \d+ updates are redone when you restart "
+                     r"with resume:=true", rest), rest
+    with EpisodeStore.open(out / "replay.zarr") as s:
+        assert s.n_episodes == 1
+        first = {k: v.copy() for k, v in s.episode(0).items()}
+    final, _ = _run_profile(ros_context, weak_checkpoint, out, episodes=2, timeout=120)
+    assert final["state"] == "done" and final["episode"] == 2, final
+    with EpisodeStore.open(out / "replay.zarr") as s:
+        assert s.n_episodes == 2
+        for k, v in s.episode(0).items():  # the committed episode kept as it was
+            np.testing.assert_array_equal(v, first[k])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["tag"], r["step"]) for r in rows] == [("episode", 0), ("train", 1), ("episode", 1), ("train", 2)]
+    # A budget below what the run has done is refused in the manager's terms.
+    from postbc.nodes.finetune_manager import FinetuneManager
+    from postbc_core.errors import ConfigError
+    from rclpy.parameter import Parameter
+
+    with pytest.raises(ConfigError) as e:
+        FinetuneManager(context=ros_context, parameter_overrides=[
+            Parameter("checkpoint", value=str(weak_checkpoint)), Parameter("out", value=str(out)),
+            Parameter("episodes", value=1), Parameter("warmup_episodes", value=1), Parameter("utd", value=2),
+            Parameter("device", value="cpu")])
+    assert str(e.value) == (f"episodes:=1 is below the 2 episodes the run in {out} has already done (the budget "
+                            "counts the whole run): give episodes:=3 or more to continue it")
+
+
 def test_operator_flow_labels_and_abort(graph, weak_checkpoint, tmp_path):
     """The real-arm flow, with the sim driver standing in for the arm: go home -> wait for start -> run -> wait for
     the operator's label; abort discards; label outside the labelling state is refused."""
@@ -124,6 +181,36 @@ def test_bad_parameters_fail_clearly(ros_context, tmp_path):
     with pytest.raises(PostBCError, match="nope.safetensors"):
         FinetuneManager(context=ros_context, parameter_overrides=[
             Parameter("checkpoint", value=str(tmp_path / "nope.safetensors")), Parameter("out", value=str(tmp_path))])
+
+
+def test_refusals_name_only_the_managers_own_parameters(ros_context, weak_checkpoint, tmp_path):
+    """A restart that cannot resume the run in `out` says which manager parameter to change: never a `postbc
+    finetune` flag (--resume, --dsrl.utd, --out) or a setting the manager does not have."""
+    from postbc.nodes.finetune_manager import FinetuneManager
+    from postbc_core.errors import ConfigError
+    from postbc_core.rl.finetune import STATE_FILE
+    from rclpy.parameter import Parameter
+
+    out = tmp_path / "ft"
+    base = {"checkpoint": str(weak_checkpoint), "out": str(out), "device": "cpu", "utd": 2, "backend": "sim"}
+
+    def manager(**changes):
+        return FinetuneManager(context=ros_context, parameter_overrides=[
+            Parameter(k, value=v) for k, v in {**base, **changes}.items()])
+
+    manager().destroy_node()  # the run (its episode-0 checkpoint)
+    assert (out / STATE_FILE).exists()
+    for changes, expected in [
+        ({"utd": 3}, "resume: utd was 2, now 3; resume with the run's original settings (only episodes and device "
+                     "may change) or start a new run with another out"),
+        ({"backend": "interbotix"}, "resume: backend was 'sim', now 'interbotix'; resume with"),
+        ({"resume": False}, f"{out} already holds a finetuning run; restart with resume:=true to continue it, or "
+                            "choose another out"),
+    ]:
+        with pytest.raises(ConfigError) as e:
+            manager(**changes)
+        assert str(e.value).startswith(expected) and "--" not in str(e.value), str(e.value)
+    manager().destroy_node()  # unchanged settings resume
 
 
 def test_manager_accepts_the_sim_tasks_recommended_keys(ros_context, recommended_keys_policy, tmp_path):

@@ -485,9 +485,9 @@ class Finetuner:
             a, b = old.get(k), new.get(k)
             if k == "checkpoint" and Path(a).resolve() == Path(b).resolve():
                 continue  # the same file, spelled relative or absolute
-            if isinstance(a, dict) and isinstance(b, dict):
+            if isinstance(a, dict) and isinstance(b, dict):  # (dsrl.variant follows algorithm: compared there)
                 diff += [self._changed(f"{k}.{f}", a.get(f), b.get(f)) for f in sorted(set(a) | set(b))
-                         if a.get(f) != b.get(f)]
+                         if a.get(f) != b.get(f) and f"{k}.{f}" != "dsrl.variant"]
             elif a != b:
                 diff.append(self._changed(k, a, b))
         if diff:

@@ -165,5 +165,13 @@ def trim_store(path: str | Path, n_episodes: int) -> int:
                          "was edited or replaced; restore it or start a new run with another --out")
     if n > n_episodes:
         log.warning("%s: dropping %d episode(s) committed after the last checkpoint", path, n - n_episodes)
-        drop(path, range(n_episodes, n))
+        if n_episodes == 0:  # all of them (drop keeps at least one): the run's store goes, as a new run has none
+            import shutil
+
+            from postbc_core.data.store import WriterLock, real_path
+
+            with WriterLock(path):
+                shutil.rmtree(real_path(path))
+        else:
+            drop(path, range(n_episodes, n))
     return n - n_episodes

@@ -16,8 +16,9 @@ Episode state machine (status JSON on /postbc/finetune/status, ~2 Hz):
              (FinetuneConfig.reward_from_label): 1 and terminal on the last step of a success.
   updating   Finetuner.end_episode (commit to <out>/replay.zarr) -> update() (the gradient steps owed, on a worker
              thread, GPU when present) -> save() (full checkpoint); then the next episode, or done at the budget.
-Crash safety: every completed episode is committed and checkpointed; a restarted manager with resume:=true (default)
-continues after the last completed episode (an episode interrupted by the crash is dropped by the store's recovery).
+Crash safety: every completed episode is committed and checkpointed at once (before its updates); a restarted
+manager with resume:=true (default) continues after the last committed episode, first redoing its updates when a stop
+cut them short (an episode interrupted mid-way is dropped by the store's recovery). Ctrl-C logs what the stop costs.
 E-stop (/postbc/estop true) or ~/abort discards the running episode. Metrics: <out>/metrics.jsonl + TensorBoard.
 
 Why the manager runs the frozen diffusion policy itself instead of steering the policy node through its noise topic:
@@ -52,6 +53,13 @@ BACKENDS = ("sim", "interbotix")
 ALGORITHMS = ("dsrl_sac", "dsrl_na", "best_of_n")
 RESET_TIMEOUT_S = 30.0  # wall seconds before a reset / go-home request is sent again (go_home takes a few seconds)
 STATES = ("idle", "resetting", "waiting_start", "running", "labelling", "updating", "paused", "done", "error")
+# The FinetuneConfig fields this node sets, by the parameter that sets each: the Finetuner's refusals (a resume with
+# changed settings, an existing run with resume:=false, a budget below the episodes done) name these, never a
+# `postbc finetune` flag. Fields absent here keep postbc_core's defaults and are named as not settable.
+CONFIG_PARAMS = {"checkpoint": "checkpoint", "task": "task", "algorithm": "algorithm", "episodes": "episodes",
+                 "out": "out", "seed": "seed", "resume": "resume", "device": "device",
+                 "dsrl.warmup_episodes": "warmup_episodes", "bon.rollouts": "warmup_episodes", "dsrl.utd": "utd",
+                 "reward_from_label": "backend"}
 
 
 @dataclass
@@ -159,11 +167,17 @@ class FinetuneManager(Node):
             Node.destroy_node(self)
             raise
         done = self.ft.episodes_done
+        if self.ft.update_pending:  # a stop cut the last committed episode's updates short: they come first
+            self.state = "updating"
+            self._work = threading.Thread(target=self._update, name="finetune_update", daemon=True,
+                                          kwargs={"then_reset": p.auto_start})
         self.get_logger().info(
             f"finetune manager up: {p.algorithm} on {p.checkpoint} -> {p.out} ({done}/{p.episodes} episodes done), "
             f"{'sim' if self.sim else 'real arm: operator resets and labels'}, episode limit {self.max_steps} steps"
             + ("" if p.auto_start else "; call ~/start (or press start) to begin"))
-        if done >= p.episodes:
+        if self._work is not None:
+            self._work.start()  # its end goes on to the next episode (auto_start) or waits for ~/start
+        elif done >= p.episodes:
             self.state = "done"
         elif p.auto_start:
             self._begin_reset()
@@ -171,7 +185,7 @@ class FinetuneManager(Node):
     # -- setup ----------------------------------------------------------------------------------------------------
     @staticmethod
     def _make_finetuner(p: Params):
-        from postbc_core.rl.finetune import STATE_FILE, FinetuneConfig, Finetuner
+        from postbc_core.rl.finetune import STATE_FILE, FinetuneConfig, Finetuner, SettingNames
 
         out = Path(p.out)
         resume = p.resume and (out / STATE_FILE).exists()
@@ -191,7 +205,8 @@ class FinetuneManager(Node):
             import torch
 
             torch.set_num_threads(p.torch_threads)
-        return Finetuner(cfg)
+        names = SettingNames(CONFIG_PARAMS, {"reward_from_label": lambda v: "interbotix" if v else "sim"})
+        return Finetuner(cfg, names=names)
 
     def _max_steps(self, p: Params) -> int:
         if p.max_episode_s > 0:
@@ -375,17 +390,22 @@ class FinetuneManager(Node):
 
     def _end_episode(self, success: bool) -> None:
         """Lock held: commit the episode, then update + checkpoint on the worker thread."""
-        summary = self.ft.end_episode(success)
+        summary = self.ft.end_episode(success)  # committed and checkpointed: a stop from here keeps it
         self.state = "updating"
+        n = self.ft.updates_owed
         self.get_logger().info(f"episode {summary['episode']} ({summary['mode']}): "
-                               f"{'success' if success else 'failure'}, {summary['length']} steps")
+                               f"{'success' if success else 'failure'}, {summary['length']} steps; committed"
+                               + (f", {n} updates now (a stop during them keeps the episode and redoes them on "
+                                  "restart)" if n else ""))
         self._work = threading.Thread(target=self._update, name="finetune_update", daemon=True)
         self._work.start()
 
-    def _update(self) -> None:
+    def _update(self, then_reset: bool = True) -> None:
+        """Worker thread: the committed episode's updates, then the checkpoint; then the next episode (then_reset)
+        or idle until ~/start."""
         try:
             metrics = self.ft.update(stop=self._stop.is_set)
-            if self._stop.is_set():  # shutting down mid-update: the previous checkpoint stays the resume point
+            if metrics.get("interrupted"):  # shutting down: the commit's checkpoint is the resume point
                 return
             self.ft.save()
         except Exception as e:  # noqa: BLE001 - the run stays resumable from the last checkpoint
@@ -403,8 +423,10 @@ class FinetuneManager(Node):
                                        f"{self.ft.updates} updates; checkpoint {Path(self.params.out)}")
             elif self._pause_requested:
                 self.state = "paused"
-            else:
+            elif then_reset:
                 self._begin_reset()
+            else:
+                self.state = "idle"
 
     # -- status ---------------------------------------------------------------------------------------------------
     def status(self) -> dict:
@@ -428,6 +450,8 @@ class FinetuneManager(Node):
         if self._work is not None:
             self._work.join()  # an update in flight stops at its next gradient step (resume: the last checkpoint)
         with self._lock:
+            if self.state != "done":
+                self.get_logger().warning(f"stopping now: {self.ft.stop_note()}")
             self.ft.close()  # a running episode is discarded (never committed half)
         super().destroy_node()
 
