@@ -37,7 +37,7 @@ $(STAMP): $(REQS) postbc_core/pyproject.toml scripts/system_deps.sh
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/postbc pipeline --out runs/demo
+	$(BIN)/postbc pipeline --out runs/demo --overwrite
 
 # The upstream ros2 launch / ros2 CLI the conformance tests run against (tests only; cached per machine, see the
 # script). Without ../shared/third_party it prints why and the tests that need it skip.

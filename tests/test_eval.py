@@ -289,3 +289,35 @@ def test_replay_errors_name_the_problem(demos, tmp_path, capsys):
 
     with pytest.raises(StoreError, match=r"\['gripper_pos', 'object_pose'\]"):
         replay_episode(thin, 0, out=tmp_path / "x")
+
+
+def test_eval_refuses_another_task_than_the_checkpoints(demos, tmp_path, capsys, caplog):
+    """A lift_cube checkpoint on put_in_bowl reported 0 % without a word: checkpoints now record their store's task
+    and `postbc eval` refuses another sim task unless --allow-other-task (then it warns)."""
+    import logging
+
+    from postbc_core.cli.main import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(demos), "--out", str(run), "--obs-keys", "joint_pos", "gripper_pos",
+                 "object_pose", "--action-key", "cmd_joint_pos", "--alpha", "0", "--mlp-hidden", "16", "16", "--steps",
+                 "2", "--batch-size", "8", "--warmup-steps", "0", "--no-progress", "--device", "cpu"]) == 0
+    args = ["eval", "--checkpoint", str(run), "--episodes", "1", "--num-envs", "1", "--videos", "0", "--max-steps",
+            "3", "--device", "cpu", "--out", str(tmp_path / "ev")]
+    capsys.readouterr()
+    assert main([*args, "--task", "put_in_bowl"]) == 2
+    assert "was trained on sim task 'lift_cube'" in capsys.readouterr().err and not (tmp_path / "ev").exists()
+    with caplog.at_level(logging.WARNING):
+        assert main([*args, "--task", "put_in_bowl", "--allow-other-task"]) == 0
+    assert "trained on sim task 'lift_cube', evaluated on 'put_in_bowl' (--allow-other-task)" in caplog.text
+    assert main([*args, "--task", "lift_cube"]) == 0
+
+
+def test_checkpoints_without_a_recorded_task_run_in_any_task():
+    from postbc_core.sim.evaluation import check_checkpoint_task
+
+    for info in ({}, {"train": {}}, {"train": {"tasks": []}}, {"train": {"tasks": ["pick the red cup"]}}):
+        check_checkpoint_task(info, "put_in_bowl", "old.safetensors")  # older checkpoints, no or real-robot tasks
+    with pytest.raises(ConfigError, match="trained on sim task 'lift_cube'"):
+        check_checkpoint_task({"train": {"tasks": ["lift_cube"]}}, "put_in_bowl", "new.safetensors")
+    check_checkpoint_task({"train": {"tasks": ["lift_cube", "put_in_bowl"]}}, "put_in_bowl", "multi.safetensors")

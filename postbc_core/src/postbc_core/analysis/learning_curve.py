@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from postbc_core.errors import ConfigError
+from postbc_core.errors import ConfigError, check_seed
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ class CurveConfig:
             raise ConfigError(f"methods {list(self.methods)}: choose from {', '.join(METHODS)}")
         if not self.seeds or not self.steps or min(self.steps) < 1:
             raise ConfigError(f"give at least one seed and budgets >= 1 (seeds {self.seeds}, steps {self.steps})")
+        for seed in self.seeds:
+            check_seed(seed, "--seeds")
         if self.episodes < 1 or self.demos < 1 or self.workers < 1:
             raise ConfigError(f"episodes ({self.episodes}), demos ({self.demos}) and workers ({self.workers}) must "
                               "be >= 1")

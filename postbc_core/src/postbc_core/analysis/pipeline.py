@@ -33,7 +33,7 @@ from typing import Annotated, Literal
 
 import tyro
 
-from postbc_core.errors import ConfigError
+from postbc_core.errors import ConfigError, check_seed, storage_errors
 from postbc_core.rl.best_of_n import BestOfNConfig
 from postbc_core.rl.dsrl import DSRLConfig
 
@@ -66,7 +66,11 @@ class PipelineConfig:
     """Scripted demos -> BC and PostBC (matched seeds) -> evaluate -> DSRL-finetune both -> report."""
 
     out: Path = Path("runs/pipeline")
-    """Output directory: report.md, success_vs_episodes.png, results.json, coverage/, seed_<s>/ (demos, runs)."""
+    """Output directory: report.md, success_vs_episodes.png, results.json, coverage/, seed_<s>/ (demos, runs).
+    Must be empty or absent unless --overwrite."""
+    overwrite: bool = False
+    """Replace the pipeline's outputs in a non-empty --out (those listed under --out are removed first; other files
+    stay)."""
     task: str = "lift_cube"
     """Sim task (lift_cube, put_in_bowl, push_to_target)."""
     full: bool = False
@@ -153,6 +157,8 @@ class PipelineConfig:
             raise ConfigError("seeds is empty: give at least one seed (e.g. --seeds 0 1 2)")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds={self.seeds} repeats a seed; give distinct seeds")
+        for seed in self.seeds:
+            check_seed(seed, "--seeds")
         if self.finetune_episodes < 1:
             raise ConfigError(f"finetune_episodes={self.finetune_episodes}: give an online budget of at least 1 "
                               "episode")
@@ -231,7 +237,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     """Runs every seed, the coverage experiment and writes the report; returns the results (also results.json)."""
     from postbc_core.analysis.sim_demo import POLICIES
 
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    prepare_out(cfg)
+    with storage_errors(f"creating the pipeline's output directory {cfg.out}"):
+        cfg.out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     load_start = os.getloadavg()[0]
     timings: dict[str, float] = {}
@@ -295,6 +303,36 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     (cfg.out / "results.json").write_text(json.dumps(results, indent=2))
     (cfg.out / "report.md").write_text(render_report(results))
     return results
+
+
+PIPELINE_OUTPUTS = ("report.md", "success_vs_episodes.png", "results.json", "coverage")
+"""What the pipeline writes directly under --out, besides a seed_<s>/ directory per seed (what --overwrite removes)."""
+
+
+def _own_outputs(out: Path) -> list[Path]:
+    return sorted([out / n for n in PIPELINE_OUTPUTS if (out / n).exists()] +
+                  [p for p in out.glob("seed_*") if p.is_dir() and p.name[len("seed_"):].isdigit()])
+
+
+def prepare_out(cfg: PipelineConfig) -> None:
+    """Refuse a non-empty --out unless --overwrite (then remove the previous pipeline's outputs, nothing else): a
+    re-run into the same directory would otherwise regenerate everything under it without a word."""
+    out = cfg.out
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory; choose another --out")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not entries:
+        return
+    if not cfg.overwrite:
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise ConfigError(f"--out {out} is not empty ({shown}); pass --overwrite to replace the pipeline's outputs "
+                          "there, or choose another --out")
+    removed = _own_outputs(out)
+    with storage_errors(f"removing the previous pipeline outputs in {out}"):
+        for p in removed:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    log.warning("--overwrite: removed the previous pipeline's %s from %s",
+                ", ".join(p.name for p in removed) or "(nothing)", out)
 
 
 def _worker_init(device: str) -> None:

@@ -99,10 +99,11 @@ def handeye(out: Path, samples: Path | None = None, sim: bool = False, mode: str
         seed: Pose randomisation with --sim.
     """
     from postbc_core.cameras import calibration as C
-    from postbc_core.errors import ConfigError
+    from postbc_core.errors import ConfigError, check_seed
 
     if sim == (samples is not None):
         raise ConfigError("give exactly one of --samples FILE.npz or --sim")
+    check_seed(seed)
     if samples is not None:
         res = C.calibrate_handeye(C.load_samples(samples), mode, method, camera_frame=camera_frame)
         truth = None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 def evaluate(checkpoint: Path, task: str, episodes: int = 20, num_envs: int = 4, seed: int = 0, videos: int = 2,
              record_to: Path | None = None, out: Path = Path("runs/eval"), device: str = "auto",
-             n_action_steps: int | None = None, max_steps: int | None = None) -> int:
+             n_action_steps: int | None = None, max_steps: int | None = None, allow_other_task: bool = False) -> int:
     """Roll out a policy checkpoint in a sim task: success rate (Wilson 95% interval), returns, lengths, videos.
 
     Args:
@@ -22,12 +22,14 @@ def evaluate(checkpoint: Path, task: str, episodes: int = 20, num_envs: int = 4,
         device: Torch device: auto, cpu, cuda, cuda:N.
         n_action_steps: Actions of each chunk executed before replanning (default: the whole chunk).
         max_steps: Override the task's episode time limit (control steps).
+        allow_other_task: Evaluate a checkpoint in a sim task other than the one it was trained on (refused
+            otherwise: checkpoints record their training store's task).
     """
     from postbc_core.sim.evaluation import EvalConfig, run_evaluation
 
     cfg = EvalConfig(checkpoint=checkpoint, task=task, episodes=episodes, num_envs=num_envs, seed=seed,
                      videos=videos, record_to=record_to, out=out, device=device, n_action_steps=n_action_steps,
-                     max_steps=max_steps)
+                     max_steps=max_steps, allow_other_task=allow_other_task)
     r = run_evaluation(cfg)
     lo, hi = r["success_ci95"]
     print(f"{r['task']}: success {r['n_success']}/{r['episodes']} = {r['success_rate']:.1%} "

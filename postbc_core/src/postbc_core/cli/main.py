@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from postbc_core.errors import PostBCError, UsageError, as_user_error
+from postbc_core.errors import PostBCError, UsageError, as_user_error, check_seed
 
 log = logging.getLogger("postbc")
 
@@ -152,6 +152,7 @@ def _coverage(args: list[str], prog: str) -> int:
     from postbc_core.analysis.coverage import CoverageConfig, run_coverage
 
     cfg = tyro_cli(CoverageConfig, args=args, prog=prog)
+    check_seed(cfg.seed)
     m = run_coverage(cfg)
     print(_coverage_summary(m, cfg.out))
     return 0

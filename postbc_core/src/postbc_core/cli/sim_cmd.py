@@ -39,9 +39,11 @@ def demos(task: str, episodes: int, out: Path, quality: float = 1.0, seed: int =
         append: Add episodes to an existing store at OUT (its keys must match).
         json_output: Print the stats as JSON.
     """
+    from postbc_core.errors import check_seed
     from postbc_core.sim.demos import record_demos
     from postbc_core.sim.registry import recommended_obs_keys
 
+    check_seed(seed, count=3 * episodes if max_attempts is None else max_attempts)  # attempt i uses seed + i
     stats = record_demos(task, episodes, out, seed=seed, quality=quality, cameras=tuple(cameras),
                          image_size=tuple(image_size), keep_failures=keep_failures, max_attempts=max_attempts,
                          operator=operator, overwrite=overwrite, append=append)

@@ -32,14 +32,29 @@ POLICY_FILE = "policy.safetensors"
 ENSEMBLE_FILE = "ensemble.safetensors"
 
 
+DEVICE_FORMS = "auto, cpu, cuda, cuda:N (N = GPU index), mps"
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' picks CUDA when present; an explicit 'cuda' without a GPU is an error, not a silent fallback."""
+    """'auto' picks CUDA when present; an explicit 'cuda' without a GPU is an error, not a silent fallback. Anything
+    but auto / cpu / cuda[:N] / mps (a typo, torch's exotic backends) is a ConfigError naming the accepted forms."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {str(device)!r} is not a device postbc can use; use one of {DEVICE_FORMS}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {str(device)!r} requested but no CUDA device is available "
                           "(torch.cuda.is_available() is False); use --device cpu or --device auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                          f"(cuda:0..cuda:{torch.cuda.device_count() - 1}); pick one of those, cuda or auto")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {str(device)!r} requested but MPS (Apple GPUs) is not available here; use "
+                          "--device cpu or --device auto")
     return dev
 
 

@@ -76,6 +76,10 @@ class PolicyConfig:
         self.obs_shapes = {k: tuple(int(d) for d in v) for k, v in self.obs_shapes.items()}
         self.mlp_hidden = tuple(self.mlp_hidden)
         self.unet_down_dims = tuple(self.unet_down_dims)
+        for f in dataclasses.fields(self):  # inf passes the range checks below and surfaces as a non-finite loss
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not np.isfinite(value):
+                raise ConfigError(f"{f.name} must be a finite number, got {value}")
         if not self.obs_shapes:
             raise ConfigError("obs_shapes is empty: pass at least one observation key (e.g. --obs-keys joint_pos)")
         for name in ("action_dim", "n_obs_steps", "action_horizon", "num_train_timesteps", "num_inference_steps"):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from postbc_core.errors import ConfigError, PostBCError
+from postbc_core.errors import ConfigError, PostBCError, check_seed
 from postbc_core.policies.runner import ENV_ACTION_DIM, PolicyRunner
 from postbc_core.robots import kinematics
 from postbc_core.sim.base import CAMERAS, Task
@@ -94,6 +94,26 @@ def check_policy_fits_task(obs_shapes: dict[str, tuple[int, ...]], task: Task) -
         raise ConfigError(f"the checkpoint needs observation keys the task {task.name!r} cannot provide: "
                           f"missing {missing}, shape mismatch {wrong}; the task provides "
                           f"{sorted(have)} (retrain with --obs-keys from these, or pick the task it was trained on)")
+
+
+def check_checkpoint_task(info: dict, task: str, checkpoint, allow_other_task: bool = False) -> None:
+    """Refuse to run a checkpoint in a sim task other than the one(s) it was trained on (its info["train"]["tasks"]:
+    the task names of its training store's metadata) unless `allow_other_task` (then warn). Nothing to check for
+    checkpoints that record no sim task: trained before tasks were recorded, or on a store without task metadata
+    (diffusion_policy's layout) or with a real-robot task."""
+    from postbc_core.sim.registry import list_tasks
+
+    trained = [t for t in (info.get("train", {}).get("tasks") or []) if t in list_tasks()]
+    if not trained or task in trained:
+        return
+    names = " / ".join(map(repr, trained))
+    if allow_other_task:
+        logger.warning("%s was trained on sim task %s, evaluated on %r (--allow-other-task): its success rate there "
+                       "says nothing about what it learned", checkpoint, names, task)
+        return
+    raise ConfigError(f"--task {task!r}: the checkpoint {checkpoint} was trained on sim task {names} (its training "
+                      f"store's metadata), so its success rate on {task!r} measures nothing it learned; evaluate it "
+                      f"with --task {trained[0]}, or pass --allow-other-task to run it on {task!r} anyway")
 
 
 def mat_to_rpy(R: np.ndarray) -> np.ndarray:
@@ -176,6 +196,8 @@ class EvalConfig:
     """Override the task's episode time limit (control steps)."""
     video_size: tuple[int, int] = (256, 256)
     """Video frame (height, width) in pixels."""
+    allow_other_task: bool = False
+    """Run a checkpoint in a sim task other than the one it was trained on (refused otherwise)."""
 
     def __post_init__(self):
         self.checkpoint, self.out = Path(self.checkpoint), Path(self.out)
@@ -183,6 +205,7 @@ class EvalConfig:
         self.video_size = tuple(int(v) for v in self.video_size)
         if self.episodes < 1 or self.num_envs < 1:
             raise ConfigError(f"--episodes ({self.episodes}) and --num-envs ({self.num_envs}) must be >= 1")
+        check_seed(self.seed, count=self.episodes)
         if self.videos < 0:
             raise ConfigError(f"--videos must be >= 0, got {self.videos}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -196,6 +219,7 @@ def run_evaluation(cfg: EvalConfig) -> dict:
     from postbc_core import load_policy
 
     policy = load_policy(cfg.checkpoint, device=cfg.device)
+    check_checkpoint_task(policy.info, cfg.task, cfg.checkpoint, cfg.allow_other_task)
     report = evaluate_policy(policy, cfg.task, episodes=cfg.episodes, num_envs=cfg.num_envs, seed=cfg.seed,
                              videos=cfg.videos, out=cfg.out, record_to=cfg.record_to,
                              n_action_steps=cfg.n_action_steps, max_steps=cfg.max_steps, video_size=cfg.video_size)

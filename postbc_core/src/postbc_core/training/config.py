@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from postbc_core.errors import ConfigError
+from postbc_core.errors import ConfigError, check_seed
 
 
 @dataclass
@@ -112,6 +114,12 @@ class TrainConfig:
         self.obs_keys = tuple(self.obs_keys)
         if self.lr is None:
             self.lr = 3e-4 if self.noise_net == "mlp" else 1e-4
+        # inf / nan pass every range check below ("inf > 0") and would only show up as a non-finite loss mid-run
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
+        check_seed(self.seed)
         if not self.lr > 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
         for name in ("n_obs_steps", "action_horizon", "ensemble_steps", "ensemble_batch_size", "steps", "batch_size",
@@ -121,6 +129,10 @@ class TrainConfig:
         if not self.obs_keys:
             raise ConfigError("--obs-keys is required (e.g. --obs-keys joint_pos gripper_pos); "
                               "`postbc data info DATASET` lists the keys")
+        repeated = [k for k, n in Counter(self.obs_keys).items() if n > 1]
+        if repeated:
+            raise ConfigError(f"--obs-keys names {', '.join(map(repr, repeated))} more than once (the policy would "
+                              "see the key twice); give each key once")
         if self.alpha < 0 or self.alpha != self.alpha:
             raise ConfigError(f"--alpha must be >= 0 (0 = BC; paper: 0.25..4), got {self.alpha}")
         if self.alpha > 0 and self.ensemble_size < 2:

@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 
 
 def load_training_data(cfg: TrainConfig):
-    """Loads the needed keys into memory and builds train/val window datasets (split by episode)."""
+    """Loads the needed keys into memory and builds train/val window datasets (split by episode). Also returns the
+    task names the store's per-episode metadata records (sorted; empty for stores without that metadata, e.g. a
+    diffusion_policy ReplayBuffer store with only data/ and meta/episode_ends)."""
     from postbc_core.data import EpisodeStore, WindowDataset, get_val_mask
 
     with EpisodeStore.open(cfg.dataset, mode="r") as store:
@@ -50,7 +52,8 @@ def load_training_data(cfg: TrainConfig):
             raise ConfigError(f"{cfg.dataset} holds no committed episodes")
         check_action_key(cfg, store.schema())
         check_split(cfg, store.n_episodes)
-        warn_uncovered_randomization(cfg, {str(t) for t in store.meta_table()["task"]})
+        tasks = store_tasks(store)
+        warn_uncovered_randomization(cfg, tasks)
         data = store.load(wanted)
         episode_ends = np.asarray(store.episode_ends)
     for k in cfg.obs_keys:
@@ -58,6 +61,7 @@ def load_training_data(cfg: TrainConfig):
             raise ConfigError(f"image key {k!r} has dtype {data[k].dtype}; RGB observations must be uint8")
     n_ep = len(episode_ends)
     val_mask = get_val_mask(n_ep, cfg.val_ratio, seed=cfg.seed) if cfg.val_ratio > 0 else np.zeros(n_ep, bool)
+    check_window_fits(cfg, np.diff(episode_ends, prepend=0)[~val_mask])
     common = dict(obs_keys=list(cfg.obs_keys), action_key=cfg.action_key, n_obs_steps=cfg.n_obs_steps,
                   action_horizon=cfg.action_horizon)
     train_ds = WindowDataset(data, episode_ends, episode_mask=~val_mask, **common)
@@ -69,25 +73,65 @@ def load_training_data(cfg: TrainConfig):
     # Normalizer statistics from training episodes only.
     starts = np.concatenate([[0], episode_ends[:-1]])
     train_steps = np.concatenate([np.arange(s, e) for s, e, v in zip(starts, episode_ends, val_mask) if not v])
-    return data, train_steps, train_ds, val_ds
+    return data, train_steps, train_ds, val_ds, tasks
+
+
+def store_tasks(store) -> list[str]:
+    """The distinct task names in a store's per-episode metadata (sorted); [] when it records none: stores without
+    our metadata (diffusion_policy's layout, imports and merges of such) have no meta/task at all."""
+    return sorted({str(t) for t in store.meta_table().get("task", ()) if str(t)})
+
+
+def check_window_fits(cfg: TrainConfig, lengths: np.ndarray) -> None:
+    """A training window spans To + Ta - 1 steps; windows reaching past an episode's ends are padded with its
+    first / last step (diffusion_policy's sampler). Refuse when no training episode holds one unpadded window (every
+    action chunk would be made up); say how many episodes are that short otherwise."""
+    need = cfg.n_obs_steps + cfg.action_horizon - 1
+    short = lengths < need
+    if not short.any():
+        return
+    sizes = f"--n-obs-steps {cfg.n_obs_steps} + --action-horizon {cfg.action_horizon} - 1 = {need} steps"
+    if short.all():
+        raise ConfigError(f"{cfg.dataset}: every training episode is shorter than one window ({sizes}; the longest "
+                          f"has {int(lengths.max())}), so every action chunk would be padding; lower --action-horizon "
+                          f"or --n-obs-steps so that To + Ta - 1 <= {int(lengths.max())}")
+    log.warning("%d of %d training episodes of %s are shorter than one window (%s; the shortest has %d): their "
+                "windows are padded by repeating their first / last step", int(short.sum()), len(lengths),
+                cfg.dataset, sizes, int(lengths.min()))
+
+
+NOT_ACTIONS = ("timestamp", "reward", "done")
+"""Per-step bookkeeping keys (data/README.md), never an action: when a step happened (also every `<stream>_stamp`)
+and how it went."""
+
+
+def is_bookkeeping_key(key: str) -> bool:
+    return key in NOT_ACTIONS or key.endswith("_stamp")
 
 
 def check_action_key(cfg: TrainConfig, schema: dict) -> None:
-    """The action must be a vector (D,) or a scalar per step: anything else (an image, a matrix) is refused before any
-    training (flattened, a 128x128x3 image becomes a 49152-dim action chunk and the ensemble covariance explodes)."""
+    """One rule for actions: a numeric (not bool) vector (D,) or scalar per step that is not a bookkeeping key. The
+    rest is refused before any training (flattened, a 128x128x3 image becomes a 49152-dim action chunk and the
+    ensemble covariance explodes; a timestamp trains a policy that outputs clock readings)."""
     shape, dtype = schema[cfg.action_key]
+    others = sorted(k for k, (sh, dt) in schema.items()
+                    if len(sh) <= 1 and np.dtype(dt).kind == "f" and not is_bookkeeping_key(k))
+    if is_bookkeeping_key(cfg.action_key):
+        raise ConfigError(f"--action-key {cfg.action_key!r} is a bookkeeping key of {cfg.dataset} (timestamp, "
+                          f"*_stamp, reward and done record when a step happened and how it went), not a command a "
+                          f"policy can output. Vector keys in this store: {others}")
     if len(shape) > 1 or np.dtype(dtype).kind not in "fiu":
-        others = sorted(k for k, (sh, dt) in schema.items() if len(sh) <= 1 and np.dtype(dt).kind == "f")
         raise ConfigError(f"--action-key {cfg.action_key!r} has per-step shape {tuple(shape)} dtype {np.dtype(dtype)} "
-                          f"in {cfg.dataset}; an action must be a numeric vector (D,) per step (an image or matrix "
-                          f"key is not an action). Vector keys in this store: {others}")
+                          f"in {cfg.dataset}; an action must be a numeric vector (D,) or scalar per step (an image, a "
+                          f"matrix or a bool flag is not an action). Vector keys in this store: {others}")
     if cfg.action_key in cfg.obs_keys:
         raise ConfigError(f"--action-key {cfg.action_key!r} is also in --obs-keys: the policy would see its own target")
 
 
-def warn_uncovered_randomization(cfg: TrainConfig, tasks: set[str]) -> None:
+def warn_uncovered_randomization(cfg: TrainConfig, tasks: list[str]) -> None:
     """Sim stores: warn when --obs-keys leave out what the task's reset randomizes (put_in_bowl without the bowl's
-    position: the policy cannot know where to go). A warning, not an error: a deliberate ablation is legitimate."""
+    position: the policy cannot know where to go). A warning, not an error: a deliberate ablation is legitimate.
+    Only the sim tasks the store's metadata names count (none for a store without task metadata)."""
     from postbc_core.sim.registry import missing_randomized_keys, recommended_obs_keys
 
     for task in sorted(tasks):
@@ -181,7 +225,7 @@ def _train(cfg: TrainConfig, dist) -> Path:
     torch.manual_seed(cfg.seed)
     run_dir = cfg.out
     # The data is loaded and checked before anything is written, so bad input leaves no half run behind.
-    data, train_steps, train_ds, val_ds = load_training_data(cfg)
+    data, train_steps, train_ds, val_ds, tasks = load_training_data(cfg)
     if len(train_ds) == 0:
         raise ConfigError(f"{cfg.dataset}: no training windows (episodes too short for To={cfg.n_obs_steps}?)")
     if dist.is_main:
@@ -223,8 +267,9 @@ def _train(cfg: TrainConfig, dist) -> Path:
                      posterior.factor.shape[0])
         del model
 
+    # tasks: what the training store's metadata names (postbc eval refuses another sim task)
     info = {"train": {"alpha": cfg.alpha, "perturbation": cfg.perturbation if not cfg.is_bc else "none",
-                      "dataset": str(cfg.dataset), "seed": cfg.seed, "steps": cfg.steps,
+                      "dataset": str(cfg.dataset), "tasks": tasks, "seed": cfg.seed, "steps": cfg.steps,
                       "world_size": dist.world_size, **ensemble_info}}
 
     def save(ema_model, step_no: int) -> Path:
