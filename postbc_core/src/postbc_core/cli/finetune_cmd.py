@@ -12,6 +12,7 @@ from typing import Annotated
 
 import tyro
 
+from postbc_core.errors import check_seed
 from postbc_core.rl.finetune import EVAL_SEED, FinetuneConfig
 
 
@@ -21,6 +22,7 @@ def finetune(cfg: Annotated[FinetuneConfig, tyro.conf.arg(name="")]) -> int:
     episode (--resume continues), metrics go to OUT/metrics.jsonl and TensorBoard (OUT/tb)."""
     from postbc_core.rl.finetune import run_finetune
 
+    check_seed(cfg.seed, count=cfg.episodes)  # training episode i resets the task with seed + i
     s = run_finetune(cfg)
     lo, hi = s["train_success_ci95"]
     print(f"{s['task']} {s['algorithm']}: {s['episodes']} training episodes, success "
@@ -46,6 +48,7 @@ def finetune_eval(run: Path, episodes: int = 40, seed: int = EVAL_SEED, device: 
     """
     from postbc_core.rl.finetune import evaluate_run
 
+    check_seed(seed, count=episodes)
     r = evaluate_run(run, episodes=episodes, seed=seed, device=device)
     print(f"{r['run']}: {r['task']} {r['algorithm']} after {r['episodes_done']} training episodes "
           f"({r['train_successes']} successes, {r['updates']} updates)")
