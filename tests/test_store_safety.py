@@ -555,3 +555,54 @@ def test_an_empty_episode_through_the_api_is_a_named_error(data, tmp_path):
         assert w.n_steps == 0
         w.discard()
         assert s.n_episodes == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the robot's zarr-python 2: the same mechanisms (its DirectoryStore, its metadata files)
+# ---------------------------------------------------------------------------------------------------------------
+from test_data_store import zarr2_dir  # noqa: E402,F401  (the session fixture that provides zarr 2.18)
+
+
+def test_symlinks_nesting_foreign_entries_and_rewritten_readers_under_zarr2(tmp_path, zarr2_dir):
+    r = run_child(f"""
+        import pathlib
+        import numpy as np, zarr
+        assert zarr.__version__.startswith("2."), zarr.__version__
+        from postbc_core.data import EpisodeStore, drop, merge
+        from postbc_core.errors import ConfigError, StoreError
+        d = pathlib.Path({str(tmp_path)!r})
+        def make(p, img=4):
+            with EpisodeStore.create(p) as s:
+                for i in range(3):
+                    s.add_episode({{"state": np.full((5, 2), i, np.float32),
+                                   "img_rgb": np.zeros((5, img, img, 3), np.uint8)}}, source="synthetic")
+        def refused(f, kind, text):
+            try:
+                f()
+            except kind as e:
+                assert text in str(e), str(e)
+            else:
+                raise AssertionError("accepted: " + text)
+        make(d / "real.zarr")
+        (d / "link.zarr").symlink_to(d / "real.zarr")
+        reader = EpisodeStore.open(d / "real.zarr")
+        assert reader.episode(0)["state"][0, 0] == 0
+        with EpisodeStore.open(d / "link.zarr", "a"):
+            refused(lambda: EpisodeStore.open(d / "real.zarr", "a"), StoreError, "only one writer")
+        drop(d / "link.zarr", [0])
+        assert (d / "link.zarr").is_symlink()
+        refused(lambda: reader.episode(0), StoreError, "was rewritten in place by another process")
+        with EpisodeStore.open(d / "link.zarr") as s:
+            assert [s.episode(i)["state"][0, 0] for i in range(s.n_episodes)] == [1, 2]
+        refused(lambda: EpisodeStore.create(d / "real.zarr" / "x.zarr"), StoreError, "is inside the zarr store")
+        refused(lambda: merge([d / "link.zarr"], d / "real.zarr" / "m.zarr"), StoreError, "is inside the input store")
+        refused(lambda: merge([d / "real.zarr", d / "link.zarr"], d / "m.zarr"), ConfigError, "given twice")
+        (d / "real.zarr" / "README").write_text("mine")
+        refused(lambda: drop(d / "real.zarr", [0]), StoreError, "also holds README")
+        refused(lambda: EpisodeStore.create(d / "link.zarr", overwrite=True), StoreError, "also holds README")
+        make(d / "b.zarr", img=8)
+        refused(lambda: merge([d / "b.zarr", d / "link.zarr"], d / "m.zarr"), StoreError,
+                "data/img_rgb is (8, 8, 3) uint8 per step in")
+        print("OK")
+    """, env={"PYTHONPATH": os.pathsep.join(p for p in (str(zarr2_dir), os.environ.get("PYTHONPATH", "")) if p)})
+    assert r.returncode == 0 and r.stdout.strip() == "OK", r.stderr[-3000:]
