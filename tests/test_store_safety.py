@@ -452,8 +452,9 @@ def test_a_live_writers_temporaries_are_left_alone(tmp_path):
 # weak cases: drop indices, merge refusals, validate findings, empty episodes
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("episodes, message", [
-    (["0", "-3"], "0 and -3 all name episode 0 of {s} (3 episodes): give each episode once"),
-    (["1", "1"], "1 and 1 all name episode 1 of {s} (3 episodes): give each episode once"),
+    (["0", "-3"], "0 and -3 both name episode 0 of {s} (3 episodes): give each episode once"),
+    (["1", "1"], "1 and 1 both name episode 1 of {s} (3 episodes): give each episode once"),
+    (["2", "-1", "-1"], "2 and -1 and -1 all name episode 2 of {s} (3 episodes): give each episode once"),
     (["0", "1", "2"], "that is every episode of {s} (3): dropping them all would leave an empty store with no keys"),
     (["-1", "-2", "0"], "that is every episode of {s} (3)"),
     (["3"], r"episode index(es) [3] out of range: {s} has 3 episodes (indices 0..2, or -3..-1 from the end)"),

@@ -606,7 +606,9 @@ class _LockBusy(StoreError):
 
 
 def lock_is_held(store_path: str | os.PathLike) -> bool:
-    """Whether a live process holds the writer lock of `store_path` (probes without creating or taking it)."""
+    """Whether a live process holds the writer lock of `store_path` (probes without creating or taking it). The probe
+    holds a shared lock for an instant, so a writer starting in that instant would be refused as busy: callers probe
+    only when something needs explaining (leftover temporaries, a backup in place of the store)."""
     try:
         fd = os.open(lock_path_for(store_path), os.O_RDONLY)
     except OSError:

@@ -364,7 +364,8 @@ def episodes_to_drop(episodes: Iterable[int], n: int, src) -> list[int]:
         named.setdefault(e % n, []).append(e)
     repeats = {i: g for i, g in named.items() if len(g) > 1}
     if repeats:
-        which = "; ".join(f"{' and '.join(map(str, g))} all name episode {i}" for i, g in sorted(repeats.items()))
+        which = "; ".join(f"{' and '.join(map(str, g))} {'both' if len(g) == 2 else 'all'} name episode {i}"
+                          for i, g in sorted(repeats.items()))
         raise ConfigError(f"{which} of {src} ({n} episodes): give each episode once")
     if len(named) == n:
         raise ConfigError(f"that is every episode of {src} ({n}): dropping them all would leave an empty store with "
