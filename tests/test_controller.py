@@ -121,8 +121,8 @@ def test_interpolate_matches_the_boundary_conditions():
 
 def test_streamed_one_point_commands_move_at_the_implied_speed(rig):
     """A client re-sending one point 0.2 s ahead every control period (faster than its time_from_start): each
-    replaces the last before its point is due, and every tick still moves the arm a third of the way (the last
-    command at the last tick -> the point 0.2 s after receipt, sampled one period later)."""
+    replaces the last before its point is due, and every tick still moves the arm a third of the way: from the last
+    command (sent one period before receipt) to the point 0.2 s after receipt, sampled at receipt, is 0.1 s / 0.3 s."""
     rig.run(0.3)
     target = HOME[None] + [[0.3, 0, 0, 0, 0, 0]]
     sent = []
