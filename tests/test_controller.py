@@ -86,8 +86,8 @@ def test_multi_point_trajectory_sampled_between_points(rig):
 def test_cubic_and_quintic_when_velocities_given(rig):
     """With velocities at both ends of a segment the sample is JTC's cubic, with accelerations too its quintic:
     here from the command in force (at rest) to a point at rest, the smoothstep 3u^2 - 2u^3 and 10u^3-15u^4+6u^5."""
-    for acc, shape in ((None, lambda u: 3 * u**2 - 2 * u**3), (np.zeros((1, 6)), lambda u: 10 * u**3 - 15 * u**4
-                                                                  + 6 * u**5)):
+    cubic, quintic = (lambda u: 3 * u**2 - 2 * u**3), (lambda u: 10 * u**3 - 15 * u**4 + 6 * u**5)
+    for acc, shape in ((None, cubic), (np.zeros((1, 6)), quintic)):
         rig.ex.hold_now("test")
         rig.run(0.3)
         t_s, w0, now = rig.t - DT, rig.ex.last_sent[0], rig.t
