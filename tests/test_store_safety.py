@@ -229,6 +229,21 @@ def test_in_place_drop_refuses_a_store_directory_holding_foreign_entries(tmp_pat
     assert episode_ids(store) == [1, 2] and episode_ids(tmp_path / "nested.zarr") == [100, 101]
 
 
+def test_in_place_drop_refuses_to_lose_meta_arrays_it_does_not_carry_over(tmp_path, capsys):
+    store = tmp_path / "s.zarr"
+    write_store(store)
+    g = zarr.open_group(str(store), mode="r+")
+    new = g["meta"].create_array if ZARR_MAJOR >= 3 else g["meta"].create_dataset
+    new("camera_serial", shape=(3,), chunks=(3,), dtype="i8")[:] = np.arange(3)
+    before = digest(store)
+    line = one_error_line(*cli(capsys, "data", "drop", store, "--episodes", "0")[::2])
+    assert line == (f"error: {store}: refusing to rewrite it in place: meta/camera_serial would not be carried over (only "
+                    "the postbc episode metadata is); use --out to write the result to a new store and keep this one")
+    assert digest(store) == before
+    assert cli(capsys, "data", "drop", store, "--episodes", "0", "--out", tmp_path / "o.zarr")[0] == 0
+    assert episode_ids(tmp_path / "o.zarr") == [1, 2]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # --overwrite replaces only an episode store
 # ---------------------------------------------------------------------------------------------------------------
@@ -315,9 +330,14 @@ def _wait_for(path: Path, proc: subprocess.Popen) -> None:
         time.sleep(0.01)
 
 
-def test_reader_during_an_in_place_drop_gets_a_named_error_never_mixed_rows(tmp_path):
+@pytest.mark.parametrize("written_before_store_ids", [False, True])
+def test_reader_during_an_in_place_drop_gets_a_named_error_never_mixed_rows(written_before_store_ids, tmp_path):
     store = tmp_path / "s.zarr"
     write_store(store)
+    if written_before_store_ids:  # a store from before store_id existed (or a foreign one): the rewrite still shows
+        attrs = json.loads((store / ".zattrs").read_text())
+        del attrs["store_id"]
+        (store / ".zattrs").write_text(json.dumps(attrs))
     reader = Child(READER.format(path=str(store)))
     try:
         assert reader.ask("episode") == {"first": 0, "n": 3}
