@@ -412,8 +412,13 @@ def test_non_finite_command_rejected_nothing_moves(sim_driver, bad, capfd):
     assert "elbow" in line[0]
     probe.send(HOME, gripper=bad)  # the gripper too
     wait_for(lambda: drv.status()["commands"]["rejected"] == 2, what="second rejection")
+    msg = trajectory_msg(HOME + np.array([0.3, 0, 0, 0, 0, 0]), 0.03, drv.now())
+    msg.points[0].velocities = [0.0, 0.0, 0.0, bad, 0.0, 0.0, 0.0]  # and the velocities that pick the spline
+    probe.cmd.publish(msg)
+    assert "velocity of forearm_roll" in log.wait("velocity of")[0]
     probe.wait_sim_time(t0 + 0.4)
     assert _hold_still(probe, t0, t0 + 0.4) < 2e-3
+    assert drv.status()["commands"]["rejected"] == 3
     assert drv.status()["commands"]["accepted"] == 0
 
 

@@ -106,3 +106,21 @@ def test_streamed_one_point_commands_move_the_arm(graph):
     traj = [s for s in statuses if s["mode"] == "traj" and s["sampled_target"] is not None]
     assert traj, statuses[-3:]
     assert all(q0 - 1e-3 <= s["sampled_target"][0] <= WAIST_TARGET + 1e-6 for s in traj), traj[-1]
+
+
+def test_velocities_and_accelerations_reach_the_executor_in_joint_order():
+    """The fields that pick joint_trajectory_controller's spline come through in our joint order, per point (a NaN
+    row where a point gives none; None where no point does)."""
+    from builtin_interfaces.msg import Duration
+    from postbc.conversions import trajectory_chunk
+    from postbc_core.robots.base import JOINT_NAMES
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    names = list(reversed(JOINT_NAMES))
+    msg = JointTrajectory(joint_names=names, points=[
+        JointTrajectoryPoint(positions=[0.0] * 6, velocities=[float(i) for i in range(6)],
+                             time_from_start=Duration(nanosec=100_000_000)),
+        JointTrajectoryPoint(positions=[0.0] * 6, time_from_start=Duration(nanosec=200_000_000))])
+    chunk = trajectory_chunk(msg)
+    np.testing.assert_array_equal(chunk.velocities[0], [5.0, 4.0, 3.0, 2.0, 1.0, 0.0])
+    assert np.isnan(chunk.velocities[1]).all() and chunk.accelerations is None
