@@ -112,6 +112,27 @@ def test_recorder_config_errors_and_single_writer(ros_context, tmp_path):
         a.destroy_node()
 
 
+def test_recorder_refuses_to_start_on_a_store_of_other_image_size(graph, tmp_path):
+    """A store whose front_rgb images are 16x16 and a recorder writing the camera's native 24x32 frames: the start
+    is refused naming both sizes and the fix (it used to start, then abort the episode at its first step)."""
+    from postbc.nodes.recorder import OPTIONAL_KEYS, ROW_KEYS
+
+    store = tmp_path / "small.zarr"
+    spec = {**ROW_KEYS, **OPTIONAL_KEYS, "front_rgb": ((16, 16, 3), np.uint8), "front_rgb_stamp": ((), np.float64)}
+    spec.pop("object_pose_stamp")
+    with EpisodeStore.open(store, "a") as s:
+        s.add_episode({k: np.zeros((2, *shape), dtype) for k, (shape, dtype) in spec.items()})
+    rec = graph.add(Recorder("recorder", context=graph.context, parameter_overrides=_params(
+        store=str(store), cameras=["front"], start_timeout=5.0)))
+    helper = graph.node("helper")
+    streams = Streams(helper)
+    r = call_service(helper, Trigger, "/recorder/start")
+    streams.stop()
+    assert not r.success and "the store's front_rgb images are 16x16 (HxW) but this recorder writes 24x32" in \
+        r.message and "image_size:=[16, 16]" in r.message, r.message
+    assert rec.store.n_episodes == 1 and rec.status()["recording"] is False
+
+
 def test_recorder_services_labels_time_limit_and_resume(graph, tmp_path):
     store = tmp_path / "demos.zarr"
     kw = {"store": str(store), "control_hz": 10.0, "cameras": ["front"], "image_size": [16, 16],
