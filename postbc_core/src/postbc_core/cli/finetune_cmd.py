@@ -18,8 +18,9 @@ from postbc_core.rl.finetune import EVAL_SEED, FinetuneConfig
 
 def finetune(cfg: Annotated[FinetuneConfig, tyro.conf.arg(name="")]) -> int:
     """RL finetuning of a frozen pretrained policy in the sim: DSRL-SAC, DSRL-NA (noise-space RL) or Best-of-N (IQL
-    critic over N sampled chunks). Every episode goes to OUT/replay.zarr, a full checkpoint is written after every
-    episode (--resume continues), metrics go to OUT/metrics.jsonl and TensorBoard (OUT/tb)."""
+    critic over N sampled chunks). Every episode goes to OUT/replay.zarr, a full checkpoint is written at every
+    episode's commit and after its updates (--resume continues; a stop keeps every committed episode and redoes the
+    updates it cut short), metrics go to OUT/metrics.jsonl and TensorBoard (OUT/tb). OUT must be new or empty."""
     from postbc_core.rl.finetune import run_finetune
 
     check_seed(cfg.seed, count=cfg.episodes)  # training episode i resets the task with seed + i

@@ -78,9 +78,11 @@ class FinetuneConfig:
     algorithm: Literal["dsrl_sac", "dsrl_na", "best_of_n"] = "dsrl_sac"
     """dsrl_sac: SAC over the policy's noise; dsrl_na: DSRL with noise aliasing; best_of_n: IQL critic + best of N."""
     episodes: int = 100
-    """Training episode budget, warm-up / rollout episodes included."""
+    """Training episode budget of the whole run (a resume counts the episodes done), warm-up / rollout episodes
+    included."""
     out: Path = Path("runs/finetune")
-    """Run directory: replay.zarr (every episode), finetune_state.safetensors, metrics.jsonl, tb/, summary.json."""
+    """Run directory, new or empty for a new run: replay.zarr (every episode), finetune_state.safetensors,
+    metrics.jsonl, tb/, summary.json."""
     seed: int = 0
     """Seeds networks and sampling; training episode i resets the task with seed `seed + i`."""
     eval_every: int = 10
@@ -88,7 +90,8 @@ class FinetuneConfig:
     eval_episodes: int = 10
     """Episodes per evaluation (sim only; seeds 1000000+, never trained on; not recorded). 0 disables evaluation."""
     resume: bool = False
-    """Continue the run in `out` from its last checkpoint (an interrupted episode is discarded)."""
+    """Continue the run in `out` from its last checkpoint (an interrupted episode is discarded; the updates of a
+    committed episode that a stop cut short are redone)."""
     device: str = "auto"
     """Torch device for the policy and the agent: auto, cpu, cuda, cuda:N."""
     n_action_steps: int | None = None
