@@ -135,6 +135,35 @@ def test_ctrl_c_during_the_updates_keeps_the_committed_episode(ros_context, weak
                             "counts the whole run): give episodes:=3 or more to continue it")
 
 
+def test_a_restart_first_redoes_the_updates_a_stop_cut_short(ros_context, weak_checkpoint, tmp_path):
+    """Without auto_start: the restarted manager runs the owed updates, checkpoints, then waits for ~/start."""
+    from postbc.nodes.finetune_manager import FinetuneManager
+    from postbc_core.rl.finetune import run_episode
+    from postbc_core.sim.registry import make
+    from rclpy.parameter import Parameter
+
+    params = [Parameter("checkpoint", value=str(weak_checkpoint)), Parameter("out", value=str(tmp_path / "ft")),
+              Parameter("warmup_episodes", value=0), Parameter("utd", value=1), Parameter("device", value="cpu"),
+              Parameter("torch_threads", value=1)]
+    mgr = FinetuneManager(context=ros_context, parameter_overrides=params)
+    try:
+        task = make("lift_cube", max_steps=8)
+        run_episode(mgr.ft, task, 0)  # committed and checkpointed; the manager stops before its updates
+        task.close()
+        owed = mgr.ft.updates_owed
+        assert owed > 0 and mgr.ft.stop_note() == (f"episode 0 is committed and kept; its {owed} updates are redone "
+                                                   "when you restart with resume:=true")
+    finally:
+        mgr.destroy_node()
+    mgr = FinetuneManager(context=ros_context, parameter_overrides=params)
+    try:
+        wait_for(lambda: mgr.status()["state"] == "idle", 60, what="the owed updates, then idle")
+        assert mgr.ft.updates == owed and not mgr.ft.update_pending and mgr.ft.episodes_done == 1
+        assert mgr.ft.stop_note() == "the checkpoint holds all 1 committed episodes and their updates"
+    finally:
+        mgr.destroy_node()
+
+
 def test_operator_flow_labels_and_abort(graph, weak_checkpoint, tmp_path):
     """The real-arm flow, with the sim driver standing in for the arm: go home -> wait for start -> run -> wait for
     the operator's label; abort discards; label outside the labelling state is refused."""
