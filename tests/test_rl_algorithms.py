@@ -335,6 +335,11 @@ def test_resume_drops_an_episode_committed_after_the_last_checkpoint(tmp_path, f
         assert finetune_fork(ft2, 1) and ft2.replay.n_episodes == before + 1  # and the run goes on
     finally:
         ft2.close()
+    (cfg.out / "finetune_state.safetensors").unlink()  # episodes without the checkpoint: nothing to resume from
+    cfg.resume = False
+    with pytest.raises(ConfigError, match=r"holds finetuning episodes \(replay.zarr\) but no "
+                                          r"finetune_state.safetensors to resume from: move them away"):
+        Finetuner(cfg, policy=fork_policy)
 
 
 def test_run_directory_and_resume_misuse_is_explained(tmp_path, fork_policy):

@@ -199,9 +199,12 @@ class Finetuner:
             raise ConfigError("read_only opens an existing run: set resume=True and point out at the run directory")
         if cfg.out.exists() and not cfg.out.is_dir():
             raise ConfigError(f"{out} {cfg.out} is a file, not a directory: choose another {out}")
-        if not cfg.resume and (state_path.exists() or _has_episodes(cfg.out / REPLAY_DIR)):
+        if not cfg.resume and state_path.exists():
             raise ConfigError(f"{cfg.out} already holds a finetuning run; {self._resume_hint()} to continue it, or "
                               f"choose another {out}")
+        if not cfg.resume and _has_episodes(cfg.out / REPLAY_DIR):  # a resume could not tell where they stand
+            raise ConfigError(f"{cfg.out} holds finetuning episodes ({REPLAY_DIR}) but no {STATE_FILE} to resume "
+                              f"from: move them away, or choose another {out}")
         if not cfg.resume:
             _require_empty_run_dir(cfg.out, out)
         if cfg.resume and not state_path.exists():
