@@ -233,3 +233,48 @@ def test_recorder_refuses_a_sim_demos_store_at_start_up(ros_context, tmp_path):
     from postbc_core.data.store import EpisodeStore
 
     EpisodeStore.open(store, "a").close()
+
+
+@pytest.mark.parametrize("executable,bad", [("teleop", {"control_hz": -1.0}), ("camera", {"fps": -1.0})])
+def test_any_node_that_fails_to_start_leaves_nothing_behind(ros_context, executable, bad):
+    """The recorder's second traceback has twins in every node whose __init__ can fail after rclpy's (a camera
+    without its device, a bad parameter under `ros2 run`): `ros2 run` / `ros2 launch` (node_main) and `postbc ros
+    run` (Composition) build nodes through node_main.construct, which destroys the half-built node, so the context's
+    shutdown does not call the node's destroy_node on it."""
+    import rclpy
+
+    spec = bringup.NodeSpec(executable, executable, bad)  # unchecked: as if the check had passed
+    with pytest.raises(ConfigError) as failed:
+        runner.Composition([spec], context=ros_context)
+    rclpy.shutdown(context=ros_context)  # must not touch the failed node
+    del failed
+
+
+def test_ros_run_node_with_a_parameter_of_the_wrong_type_is_one_error_line():
+    """`ros2 run postbc teleop --ros-args -p control_hz:=5` (node_main): an INTEGER for a DOUBLE parameter is one
+    error line naming the node, parameter, value and type, exit 2 (rclpy's exception was a traceback, exit 1)."""
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'ros2_ws/src/postbc'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    r = subprocess.run([sys.executable, "-c", "from postbc.nodes.teleop import main; main()", "--ros-args", "-p",
+                        "control_hz:=5"], capture_output=True, text=True, timeout=120, env=env,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert _one_error(r.stderr) == ("error: node 'teleop': control_hz=5: expected a number (float) (ROS 2 types a "
+                                    "value as written: 1 is an integer, 1.0 a double)")
+
+
+def test_node_main_destroys_a_node_that_fails_to_start(monkeypatch):
+    """node_main.run_node (every `ros2 run` / `ros2 launch` node) builds the node through construct(): an error
+    while the node starts (here a device driver's RuntimeError after rclpy's Node.__init__) goes up as itself; the
+    context's shutdown used to run the half-built node's destroy_node and replace it with an AttributeError."""
+    from postbc.node_main import run_node
+    from postbc.nodes import teleop
+    from rclpy.context import Context
+
+    def broken(node, cls):
+        raise RuntimeError("the input device went away")
+
+    monkeypatch.setattr(teleop, "declare", broken)
+    with pytest.raises(RuntimeError, match="the input device went away"):
+        run_node(teleop.Teleop, [], context=Context())

@@ -17,6 +17,7 @@ raised from a callback, e.g. a camera unplugged) print `error: ...` and exit 2 i
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import signal
@@ -111,21 +112,39 @@ def exit_now(code: int) -> None:
     os._exit(code)
 
 
+def construct(node_cls, *args, **kwargs):
+    """`node_cls(*args, **kwargs)`; when its __init__ fails (a bad parameter, a device or store it cannot open),
+    the half-built node is destroyed as a plain rclpy Node before the error goes up. Otherwise the context keeps it
+    and destroys it again at shutdown, through the node's own destroy_node, which expects a finished __init__: a
+    second traceback after the node's error line."""
+    from rclpy.node import Node
+
+    node = node_cls.__new__(node_cls)
+    try:
+        node.__init__(*args, **kwargs)
+    except BaseException:
+        with contextlib.suppress(Exception):  # Node.__init__ itself may have failed, or the node cleaned up already
+            Node.destroy_node(node)
+        raise
+    return node
+
+
 def main(node_cls, args: list[str] | None = None) -> None:
     """A node's console-script entry point: run it, then exit_now with its exit code."""
     exit_now(run_node(node_cls, args))
 
 
-def run_node(node_cls, args: list[str] | None = None) -> int:
-    stop = init(args)
+def run_node(node_cls, args: list[str] | None = None, context=None) -> int:
+    """Run `node_cls` until SIGINT / SIGTERM or the context ends (context None: rclpy's default one)."""
+    stop = init(args, context=context)
     node = None
     executor = None
     code = 0
     try:
-        node = node_cls()
-        executor = MultiThreadedExecutor()
+        node = construct(node_cls, **({"context": context} if context is not None else {}))
+        executor = MultiThreadedExecutor(context=context)
         executor.add_node(node)
-        while not stop.event.is_set() and rclpy.ok():
+        while not stop.event.is_set() and rclpy.ok(context=context):
             executor.spin_once(timeout_sec=SPIN_PERIOD_S)
     except PostBCError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
@@ -139,6 +158,6 @@ def run_node(node_cls, args: list[str] | None = None) -> int:
             if node is not None:
                 node.destroy_node()
         finally:
-            rclpy.try_shutdown()
+            rclpy.try_shutdown(context=context)
             stop.restore()
     return code

@@ -31,6 +31,7 @@ class Composition:
     def __init__(self, specs: list[bringup.NodeSpec], context=None):
         import rclpy
         from postbc.executors import MultiThreadedExecutor
+        from postbc.node_main import construct
         from rclpy.parameter import Parameter
 
         self.context = context or rclpy.get_default_context()
@@ -48,7 +49,7 @@ class Composition:
         try:
             for spec in (s for s in specs if s.ours):
                 overrides = [Parameter(k, value=v) for k, v in spec.parameters.items()]
-                node = spec.node_class()(spec.name, context=self.context, parameter_overrides=overrides)
+                node = construct(spec.node_class(), spec.name, context=self.context, parameter_overrides=overrides)
                 self.nodes[spec.name] = node
                 self.executor.add_node(node)
         except BaseException:
