@@ -67,12 +67,12 @@ BAD_FILES = [
     ("not_a_mapping", "- robot_driver\n", r"holds a list, not a mapping of node names"),
     # rclpy applies `/**` and the node's own name only: other wildcards and namespaces would be ignored
     ("other_wildcard", "/**/robot_driver:\n  ros__parameters:\n    max_joint_speed: 1.0\n",
-     r"'\*\*/robot_driver': rclpy nodes take only `/\*\*:`"),
-    ("single_star", "/*:\n  ros__parameters:\n    control_hz: 5.0\n", r"'\*': rclpy nodes take only `/\*\*:`"),
+     r"'/\*\*/robot_driver': rclpy nodes take only `/\*\*:`"),
+    ("single_star", "/*:\n  ros__parameters:\n    control_hz: 5.0\n", r"'/\*': rclpy nodes take only `/\*\*:`"),
     ("namespaced", "/arm/robot_driver:\n  ros__parameters:\n    max_joint_speed: 1.0\n",
-     r"'arm/robot_driver': the postbc nodes run in the root namespace; name the node alone \(`robot_driver:`\)"),
+     r"'/arm/robot_driver': the postbc nodes run in the root namespace; name the node alone \(`robot_driver:`\)"),
     ("nested_namespace", "arm:\n  robot_driver:\n    ros__parameters:\n      max_joint_speed: 1.0\n",
-     r"'arm/robot_driver': the postbc nodes run in the root namespace"),
+     r"'/arm/robot_driver': the postbc nodes run in the root namespace"),
     ("nested_parameter_namespace", "robot_driver:\n  ros__parameters:\n    limits:\n      speed: 1.0\n",
      r"node 'robot_driver': unknown parameter\(s\) \['limits.speed'\]"),
 ]

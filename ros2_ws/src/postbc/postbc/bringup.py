@@ -424,10 +424,10 @@ def merge_params_file(specs: list[NodeSpec], file_params: dict[str, dict[str, An
                 for n in owners:
                     check(n, f"/**: node {n.name!r}", {param: v})
         elif "*" in key:
-            raise ConfigError(f"{path}: {key!r}: rclpy nodes take only `/**:` (every node) and a node's own name "
+            raise ConfigError(f"{path}: '/{key}': rclpy nodes take only `/**:` (every node) and a node's own name "
                               f"(`robot_driver:` or `/robot_driver:`); they would ignore this entry")
         elif "/" in key:
-            raise ConfigError(f"{path}: {key!r}: the postbc nodes run in the root namespace; name the node alone "
+            raise ConfigError(f"{path}: '/{key}': the postbc nodes run in the root namespace; name the node alone "
                               f"(`{key.rsplit('/', 1)[-1]}:`)")
         elif key not in stack:
             close = difflib.get_close_matches(key, list(stack), n=1)
