@@ -299,3 +299,34 @@ def test_unreachable_driver_is_reported_once_not_every_tick(ros_context, weak_ch
         assert log.calls.get("warning", 0) == 1, log.calls
     finally:
         mgr.destroy_node()
+
+
+def test_a_failed_commit_puts_the_manager_in_error_instead_of_crashing(ros_context, weak_checkpoint, tmp_path,
+                                                                     monkeypatch):
+    """A full disk while an episode is committed (or its checkpoint written) happens on the label service or the
+    tick: the manager goes to its error state and says what is kept, as a failed update does, instead of raising
+    out of the ROS callback (which ends the node)."""
+    import errno
+
+    from postbc.nodes import finetune_manager as fm
+    from postbc_core.errors import storage_error
+    from rclpy.parameter import Parameter
+
+    mgr = fm.FinetuneManager(context=ros_context, parameter_overrides=[
+        Parameter("checkpoint", value=str(weak_checkpoint)), Parameter("out", value=str(tmp_path / "ft")),
+        Parameter("auto_start", value=False), Parameter("device", value="cpu")])
+    try:
+        def full_disk(success):
+            raise storage_error(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "ft")),
+                                f"writing {tmp_path / 'ft'}")
+
+        monkeypatch.setattr(mgr.ft, "end_episode", full_disk)
+        with mgr._lock:
+            mgr.state = "labelling"
+            mgr._end_episode(True)  # raised out of the callback before the fix
+        status = mgr.status()
+        assert status["state"] == "error", status
+        assert "ending the episode failed" in mgr.error and "No space left on device" in mgr.error, mgr.error
+        assert mgr._work is None  # no update thread started for an episode that was not committed
+    finally:
+        mgr.destroy_node()

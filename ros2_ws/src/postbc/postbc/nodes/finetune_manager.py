@@ -390,7 +390,14 @@ class FinetuneManager(Node):
 
     def _end_episode(self, success: bool) -> None:
         """Lock held: commit the episode, then update + checkpoint on the worker thread."""
-        summary = self.ft.end_episode(success)  # committed and checkpointed: a stop from here keeps it
+        try:
+            summary = self.ft.end_episode(success)  # committed and checkpointed: a stop from here keeps it
+        except Exception as e:  # noqa: BLE001 - e.g. a full disk: stop in the error state, never crash the node
+            self.state, self.error = "error", f"ending the episode failed: {e}"
+            self.get_logger().error(f"{self.error}; committed episodes and the last checkpoint are intact (an "
+                                    "episode committed without its checkpoint is dropped on restart with "
+                                    "resume:=true)")
+            return
         self.state = "updating"
         n = self.ft.updates_owed
         self.get_logger().info(f"episode {summary['episode']} ({summary['mode']}): "
