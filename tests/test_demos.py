@@ -237,3 +237,23 @@ def test_cli_writes_store_and_refuses_overwrite(tmp_path, capsys):
     assert '"recommended_obs_keys"' in printed and '"target_pos"' in printed
     assert main(["sim", "demos", "--task", "fly", "--episodes", "1", "--out", str(tmp_path / "y.zarr")]) == 2
     assert "available: lift_cube" in capsys.readouterr().err
+
+
+def test_an_interrupted_overwrite_through_a_symlink_leaves_no_empty_store(tmp_path, monkeypatch):
+    """`sim demos --overwrite --out LINK` interrupted before its first episode: the store it made (in the link's
+    target) is removed like one made at a plain path, not left behind empty because rmtree refuses a symlink."""
+    import postbc_core.sim.demos as demos
+
+    target = tmp_path / "real.zarr"
+    with EpisodeStore.create(target) as s:
+        s.add_episode({"a": np.zeros((3, 2), np.float32)})
+    link = tmp_path / "link.zarr"
+    link.symlink_to(target)
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demos, "run_demo_episode", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        record_demos("lift_cube", 1, link, overwrite=True)
+    assert not target.exists(), sorted(p.name for p in target.iterdir())

@@ -499,7 +499,7 @@ def record_demos(task: str, episodes: int, out: Path, *, seed: int = 0, quality:
     extras, `<camera>_rgb`, cmd_ee_delta, cmd_joint_pos, reward, done (see run_demo_episode); train on the task's
     `recommended_obs_keys` (sim.registry). Returns (and logs) the DemoStats.
     """
-    from postbc_core.data.store import STRING_META, EpisodeStore
+    from postbc_core.data.store import STRING_META, EpisodeStore, real_path
     from postbc_core.sim.registry import make
 
     if episodes < 1:
@@ -547,7 +547,7 @@ def record_demos(task: str, episodes: int, out: Path, *, seed: int = 0, quality:
     except BaseException:
         if created and store.n_episodes == 0:  # a store this call made and nothing was committed to: leave no trace
             store.close()
-            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(real_path(out), ignore_errors=True)  # through a symlink: the store it names
         raise
     finally:
         store.close()
