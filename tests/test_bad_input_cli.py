@@ -201,6 +201,8 @@ CASES = [
          r"the flags$", absent("t_run")),
     Case("tyro_missing_required", lambda w: ["train", "--obs-keys", "state"],
          r"error: missing required argument\(s\): --dataset; `postbc train --help` lists the flags$"),
+    Case("tyro_missing_positional", lambda w: ["data", "split", str(w["store"])],
+         r"error: missing required argument\(s\): OUT_DIR; `postbc data split --help` lists the flags$"),
     Case("tyro_missing_value", _train("--steps"),
          r"error: --steps expects 1 value\(s\); `postbc train --help` lists the flags$", absent("t_run")),
     Case("tyro_wrong_type_in_a_verb", lambda w: ["data", "split", str(w["store"]), str(w["tmp"] / "s"), "--seed", "x"],

@@ -57,10 +57,9 @@ def _raise_parse_error(event, prog: str) -> None:
 
 
 def _flag(arg) -> str:
-    lowered = arg.lowered
-    if arg.is_positional():
-        return str(lowered.metavar)
-    return "/".join(lowered.name_or_flags)
+    if arg.is_positional():  # by name: its metavar is the type (STR), which names nothing
+        return arg.field.intern_name.upper()
+    return "/".join(arg.lowered.name_or_flags)
 
 
 def _parse_error_text(event) -> str | None:
