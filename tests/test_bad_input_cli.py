@@ -115,7 +115,44 @@ def _pipeline_unchanged(w):
     assert tree_digest(w["tmp"] / "p") == w["before"]
 
 
+def _inside_a_store(argv_for: Callable[[dict, Path], list[str]]):
+    """The command's --out inside (a copy of) an episode store: refused before anything is written there."""
+    def setup(w):
+        import shutil
+
+        shutil.copytree(w["store"], w["tmp"] / "in.zarr")
+        w["before"] = tree_digest(w["tmp"] / "in.zarr")
+        return argv_for(w, w["tmp"] / "in.zarr" / "out")
+    return setup
+
+
+def _store_unchanged(w):
+    assert tree_digest(w["tmp"] / "in.zarr") == w["before"]
+
+
+INSIDE = r"error: --out .*in.zarr/out is inside the (input|zarr) store .*in.zarr: nothing is written inside a store; " \
+         r"choose a path outside .*in.zarr$"
+
+
 CASES = [
+    # --out inside an episode store (train, eval, finetune, pipeline, coverage): written into the store before
+    Case("train_out_inside_a_store",
+         _inside_a_store(lambda w, out: ["train", "--dataset", str(w["tmp"] / "in.zarr"), "--out", str(out), *TRAIN]),
+         INSIDE, _store_unchanged),
+    Case("eval_out_inside_a_store", _inside_a_store(lambda w, out: _eval(out=out)(w)), INSIDE, _store_unchanged),
+    Case("finetune_out_inside_a_store",
+         _inside_a_store(lambda w, out: ["finetune", "--checkpoint", str(w["run"]), "--task", "lift_cube",
+                                         "--episodes", "1", "--out", str(out), "--device", "cpu"]),
+         INSIDE, _store_unchanged),
+    Case("pipeline_out_inside_a_store",
+         _inside_a_store(lambda w, out: ["pipeline", "--out", str(out), "--seeds", "0", "--no-coverage"]),
+         INSIDE, _store_unchanged),
+    Case("replay_out_inside_the_store",
+         _inside_a_store(lambda w, out: ["replay", "--dataset", str(w["tmp"] / "in.zarr"), "--episode", "0",
+                                         "--out", str(out)]),
+         INSIDE, _store_unchanged),
+    Case("coverage_out_inside_a_store", _inside_a_store(lambda w, out: ["coverage", "--out", str(out)]),
+         INSIDE, _store_unchanged),
     # --seed outside [0, 2**32 - 1]: numpy's seeding raised a raw ValueError; split left an empty directory
     Case("train_seed_negative", _train("--seed", "-1"), r"error: --seed -1 " + SEED_RANGE, absent("t_run")),
     Case("train_seed_too_large", _train("--seed", "5000000000"), r"error: --seed 5000000000 " + SEED_RANGE,

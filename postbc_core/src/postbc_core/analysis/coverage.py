@@ -145,8 +145,9 @@ def coverage_metrics(states: np.ndarray, bc: np.ndarray, post: np.ndarray, n_dem
 def run_coverage(cfg: CoverageConfig) -> dict:
     """Trains both policies, samples them, writes coverage.json and coverage.png; returns the metrics."""
     from postbc_core.data import EpisodeStore
+    from postbc_core.data.store import make_output_dir
 
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(cfg.out)
     dataset = cfg.dataset or write_coverage_dataset(cfg.out / "coverage_demos.zarr",
                                                     CoverageData(seed=cfg.seed))
     runs = _train_pair(cfg, Path(dataset))

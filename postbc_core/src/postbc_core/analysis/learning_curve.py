@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from postbc_core.data.store import make_output_dir
 from postbc_core.errors import ConfigError, check_seed
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def _job(cfg: CurveConfig, seed: int, steps: int, method: str) -> dict:
 def run_curve(cfg: CurveConfig) -> dict:
     from postbc_core.sim.demos import record_demos
 
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(cfg.out)
     t0 = time.time()
     for seed in cfg.seeds:
         record_demos(cfg.task, cfg.demos, cfg.out / f"seed_{seed}" / "demos.zarr", seed=seed, overwrite=True)

@@ -317,9 +317,12 @@ def _own_outputs(out: Path) -> list[Path]:
 def prepare_out(cfg: PipelineConfig) -> None:
     """Refuse a non-empty --out unless --overwrite (then remove the previous pipeline's outputs, nothing else): a
     re-run into the same directory would otherwise regenerate everything under it without a word."""
+    from postbc_core.data.store import refuse_inside_store
+
     out = cfg.out
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a directory; choose another --out")
+    refuse_inside_store(out, what="--out")
     entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if not entries:
         return

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from postbc_core.data.store import make_output_dir
 from postbc_core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def run_sim_demo(cfg: SimDemoConfig) -> dict:
     from postbc_core.sim.demos import record_demos
     from postbc_core.sim.evaluation import evaluate_policy
 
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(cfg.out)
     demos = cfg.out / "demos.zarr"
     stats = record_demos(cfg.task, cfg.demos, demos, seed=cfg.seed, quality=cfg.quality, overwrite=True)
     results = {"task": cfg.task, "demos": cfg.demos, "demo_success_rate": stats.success_rate,

@@ -5,7 +5,7 @@
   postbc ros       run|graph sim|record_demos|policy|finetune [--set key=value]  (ROS 2 graph in one process)
   postbc coverage  BC vs PostBC action samples on the 1-D coverage problem -> PNG + JSON
   postbc pipeline  demos -> BC / PostBC -> DSRL finetuning -> report (what `make demo` runs)
-  postbc demo      the same with --out runs/demo
+  postbc demo      the same with --out runs/demo --overwrite (what `make demo` runs)
 
 User errors (PostBCError, a full disk / read-only / forbidden path, and any command line tyro rejects, flag-range
 checks included) print one `error: ...` line and exit 2;
@@ -170,8 +170,9 @@ def _coverage_summary(m: dict, out: Path) -> str:
 
 
 def _demo(args: list[str], prog: str) -> int:
-    """`postbc demo` = `postbc pipeline --out runs/demo ...` (the coverage experiment + the sim pipeline)."""
-    return _single("postbc_core.analysis.pipeline", "pipeline")(["--out", "runs/demo", *args], prog)
+    """`postbc demo` = `postbc pipeline --out runs/demo --overwrite ...` (the coverage experiment + the sim
+    pipeline): the embedded default re-runs into its own directory, replacing only the pipeline's outputs there."""
+    return _single("postbc_core.analysis.pipeline", "pipeline")(["--out", "runs/demo", "--overwrite", *args], prog)
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str], str], int], str]] = {
@@ -194,7 +195,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str], str], int], str]] = {
     "coverage": (_coverage, "plot BC vs PostBC samples on the 1-D coverage problem"),
     "pipeline": (_single("postbc_core.analysis.pipeline", "pipeline"),
                  "demos -> BC and PostBC -> DSRL finetuning of both -> report (the main job)"),
-    "demo": (_demo, "run the main job on the embedded default (= pipeline --out runs/demo)"),
+    "demo": (_demo, "run the main job on the embedded default (= pipeline --out runs/demo --overwrite)"),
 }
 
 

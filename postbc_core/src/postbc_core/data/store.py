@@ -415,6 +415,17 @@ def refuse_inside_store(path: str | os.PathLike, inputs: Iterable[str | os.PathL
                          f"a path outside {enc}")
 
 
+def make_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Create a command's output directory (parents too) after refusing one inside a zarr store; a full disk,
+    read-only or forbidden directory, or a file in the way, is a StorageError naming the path. Every command that
+    writes a run / report directory (train, eval, replay, finetune, pipeline, coverage, sim curve) creates it here."""
+    path = Path(path)
+    refuse_inside_store(path, what=what)
+    with storage_errors(f"creating the {what} directory {path}"):
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 _CHUNK_NAME = re.compile(r"\d+(\.\d+)*")
 _STORE_ROOT_FILES = (".zgroup", ".zattrs", ".zmetadata")
 _GROUP_FILES = (".zgroup", ".zattrs")

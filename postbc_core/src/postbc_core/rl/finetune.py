@@ -46,6 +46,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from postbc_core.data.store import refuse_inside_store
 from postbc_core.errors import CheckpointError, ConfigError, PostBCError
 from postbc_core.rl.best_of_n import BestOfNAgent, BestOfNConfig
 from postbc_core.rl.dsrl import DSRLAgent, DSRLConfig, Mode
@@ -207,6 +208,8 @@ class Finetuner:
                               f"from: move them away, or choose another {out}")
         if not cfg.resume:
             _require_empty_run_dir(cfg.out, out)
+        if not read_only:
+            refuse_inside_store(cfg.out, what=out)
         if cfg.resume and not state_path.exists():
             raise CheckpointError(f"--resume: no finetuning checkpoint {state_path}; start the run without --resume "
                                   "(or point --out at the run directory)")
@@ -748,8 +751,11 @@ def evaluate_run(run: Path, episodes: int = 40, seed: int = EVAL_SEED, device: s
 def make_task(cfg: FinetuneConfig, policy):
     """The sim task for a policy: its cameras, its action mode, the config's time limit and reward type."""
     from postbc_core.policies.runner import action_mode_for
-    from postbc_core.sim.evaluation import check_policy_fits_task, task_overrides_for_policy
+    from postbc_core.sim.evaluation import check_checkpoint_task, check_policy_fits_task, task_overrides_for_policy
     from postbc_core.sim.registry import make
+
+    # Finetuning in another task than the demos' is a legitimate transfer experiment: said, not refused.
+    check_checkpoint_task(getattr(policy, "info", {}), cfg.task, cfg.checkpoint, allow_other_task=True)
 
     shapes = {k: tuple(v) for k, v in policy.config.obs_shapes.items()}
     overrides = {**task_overrides_for_policy(shapes), "action_mode": action_mode_for(policy.action_key),
@@ -776,6 +782,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
 
     if cfg.task not in list_tasks():
         raise ConfigError(f"unknown sim task {cfg.task!r}; available: {', '.join(list_tasks())}")
+    refuse_inside_store(cfg.out, what="--out")  # before loading anything (the Finetuner checks it for the manager)
     policy = load_policy(cfg.checkpoint, device=cfg.device)
     task = make_task(cfg, policy)
     ft = Finetuner(cfg, policy=policy)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from postbc_core.data.store import make_output_dir, refuse_inside_store
 from postbc_core.errors import ConfigError, PostBCError, check_seed
 from postbc_core.policies.runner import ENV_ACTION_DIM, PolicyRunner
 from postbc_core.robots import kinematics
@@ -108,8 +109,8 @@ def check_checkpoint_task(info: dict, task: str, checkpoint, allow_other_task: b
         return
     names = " / ".join(map(repr, trained))
     if allow_other_task:
-        logger.warning("%s was trained on sim task %s, evaluated on %r (--allow-other-task): its success rate there "
-                       "says nothing about what it learned", checkpoint, names, task)
+        logger.warning("%s was trained on sim task %s and runs in %r: its success rate there says nothing about what "
+                       "it learned", checkpoint, names, task)
         return
     raise ConfigError(f"--task {task!r}: the checkpoint {checkpoint} was trained on sim task {names} (its training "
                       f"store's metadata), so its success rate on {task!r} measures nothing it learned; evaluate it "
@@ -218,6 +219,7 @@ def run_evaluation(cfg: EvalConfig) -> dict:
     """Loads the checkpoint and evaluates it (see `evaluate_policy`); writes out/eval.json."""
     from postbc_core import load_policy
 
+    refuse_inside_store(cfg.out, what="--out")  # before the work: make_output_dir checks again where it creates it
     policy = load_policy(cfg.checkpoint, device=cfg.device)
     check_checkpoint_task(policy.info, cfg.task, cfg.checkpoint, cfg.allow_other_task)
     report = evaluate_policy(policy, cfg.task, episodes=cfg.episodes, num_envs=cfg.num_envs, seed=cfg.seed,
@@ -251,7 +253,7 @@ def evaluate_policy(policy, task: str, *, episodes: int, num_envs: int = 4, seed
         raise ConfigError("videos > 0 needs an output directory (out=...)")
     out = None if out is None else Path(out)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        make_output_dir(out)
     store = None
     if record_to is not None:
         from postbc_core.data import EpisodeStore

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from postbc_core.data.store import make_output_dir, refuse_inside_store
 from postbc_core.errors import ConfigError, StoreError
 from postbc_core.policies.runner import action_mode_for
 from postbc_core.sim.base import Task
@@ -70,6 +71,7 @@ def replay_episode(dataset: str | Path, episode: int, *, out: str | Path, action
 
     mode = action_mode_for(action_key)
     out = Path(out)
+    refuse_inside_store(out, [dataset], what="--out")  # before the replay: make_output_dir creates it after
     with EpisodeStore.open(dataset, "r") as store:
         n = store.n_episodes
         if not -n <= episode < n:
@@ -130,7 +132,7 @@ def replay_episode(dataset: str | Path, episode: int, *, out: str | Path, action
         "joint_error_rad": _stats(joint_err), "object_pos_error_m": _stats(obj_err),
         "per_step": {"joint_error_rad": joint_err.round(8).tolist(), "object_pos_error_m": obj_err.round(8).tolist()},
     }
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out)
     if video:
         plot = _PlotPanel(rec_q, q, actions, action_key, height=vh)
         report["video"] = str(write_video(out / "replay.mp4", [np.concatenate([f, plot.frame(t)], axis=1)
