@@ -7,15 +7,14 @@ import subprocess
 import numpy as np
 import pytest
 from _paths import BIN
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from postbc_core.data import EpisodeStore, validate_store
 from postbc_core.data.normalizer import LinearNormalizer
 from postbc_core.errors import ConfigError, StoreError
 from postbc_core.policies.diffusion import DiffusionPolicy, PolicyConfig
 from postbc_core.policies.runner import PolicyRunner
 from postbc_core.robots import kinematics
-from postbc_core.sim.evaluation import ee_delta_between, evaluate_policy, wilson_interval
+from postbc_core.sim.evaluation import ee_delta_between, evaluate_policy
+from postbc_core.stats import wilson_interval
 
 DEMO_KEYS = {"timestamp", "joint_pos", "joint_vel", "joint_effort", "gripper_pos", "ee_pose", "cmd_ee_delta",
              "cmd_joint_pos", "object_pose", "reward", "done"}
@@ -25,38 +24,6 @@ def run_cli(*args, timeout=300):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([str(BIN / "postbc"), *args], capture_output=True, text=True, timeout=timeout, env=env,
                           check=False)
-
-
-# -- Wilson interval -------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("k, n, lo, hi", [
-    (0, 10, 0.0, 0.27753),  # hand-checked: centre = (0 + 1.9208/10) / 1.38415 = 0.13877, half = 0.13877
-    (5, 10, 0.23659, 0.76341),
-    (10, 10, 0.72247, 1.0),
-    (1, 20, 0.00889, 0.23613),
-])
-def test_wilson_interval_known_values(k, n, lo, hi):
-    got = wilson_interval(k, n)
-    assert got == pytest.approx((lo, hi), abs=5e-5)
-
-
-@settings(max_examples=50, deadline=None)
-@given(st.integers(1, 500).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))))
-def test_wilson_interval_matches_scipy_and_is_symmetric(kn):
-    from scipy.stats import binomtest
-
-    k, n = kn
-    lo, hi = wilson_interval(k, n)
-    ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    assert (lo, hi) == pytest.approx((ref.low, ref.high), abs=1e-9)
-    assert 0.0 <= lo <= k / n <= hi <= 1.0
-    assert wilson_interval(n - k, n) == pytest.approx((1 - hi, 1 - lo), abs=1e-12)
-
-
-def test_wilson_interval_rejects_impossible_counts():
-    with pytest.raises(ConfigError, match="11/10"):
-        wilson_interval(11, 10)
-    with pytest.raises(ConfigError):
-        wilson_interval(0, 0)
 
 
 # -- PolicyRunner on a real (tiny, untrained) diffusion policy ------------------------------------------------------
@@ -314,7 +281,7 @@ def test_eval_refuses_another_task_than_the_checkpoints(demos, tmp_path, capsys,
 
 
 def test_checkpoints_without_a_recorded_task_run_in_any_task():
-    from postbc_core.sim.evaluation import check_checkpoint_task
+    from postbc_core.sim.task_fit import check_checkpoint_task
 
     for info in ({}, {"train": {}}, {"train": {"tasks": []}}, {"train": {"tasks": ["pick the red cup"]}}):
         check_checkpoint_task(info, "put_in_bowl", "old.safetensors")  # older checkpoints, no or real-robot tasks

@@ -131,19 +131,6 @@ def test_expectile_loss_on_hand_computed_numbers():
     assert v.item() == pytest.approx(0.9, abs=1e-3)
 
 
-def test_paired_comparison_is_mcnemars_exact_test_on_hand_computed_numbers():
-    from postbc_core.rl.finetune import paired_comparison
-
-    # 10 episodes: 4 gained, 1 lost, 2 both. Exact two-sided p = 2 * P(X <= 1 | n=5, 1/2) = 2 * 6 / 32.
-    before = [0, 0, 0, 0, 1, 1, 1, 0, 0, 0]
-    after = [1, 1, 1, 1, 0, 1, 1, 0, 0, 0]
-    assert paired_comparison(before, after) == {"gained": 4, "lost": 1, "both": 2, "mcnemar_exact_p": 0.375}
-    assert paired_comparison([0] * 6, [1] * 6)["mcnemar_exact_p"] == pytest.approx(2 / 64)
-    assert paired_comparison([1, 0], [1, 0])["mcnemar_exact_p"] == 1.0  # no discordant pair: no evidence
-    with pytest.raises(PostBCError, match="same episodes"):
-        paired_comparison([True], [True, False])
-
-
 # -- SAC ----------------------------------------------------------------------------------------------------------
 def test_sac_learns_a_contextual_bandit():
     """One-step episodes, reward -(a - 0.5 s)^2 from uniformly random logged actions: the greedy action must move

@@ -90,9 +90,9 @@ def _posterior_std(n_episodes, seed=0, members=8):
     from postbc_core.data import WindowDataset
     from postbc_core.data.normalizer import LinearNormalizer
     from postbc_core.policies.diffusion import DiffusionPolicy, PolicyConfig
+    from postbc_core.runlog import RunLogger
     from postbc_core.training.distributed import DistInfo
     from postbc_core.training.ensemble_fit import fit_ensemble, predict_windows
-    from postbc_core.training.loop import RunLogger
     from postbc_core.training.posterior import posterior_from_predictions
 
     rng = np.random.default_rng(seed)
@@ -110,7 +110,7 @@ def _posterior_std(n_episodes, seed=0, members=8):
                           action_horizon=1, n_obs_steps=1, ensemble_hidden=(32, 32), ensemble_head="mse",
                           ensemble_steps=300, ensemble_lr=3e-3, weight_decay=0.0, warmup_steps=0, log_every=100)
     info = DistInfo()
-    logger = RunLogger(None, info, progress=False)
+    logger = RunLogger(None, is_main=info.is_main, progress=False)
     torch.manual_seed(seed)
     model, _ = fit_ensemble(ds, policy, cfg, info, logger)
     preds = predict_windows(model, ds, policy, info)
@@ -198,3 +198,17 @@ def test_train_warns_when_obs_keys_miss_what_the_sim_task_randomizes(tmp_path):
                 "object_yaw_feat", "bowl_pos")
     assert r.returncode == 0, r.stderr
     assert "randomizes" not in r.stderr
+
+
+def test_run_logger_writes_the_main_ranks_curves_only(tmp_path):
+    from postbc_core.runlog import METRICS_FILE, TB_DIR, RunLogger
+
+    main, other = RunLogger(tmp_path / "main", progress=False), RunLogger(tmp_path / "other", is_main=False)
+    for logger in (main, other):
+        logger.scalars("policy", 10, {"loss": 0.5})
+        logger.scalars("policy", 20, {"loss": 0.25, "lr": 1e-4})
+        logger.close()
+    rows = [json.loads(line) for line in (tmp_path / "main" / METRICS_FILE).read_text().splitlines()]
+    assert rows == [{"tag": "policy", "step": 10, "loss": 0.5}, {"tag": "policy", "step": 20, "loss": 0.25, "lr": 1e-4}]
+    assert list((tmp_path / "main" / TB_DIR).glob("events.out.tfevents.*"))
+    assert not (tmp_path / "other").exists() and not other.progress  # a non-main rank writes and shows nothing

@@ -36,8 +36,8 @@ def chunk_jumps(policy, task: str = "lift_cube", episodes: int = 20, seed: int =
 
     from postbc_core.policies.runner import PolicyRunner
     from postbc_core.rl.state import forked_torch_rng
-    from postbc_core.sim.evaluation import check_policy_fits_task, task_overrides_for_policy
     from postbc_core.sim.registry import make
+    from postbc_core.sim.task_fit import check_policy_fits_task, task_overrides_for_policy
 
     runner = PolicyRunner(policy, num_envs=1)
     if runner.action_mode != "joint":

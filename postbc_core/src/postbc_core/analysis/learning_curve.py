@@ -25,6 +25,7 @@ from pathlib import Path
 
 from postbc_core.data.store import make_output_dir
 from postbc_core.errors import ConfigError, check_seed
+from postbc_core.stats import paired_comparison, wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +150,6 @@ def run_curve(cfg: CurveConfig) -> dict:
 def summarize(cfg: CurveConfig, records: list[dict]) -> dict:
     """Pooled rates per (method, steps) with Wilson intervals, per-seed counts, and paired tests: every method
     against BC at the same budget, and every budget against the previous one of the same method."""
-    from postbc_core.rl.finetune import paired_comparison
-    from postbc_core.sim.evaluation import wilson_interval
-
     by = {(r["method"], r["steps"], r["seed"]): r for r in records}
     table = []
     for m in cfg.methods:

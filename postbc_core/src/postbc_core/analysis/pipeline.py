@@ -36,6 +36,7 @@ import tyro
 from postbc_core.errors import ConfigError, check_seed, storage_errors
 from postbc_core.rl.best_of_n import BestOfNConfig
 from postbc_core.rl.dsrl import DSRLConfig
+from postbc_core.stats import format_p, paired_comparison, pooled_rate, wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -430,7 +431,6 @@ def _run_coverage(cfg: PipelineConfig) -> tuple[dict, dict]:
 def aggregate(cfg: PipelineConfig, runs: dict[int, dict]) -> dict:
     """Per-seed evaluation histories -> pooled curves with Wilson 95% bands, pretrained rates, episodes to target."""
     from postbc_core.analysis.sim_demo import POLICIES
-    from postbc_core.sim.evaluation import wilson_interval
 
     seeds = list(runs)
     curves, pretrained, final, to_target = {}, {}, {}, {}
@@ -458,25 +458,16 @@ def aggregate(cfg: PipelineConfig, runs: dict[int, dict]) -> dict:
                      for s in seeds}, "config": cfg.to_dict()}
 
 
-def _pooled_rate(successes: list[bool]) -> dict:
-    """Outcomes pooled over seeds -> successes, n, rate and its Wilson 95 % interval."""
-    from postbc_core.sim.evaluation import wilson_interval
-
-    k, n = sum(successes), len(successes)
-    return {"n_success": k, "n": n, "success_rate": k / n, "ci95": list(wilson_interval(k, n))}
-
-
 def _paired(cfg: PipelineConfig, runs: dict[int, dict]) -> dict:
     """The paired final evaluation pooled over seeds: per method pretrained vs agent, and BC vs PostBC at each
     stage, each a McNemar exact test on the same (seed, episode) pairs."""
     from postbc_core.analysis.sim_demo import POLICIES
-    from postbc_core.rl.finetune import paired_comparison
 
     pooled = {m: {stage: [x for s in runs for x in runs[s][m]["paired"][stage]] for stage in ("pretrained", "agent")}
               for m in POLICIES}
     out = {"episodes_per_seed": cfg.paired_episodes}
     for m in POLICIES:
-        out[m] = {"pretrained": _pooled_rate(pooled[m]["pretrained"]), "agent": _pooled_rate(pooled[m]["agent"]),
+        out[m] = {"pretrained": pooled_rate(pooled[m]["pretrained"]), "agent": pooled_rate(pooled[m]["agent"]),
                   "agent_vs_pretrained": paired_comparison(pooled[m]["pretrained"], pooled[m]["agent"]),
                   "per_seed": {str(s): [sum(runs[s][m]["paired"][st]) for st in ("pretrained", "agent")]
                                for s in runs}}
@@ -489,8 +480,6 @@ def _paired(cfg: PipelineConfig, runs: dict[int, dict]) -> dict:
 def _recipe(cfg: PipelineConfig, runs: dict[int, dict]) -> dict:
     """The Best-of-N recipe pooled over seeds: per method the pretrained rate and each N's rate (McNemar vs the
     pretrained policy on the same episodes), and PostBC / sigma-BC vs BC at each N."""
-    from postbc_core.rl.finetune import paired_comparison
-
     stages = ["pretrained", *(f"best_of_{n}" for n in cfg.best_of)]
 
     def outcomes(m: str, stage: str, seeds=None) -> list[bool]:
@@ -501,7 +490,7 @@ def _recipe(cfg: PipelineConfig, runs: dict[int, dict]) -> dict:
     out = {"rollouts": cfg.recipe_rollouts, "best_of": list(cfg.best_of), "episodes_per_seed": cfg.paired_episodes,
            "discount": cfg.bon.discount, "expectile": cfg.bon.expectile, "fit_steps": cfg.bon.fit_steps}
     for m in _recipe_methods(cfg):
-        out[m] = {st: _pooled_rate(outcomes(m, st)) for st in stages}
+        out[m] = {st: pooled_rate(outcomes(m, st)) for st in stages}
         out[m]["rollout_success_rate"] = {str(s): runs[s]["recipe"][m]["rollout_success_rate"] for s in runs}
         out[m]["vs_pretrained"] = {st: paired_comparison(outcomes(m, "pretrained"), outcomes(m, st))
                                    for st in stages[1:]}
@@ -527,11 +516,6 @@ def _first_reach(points: list[int], rates: list[float], target: float) -> int | 
 
 
 # ------------------------------------------------------------------------------------------------------------------
-def _p(x: float) -> str:
-    """A p-value for the report: 3 decimals, or 1 significant digit below 0.001 (not a misleading 0.000)."""
-    return f"{x:.3f}" if x >= 1e-3 else f"{x:.0e}"
-
-
 def _rate(p: dict) -> str:
     return f"{p['success_rate']:.0%} [{p['ci95'][0]:.0%}, {p['ci95'][1]:.0%}]"
 
@@ -544,7 +528,8 @@ def _reach(r: dict, name: str) -> str:
 def _paired_text(r: dict) -> str:
     p = r["paired"]
     gains = ", ".join(f"{LABELS[m]} {p[m]['pretrained']['n_success']} -> {p[m]['agent']['n_success']} "
-                      f"(McNemar p = {_p(p[m]['agent_vs_pretrained']['mcnemar_exact_p'])})" for m in ("bc", "postbc"))
+                      f"(McNemar p = {format_p(p[m]['agent_vs_pretrained']['mcnemar_exact_p'])})"
+                      for m in ("bc", "postbc"))
     return f"paired final evaluation, successes of {p['bc']['agent']['n']} episodes: {gains}"
 
 
@@ -570,7 +555,7 @@ def _recipe_text(r: dict) -> str:
     vs = rc["postbc_vs_bc"][n_max]
     return (f"paper's WidowX recipe ({rc['rollouts']} rollouts, offline IQL, best of {max(rc['best_of'])}), "
             f"successes of {rc['bc']['pretrained']['n']} episodes: {parts} (PostBC vs BC McNemar p = "
-            f"{_p(vs['mcnemar_exact_p'])})")
+            f"{format_p(vs['mcnemar_exact_p'])})")
 
 
 def plot_success(path: Path, r: dict) -> Path:
@@ -632,10 +617,10 @@ def render_report(r: dict) -> str:
         rows = "\n".join(
             f"| {LABELS[m]} | {_rate(p[m]['pretrained'])} | {_rate(p[m]['agent'])} | "
             f"{p[m]['agent_vs_pretrained']['gained']} / {p[m]['agent_vs_pretrained']['lost']} | "
-            f"{_p(p[m]['agent_vs_pretrained']['mcnemar_exact_p'])} | "
+            f"{format_p(p[m]['agent_vs_pretrained']['mcnemar_exact_p'])} | "
             + " ".join(f"{a}->{b}" for a, b in p[m]["per_seed"].values()) + " |" for m in names)
         vs = "; ".join(f"{st}: PostBC succeeds where BC fails in {c['gained']}, BC where PostBC fails in {c['lost']} "
-                       f"(p = {_p(c['mcnemar_exact_p'])})" for st, c in p["postbc_vs_bc"].items())
+                       f"(p = {format_p(c['mcnemar_exact_p'])})" for st, c in p["postbc_vs_bc"].items())
         paired_text = f"""The pretrained policy and the agent after {r['finetune_episodes']} online episodes of each method,
 on the same {p['episodes_per_seed']} initial states and noise seeds per seed (greedy agent, as `postbc finetune-eval`);
 Wilson 95% over the pooled episodes; McNemar's exact test on the pairs.
@@ -655,14 +640,15 @@ BC vs PostBC on the same episodes, {vs}.
         rows = "\n".join(
             f"| {LABELS[m]} | {_rate(rc[m]['pretrained'])} | "
             + " | ".join(f"{_rate(rc[m][st])} ({rc[m]['vs_pretrained'][st]['gained']} / "
-                         f"{rc[m]['vs_pretrained'][st]['lost']}, {_p(rc[m]['vs_pretrained'][st]['mcnemar_exact_p'])})"
+                         f"{rc[m]['vs_pretrained'][st]['lost']}, "
+                         f"{format_p(rc[m]['vs_pretrained'][st]['mcnemar_exact_p'])})"
                          for st in stages[1:])
             + " | " + " ".join(f"{'/'.join(map(str, v))}" for v in rc[m]["per_seed"].values())
             + " | " + " ".join(f"{v:.0%}" for v in rc[m]["rollout_success_rate"].values()) + " |" for m in methods)
         vs_rows = "\n".join(
             f"| {LABELS[m]} vs BC | " + " | ".join(
                 f"+{rc[f'{m}_vs_bc'][st]['gained']} / -{rc[f'{m}_vs_bc'][st]['lost']}, p = "
-                f"{_p(rc[f'{m}_vs_bc'][st]['mcnemar_exact_p'])}" for st in stages) + " |"
+                f"{format_p(rc[f'{m}_vs_bc'][st]['mcnemar_exact_p'])}" for st in stages) + " |"
             for m in methods if m != "bc")
         recipe_text = f"""The paper's own WidowX experiment (App. D): {rc['rollouts']} rollouts of each pretrained policy
 per seed labelled 0/1 by success, one IQL critic fitted on them offline ({rc['fit_steps']} steps, discount

@@ -14,6 +14,7 @@ import tyro
 
 from postbc_core.errors import check_seed
 from postbc_core.rl.finetune import EVAL_SEED, FinetuneConfig
+from postbc_core.stats import format_p
 
 
 def finetune(cfg: Annotated[FinetuneConfig, tyro.conf.arg(name="")]) -> int:
@@ -59,6 +60,6 @@ def finetune_eval(run: Path, episodes: int = 40, seed: int = EVAL_SEED, device: 
               f"(Wilson 95% {e['ci_low']:.0%}..{e['ci_high']:.0%}), mean return {e['mean_return']:.3f}")
     d = r["paired"]
     print(f"  same episodes: {d['gained']} gained, {d['lost']} lost, {d['both']} both "
-          f"(McNemar exact p = {d['mcnemar_exact_p']:.3f})")
+          f"(McNemar exact p = {format_p(d['mcnemar_exact_p'])})")
     print(f"report: {Path(run) / 'agent_eval.json'}")
     return 0

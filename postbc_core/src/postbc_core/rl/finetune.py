@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import random
 import sys
@@ -53,12 +52,13 @@ from postbc_core.rl.dsrl import DSRLAgent, DSRLConfig, Mode
 from postbc_core.rl.noise_env import NoisePolicy
 from postbc_core.rl.replay import ReplayBuffer, trim_store
 from postbc_core.rl.state import flatten, forked_torch_rng, rng_state, set_rng_state, unflatten
+from postbc_core.runlog import METRICS_FILE, RunLogger
+from postbc_core.stats import paired_comparison, wilson_interval
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "finetune_state.safetensors"
 REPLAY_DIR = "replay.zarr"
-METRICS_FILE = "metrics.jsonl"  # RunLogger's
 ALGORITHMS = ("dsrl_sac", "dsrl_na", "best_of_n")
 EVAL_SEED = 1_000_000  # evaluation episodes use seeds EVAL_SEED + i: a fixed set, disjoint from training seeds
 # Test hook (the resume and shutdown tests): "EPISODE:STEP" makes run_finetune flush that training episode's steps to
@@ -443,10 +443,7 @@ class Finetuner:
     # -- logging -----------------------------------------------------------------------------------------------
     def _log(self, tag: str, step: int, values: dict) -> None:
         if self._logger is None:
-            from postbc_core.training.distributed import DistInfo
-            from postbc_core.training.loop import RunLogger
-
-            self._logger = RunLogger(self.cfg.out, DistInfo(), progress=False)
+            self._logger = RunLogger(self.cfg.out, progress=False)
         self._logger.scalars(tag, step, {k: float(v) for k, v in values.items()})
 
     def log_eval(self, result: dict) -> None:
@@ -619,6 +616,7 @@ def run_episode(ft: Finetuner, task, seed: int, *, record: bool = True, mode: Mo
     and optionally action_bounds()) driven through the Finetuner's steps. Actions are clipped to the task's bounds;
     the store row records the executed command (cmd_joint_pos and cmd_ee_delta for sim tasks)."""
     from postbc_core.sim.base import Task
+    # Evaluation's row builder: finetuning and evaluation store the same keys (the control package's, once it exists)
     from postbc_core.sim.evaluation import record_row
 
     obs = task.reset(seed=seed)
@@ -661,8 +659,6 @@ def evaluate(ft: Finetuner, task, episodes: int, *, mode: Mode = "eval", seed: i
     episodes with seeds seed..seed+episodes-1, with a Wilson 95% interval. Episode i also draws its noise (the
     pretrained policy's w ~ N(0, I), Best-of-N's candidates) from torch seeded with seed + i, inside fork_rng: an
     evaluation repeats exactly whatever the training's random state, and leaves that state as it was."""
-    from postbc_core.sim.evaluation import wilson_interval
-
     res = []
     for i in range(episodes):
         with forked_torch_rng(ft.device, seed + i):
@@ -674,19 +670,6 @@ def evaluate(ft: Finetuner, task, episodes: int, *, mode: Mode = "eval", seed: i
             "mean_return": float(np.mean([r["return"] for r in res])),
             "mean_length": float(np.mean([r["length"] for r in res])),
             "successes": [bool(r["success"]) for r in res]}
-
-
-def paired_comparison(before: list[bool], after: list[bool]) -> dict:
-    """Two policies on the same episodes (same seeds, same scenes): the discordant pairs and McNemar's exact test
-    (two-sided binomial on the discordant pairs, p = 0.5), which unlike comparing two rates uses the pairing."""
-    if len(before) != len(after):
-        raise PostBCError(f"paired comparison needs the same episodes: {len(before)} vs {len(after)} outcomes")
-    gained = sum(1 for b, a in zip(before, after) if a and not b)
-    lost = sum(1 for b, a in zip(before, after) if b and not a)
-    n, k = gained + lost, min(gained, lost)
-    p = min(1.0, 2.0 * sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n) if n else 1.0
-    return {"gained": gained, "lost": lost, "both": sum(1 for b, a in zip(before, after) if a and b),
-            "mcnemar_exact_p": p}
 
 
 def evaluate_run(run: Path, episodes: int = 40, seed: int = EVAL_SEED, device: str = "cpu",
@@ -751,8 +734,8 @@ def evaluate_run(run: Path, episodes: int = 40, seed: int = EVAL_SEED, device: s
 def make_task(cfg: FinetuneConfig, policy):
     """The sim task for a policy: its cameras, its action mode, the config's time limit and reward type."""
     from postbc_core.policies.runner import action_mode_for
-    from postbc_core.sim.evaluation import check_checkpoint_task, check_policy_fits_task, task_overrides_for_policy
     from postbc_core.sim.registry import make
+    from postbc_core.sim.task_fit import check_checkpoint_task, check_policy_fits_task, task_overrides_for_policy
 
     # Finetuning in another task than the demos' is a legitimate transfer experiment: said, not refused.
     check_checkpoint_task(getattr(policy, "info", {}), cfg.task, cfg.checkpoint, allow_other_task=True)
@@ -777,7 +760,6 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
     `eval_every` episodes and at the end. Prints one line per episode; writes <out>/summary.json and returns it:
     per-episode training success, evaluations with Wilson 95% intervals, counters (updates, steps), wall time."""
     from postbc_core.policies.checkpoint import load_policy
-    from postbc_core.sim.evaluation import wilson_interval
     from postbc_core.sim.registry import list_tasks
 
     if cfg.task not in list_tasks():

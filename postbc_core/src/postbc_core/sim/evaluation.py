@@ -9,11 +9,10 @@ hand for recording. The physics is the same code the gymnasium envs wrap.
 Paired evaluations: episode i also draws its diffusion noise from its own generator seeded with `seed + i`, so an
 episode's actions do not depend on num_envs, on which slot runs it, on the other episodes in the batch or on the
 caller's torch random state. Two policies evaluated with the same seed see the same initial states and the same noise
-stream, which is what a paired test (McNemar) on their per-episode outcomes needs.
+stream, which is what a paired test (McNemar, postbc_core.stats) on their per-episode outcomes needs.
 
-Success rate: Wilson score interval (Wilson, E. B. (1927), "Probable inference, the law of succession, and
-statistical inference", JASA 22(158):209-212; recommended over the normal/Wald interval by Brown, Cai & DasGupta
-(2001), "Interval estimation for a binomial proportion", Statistical Science 16(2):101-133).
+Success rate: Wilson score interval (postbc_core.stats). Which task overrides a policy needs and whether a task can
+feed it: sim/task_fit.py.
 
 Shape legend: N environments, T episode steps, Ta action steps, Da action dim (7), H, W image height/width.
 """
@@ -33,88 +32,14 @@ from postbc_core.data.store import make_output_dir, refuse_inside_store
 from postbc_core.errors import ConfigError, PostBCError, check_seed
 from postbc_core.policies.runner import ENV_ACTION_DIM, PolicyRunner
 from postbc_core.robots import kinematics
-from postbc_core.sim.base import CAMERAS, Task
+from postbc_core.sim.base import Task
 from postbc_core.sim.registry import make
+from postbc_core.sim.task_fit import check_checkpoint_task, check_policy_fits_task, task_overrides_for_policy
+from postbc_core.stats import wilson_interval
 
 logger = logging.getLogger(__name__)
 
-Z95 = 1.959963984540054  # standard normal 97.5% quantile: two-sided 95%
 VIDEO_CAMERA = "front"
-
-
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion p = successes / n:
-
-        centre = (p + z^2 / 2n) / (1 + z^2 / n)
-        half   = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / 4n^2)
-
-    Returns (centre - half, centre + half), inside [0, 1] even at 0 or n successes (unlike the Wald interval).
-    """
-    if n < 1 or not 0 <= successes <= n:
-        raise ConfigError(f"wilson_interval needs 0 <= successes <= n and n >= 1, got {successes}/{n}")
-    p = successes / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    # At 0 (n) successes the lower (upper) bound is exactly 0 (1) analytically; float round-off leaves ~1e-18.
-    lo = 0.0 if successes == 0 else centre - half
-    hi = 1.0 if successes == n else centre + half
-    return lo, hi
-
-
-# ------------------------------------------------------------------------------------------------------------------
-def task_keys(task: Task) -> dict[str, tuple[int, ...]]:
-    """Observation keys (per-step shapes) a task can provide: its state keys plus `<camera>_rgb` for every camera
-    (at the configured image size)."""
-    obs = task.observation(render=False)
-    keys = {k: tuple(np.shape(v)) for k, v in obs.items() if k != "success"}
-    h, w = task.config.image_size
-    keys.update({f"{c}_rgb": (h, w, 3) for c in CAMERAS})
-    return keys
-
-
-def task_overrides_for_policy(obs_shapes: dict[str, tuple[int, ...]]) -> dict:
-    """TaskConfig overrides that make the task render the policy's cameras at the policy's image size."""
-    cams = [k[: -len("_rgb")] for k in obs_shapes if k.endswith("_rgb") and k[: -len("_rgb")] in CAMERAS]
-    if not cams:
-        return {}
-    sizes = {tuple(obs_shapes[f"{c}_rgb"][:2]) for c in cams}
-    if len(sizes) > 1:
-        raise ConfigError(f"policy cameras {cams} have different image sizes {sorted(sizes)}; the sim renders every "
-                          "camera at one image_size")
-    return {"cameras": tuple(cams), "image_size": sizes.pop()}
-
-
-def check_policy_fits_task(obs_shapes: dict[str, tuple[int, ...]], task: Task) -> None:
-    """ConfigError naming every policy key the task cannot provide (missing, or with another shape)."""
-    have = task_keys(task)
-    missing = [k for k in obs_shapes if k not in have]
-    wrong = [f"{k}: policy {tuple(obs_shapes[k])} vs task {have[k]}" for k in obs_shapes
-             if k in have and tuple(obs_shapes[k]) != have[k]]
-    if missing or wrong:
-        raise ConfigError(f"the checkpoint needs observation keys the task {task.name!r} cannot provide: "
-                          f"missing {missing}, shape mismatch {wrong}; the task provides "
-                          f"{sorted(have)} (retrain with --obs-keys from these, or pick the task it was trained on)")
-
-
-def check_checkpoint_task(info: dict, task: str, checkpoint, allow_other_task: bool = False) -> None:
-    """Refuse to run a checkpoint in a sim task other than the one(s) it was trained on (its info["train"]["tasks"]:
-    the task names of its training store's metadata) unless `allow_other_task` (then warn). Nothing to check for
-    checkpoints that record no sim task: trained before tasks were recorded, or on a store without task metadata
-    (diffusion_policy's layout) or with a real-robot task."""
-    from postbc_core.sim.registry import list_tasks
-
-    trained = [t for t in (info.get("train", {}).get("tasks") or []) if t in list_tasks()]
-    if not trained or task in trained:
-        return
-    names = " / ".join(map(repr, trained))
-    if allow_other_task:
-        logger.warning("%s was trained on sim task %s and runs in %r: its success rate there says nothing about what "
-                       "it learned", checkpoint, names, task)
-        return
-    raise ConfigError(f"--task {task!r}: the checkpoint {checkpoint} was trained on sim task {names} (its training "
-                      f"store's metadata), so its success rate on {task!r} measures nothing it learned; evaluate it "
-                      f"with --task {trained[0]}, or pass --allow-other-task to run it on {task!r} anyway")
 
 
 def mat_to_rpy(R: np.ndarray) -> np.ndarray:

@@ -14,10 +14,11 @@ import torch
 from torch import nn
 
 from postbc_core.policies.diffusion import TargetNoise
+from postbc_core.runlog import RunLogger
 from postbc_core.training.batches import to_torch
 from postbc_core.training.distributed import DistInfo
 from postbc_core.training.ema import EMA
-from postbc_core.training.loop import LoopConfig, RunLogger, run_loop
+from postbc_core.training.loop import LoopConfig, run_loop
 from postbc_core.training.posterior import Posterior
 
 VAL_EVERY = 1000  # steps between validation losses (each is a full pass over the held-out windows)

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from postbc_core.errors import ConfigError
+from postbc_core.runlog import RunLogger
 from postbc_core.training.batches import to_torch
 from postbc_core.training.distributed import DistInfo, all_gather_cat, shard_range
-from postbc_core.training.loop import LoopConfig, RunLogger, run_loop
+from postbc_core.training.loop import LoopConfig, run_loop
 
 log = logging.getLogger(__name__)
 

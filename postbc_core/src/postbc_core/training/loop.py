@@ -1,15 +1,14 @@
-"""The one training loop: AdamW, linear warm-up + cosine decay, gradient clipping, progress bar, TensorBoard and a
-metrics.jsonl file. Ensemble fitting and diffusion fitting both run through it; they differ only in the step
-function (which builds a batch and returns the loss) and the hooks they pass.
+"""The one training loop: AdamW, linear warm-up + cosine decay, gradient clipping, progress bar, and its curves
+through the run logger (postbc_core.runlog: TensorBoard and metrics.jsonl). Ensemble fitting and diffusion fitting
+both run through it; they differ only in the step function (which builds a batch and returns the loss) and the hooks
+they pass.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
@@ -17,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from postbc_core.errors import PostBCError
-from postbc_core.training.distributed import DistInfo
+from postbc_core.runlog import RunLogger
 
 
 @dataclass
@@ -28,35 +27,6 @@ class LoopConfig:
     warmup_steps: int = 0
     grad_clip: float = 1.0
     log_every: int = 100
-
-
-class RunLogger:
-    """TensorBoard + metrics.jsonl + tqdm, active on the main rank only (run_dir None: progress bar only)."""
-
-    def __init__(self, run_dir: Path | None, info: DistInfo, progress: bool = True):
-        self.info = info
-        self.progress = progress and info.is_main
-        self.writer = None
-        self.jsonl = None
-        if info.is_main and run_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            run_dir.mkdir(parents=True, exist_ok=True)
-            self.writer = SummaryWriter(str(run_dir / "tb"))
-            self.jsonl = open(run_dir / "metrics.jsonl", "a")
-
-    def scalars(self, tag: str, step: int, values: dict[str, float]) -> None:
-        if self.writer is None:
-            return
-        for k, v in values.items():
-            self.writer.add_scalar(f"{tag}/{k}", v, step)
-        self.jsonl.write(json.dumps({"tag": tag, "step": step, **values}) + "\n")
-        self.jsonl.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.jsonl.close()
 
 
 def cosine_with_warmup(warmup: int, total: int) -> Callable[[int], float]:

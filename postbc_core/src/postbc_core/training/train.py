@@ -26,11 +26,11 @@ from postbc_core.errors import ConfigError, storage_errors
 from postbc_core.policies.checkpoint import ENSEMBLE_FILE, POLICY_FILE, save_checkpoint, save_policy
 from postbc_core.models.obs_encoder import is_rgb_shape
 from postbc_core.policies.diffusion import DiffusionPolicy, PolicyConfig
+from postbc_core.runlog import METRICS_FILE, TB_DIR, RunLogger
 from postbc_core.training.config import TrainConfig
 from postbc_core.training.diffusion_fit import fit_policy
 from postbc_core.training.distributed import barrier, cleanup, init_distributed
 from postbc_core.training.ensemble_fit import fit_ensemble, gather_ensemble_state, predict_windows
-from postbc_core.training.loop import RunLogger
 from postbc_core.training.posterior import isotropic_like, posterior_from_predictions
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def prepare_run_dir(cfg: TrainConfig) -> None:
     log.warning("--overwrite: removed the previous run's %s from %s", ", ".join(removed) or "(nothing)", out)
 
 
-RUN_OUTPUTS = (POLICY_FILE, ENSEMBLE_FILE, "posterior.json", "train_config.json", "metrics.jsonl", "tb", "checkpoints")
+RUN_OUTPUTS = (POLICY_FILE, ENSEMBLE_FILE, "posterior.json", "train_config.json", METRICS_FILE, TB_DIR, "checkpoints")
 """What `postbc train` writes into its run directory (what --overwrite removes)."""
 
 
@@ -237,7 +237,7 @@ def _train(cfg: TrainConfig, dist) -> Path:
             (run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     barrier(dist)
     with storage_errors(f"writing the run directory {run_dir}"):
-        logger = RunLogger(run_dir, dist, progress=cfg.progress)
+        logger = RunLogger(run_dir, is_main=dist.is_main, progress=cfg.progress)
     torch.manual_seed(cfg.seed)
     policy = build_policy(cfg, data, train_steps).to(dist.device)
     log.info("training on %d windows from %d steps (%s)", len(train_ds), len(train_steps), cfg.dataset)
