@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROS_PKG))
 # and Recorder._on_tick timed; the totals go to $BENCH_STATS after every block.
 RECORDER_LAUNCHER = r"""
 import json, os, sys, time
-import postbc_core.data.store as store
+import postbc_core.data.writer as writer
 from postbc import topics
 if os.environ.get("BENCH_IMAGE_QOS") == "reliable":
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -57,7 +57,7 @@ def dump():
     with open(os.environ["BENCH_STATS"] + ".tmp", "w") as f:
         json.dump(stats, f)
     os.replace(os.environ["BENCH_STATS"] + ".tmp", os.environ["BENCH_STATS"])
-orig_write, orig_tick = store.EpisodeWriter._write_blocks, rec.Recorder._on_tick
+orig_write, orig_tick = writer.EpisodeWriter._write_blocks, rec.Recorder._on_tick
 def write_blocks(self, blocks, at, n):
     t = time.perf_counter()
     orig_write(self, blocks, at, n)
@@ -70,7 +70,7 @@ def on_tick(self):
     orig_tick(self)
     if self._rec is not None:
         stats["ticks"].append(time.perf_counter() - t)
-store.EpisodeWriter._write_blocks = write_blocks
+writer.EpisodeWriter._write_blocks = write_blocks
 rec.Recorder._on_tick = on_tick
 sys.exit(rec.main())
 """

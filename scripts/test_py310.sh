@@ -96,7 +96,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS_PY310:-1}
 import sys
 import cv2, mujoco, numcodecs, numpy, rclpy, scipy, torch, zarr
 from importlib.metadata import version
-from postbc_core.data.store import ZARR_MAJOR
+from postbc_core.data.zarr_compat import ZARR_MAJOR
 
 checks = {
     "Python 3.10": sys.version_info[:2] == (3, 10),

@@ -27,7 +27,7 @@ from _data_helpers import run_child
 from _paths import BIN
 from postbc_core.cli.main import main
 from postbc_core.data import EpisodeStore
-from postbc_core.data.store import backup_name, backup_paths
+from postbc_core.data.recovery import backup_name, backup_paths
 from postbc_core.errors import ActionError, CheckpointError, StoreError
 
 T = 12  # steps per episode of the small stores

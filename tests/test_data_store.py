@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 
 from postbc_core.data import EpisodeStore, validate_store
 from postbc_core.data import store as store_mod
+from postbc_core.data.layout import META_FIELDS
+from postbc_core.data.zarr_compat import ZARR_MAJOR
 from postbc_core.errors import StoreError, StoreValidationError
 
 SRC = str(Path(store_mod.__file__).resolve().parents[2])  # .../postbc_core/src
@@ -367,7 +369,7 @@ s.add_episode(steps(7), success=True, task="doomed")
         assert_episodes_equal(s, eps)
         assert s.recovery.dropped_steps == {"joint_pos": 7, "front_rgb": 7, "reward": 7}
         assert s.recovery.dropped_episode_ends == (1 if point == "episode_ends_resized" else 0)
-        assert s.recovery.dropped_meta_rows == {k: 1 for k in store_mod.META_FIELDS}
+        assert s.recovery.dropped_meta_rows == {k: 1 for k in META_FIELDS}
     with EpisodeStore.open(path, "a") as s:
         assert s.recovery.applied and s.n_episodes == 2
         assert s.meta_table()["task"].tolist() == ["pick", "pick"]
@@ -434,7 +436,7 @@ ZARR2_PACKAGES = ["zarr==2.18.7", "numcodecs==0.15.1", "asciitree==1.0.0", "fast
 @pytest.fixture(scope="session")
 def zarr2_dir(tmp_path_factory):
     target = tmp_path_factory.mktemp("zarr2")
-    if store_mod.ZARR_MAJOR == 2:  # already zarr-python 2 (the robot's Python 3.10 run): use it as installed
+    if ZARR_MAJOR == 2:  # already zarr-python 2 (the robot's Python 3.10 run): use it as installed
         return target  # empty: nothing on PYTHONPATH shadows it
     res = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check",
                           "--target", str(target), *ZARR2_PACKAGES], capture_output=True, text=True, timeout=300)

@@ -25,7 +25,7 @@ from postbc_core.data import (
     split,
     validate_store,
 )
-from postbc_core.data.store import ZARR_MAJOR
+from postbc_core.data.zarr_compat import ZARR_MAJOR
 from postbc_core.errors import ConfigError, PostBCError, StoreError, StoreValidationError
 
 

@@ -26,7 +26,9 @@ from _data_helpers import run_child
 
 from postbc_core.cli.main import main
 from postbc_core.data import EpisodeStore, drop, merge, validate_store
-from postbc_core.data.store import ZARR_MAJOR, backup_paths, lock_path_for
+from postbc_core.data.lock import lock_path_for
+from postbc_core.data.recovery import backup_paths
+from postbc_core.data.zarr_compat import ZARR_MAJOR
 from postbc_core.errors import StoreError
 
 T = 6  # steps per episode

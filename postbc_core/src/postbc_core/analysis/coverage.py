@@ -145,7 +145,7 @@ def coverage_metrics(states: np.ndarray, bc: np.ndarray, post: np.ndarray, n_dem
 def run_coverage(cfg: CoverageConfig) -> dict:
     """Trains both policies, samples them, writes coverage.json and coverage.png; returns the metrics."""
     from postbc_core.data import EpisodeStore
-    from postbc_core.data.store import make_output_dir
+    from postbc_core.data.paths import make_output_dir
 
     make_output_dir(cfg.out)
     dataset = cfg.dataset or write_coverage_dataset(cfg.out / "coverage_demos.zarr",

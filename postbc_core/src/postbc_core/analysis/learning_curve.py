@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from postbc_core.data.store import make_output_dir
+from postbc_core.data.paths import make_output_dir
 from postbc_core.errors import ConfigError, check_seed
 from postbc_core.stats import paired_comparison, wilson_interval
 

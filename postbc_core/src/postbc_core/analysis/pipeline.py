@@ -318,7 +318,7 @@ def _own_outputs(out: Path) -> list[Path]:
 def prepare_out(cfg: PipelineConfig) -> None:
     """Refuse a non-empty --out unless --overwrite (then remove the previous pipeline's outputs, nothing else): a
     re-run into the same directory would otherwise regenerate everything under it without a word."""
-    from postbc_core.data.store import refuse_inside_store
+    from postbc_core.data.paths import refuse_inside_store
 
     out = cfg.out
     if out.exists() and not out.is_dir():

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from postbc_core.data.store import make_output_dir
+from postbc_core.data.paths import make_output_dir
 from postbc_core.errors import ConfigError
 
 log = logging.getLogger(__name__)

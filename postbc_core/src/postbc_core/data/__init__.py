@@ -4,14 +4,9 @@ The sampler names (`SequenceSampler`, `WindowDataset`, `create_indices`, `get_va
 first use, because that module imports torch and the store alone (e.g. a recorder) should not.
 """
 
-from postbc_core.data.store import (
-    FORMAT_VERSION,
-    SOURCES,
-    EpisodeStore,
-    EpisodeWriter,
-    MissingKeyError,
-    RecoveryReport,
-)
+from postbc_core.data.layout import FORMAT_VERSION, SOURCES
+from postbc_core.data.recovery import RecoveryReport
+from postbc_core.data.store import EpisodeStore, MissingKeyError
 from postbc_core.data.tools import (
     drop,
     export_diffusion_policy,
@@ -21,6 +16,7 @@ from postbc_core.data.tools import (
     split,
 )
 from postbc_core.data.validate import ValidationReport, validate_store
+from postbc_core.data.writer import EpisodeWriter
 
 _SAMPLER_NAMES = ("SequenceSampler", "WindowDataset", "create_indices", "get_val_mask")
 

@@ -25,30 +25,25 @@ from typing import Any
 
 import numpy as np
 
-from postbc_core.data.store import (
-    FORMAT_NAME,
-    META_FIELDS,
-    TMP_SUFFIX,
-    EpisodeStore,
-    WriterLock,
-    _check_key_name,
-    _create_array,
-    _lowdim_compressor,
-    _open_group,
-    array_compressor,
-    array_nbytes_stored,
+from postbc_core.data.layout import FORMAT_NAME, META_FIELDS, check_key_name, create_data_array, lowdim_compressor
+from postbc_core.data.lock import WriterLock
+from postbc_core.data.paths import foreign_entries, real_path, refuse_foreign_entries, refuse_inside_store
+from postbc_core.data.recovery import (
     backup_name,
-    create_data_array,
-    foreign_entries,
-    open_group_readonly,
-    read_rows,
-    real_path,
-    refuse_foreign_entries,
     refuse_if_backup,
-    refuse_inside_store,
     remove_leftover_temporaries,
     restore_backup,
     temporary_sibling,
+)
+from postbc_core.data.store import EpisodeStore
+from postbc_core.data.zarr_compat import (
+    array_compressor,
+    array_nbytes_stored,
+    create_array,
+    is_tmp_name,
+    open_group,
+    open_group_readonly,
+    read_rows,
 )
 from postbc_core.data.validate import ValidationReport, check_group, validate_store
 from postbc_core.errors import ConfigError, StoreError, storage_errors
@@ -180,7 +175,7 @@ def _check_rename(rename: Mapping[str, str], available: Sequence[str], where: st
         raise ConfigError(f"rename would give several arrays the name(s) {dup}")
     for k in final:
         try:
-            _check_key_name(k)
+            check_key_name(k)
         except StoreError as exc:
             raise ConfigError(str(exc)) from None
 
@@ -470,7 +465,7 @@ def export_diffusion_policy(src: str | os.PathLike, out: str | os.PathLike, keys
         zip_tmp = tmp.with_name(tmp.name + ".zip") if _is_zip(out) else None
         try:
             with storage_errors(f"exporting to {out}"):
-                root = _open_group(tmp, "w")
+                root = open_group(tmp, "w")
                 data = root.require_group("data")
                 n = store.n_steps
                 for k in keys:
@@ -480,9 +475,9 @@ def export_diffusion_policy(src: str | os.PathLike, out: str | os.PathLike, keys
                     for a in range(0, n, block):
                         dst[a: min(n, a + block)] = read_rows(arr, a, min(n, a + block), f"data/{k}", src)
                 meta = root.require_group("meta")
-                ends = _create_array(meta, "episode_ends", shape=(store.n_episodes,),
-                                     chunks=(max(1, store.n_episodes),), dtype=np.int64,
-                                     compressor=_lowdim_compressor(), fill_value=0)
+                ends = create_array(meta, "episode_ends", shape=(store.n_episodes,),
+                                    chunks=(max(1, store.n_episodes),), dtype=np.int64,
+                                    compressor=lowdim_compressor(), fill_value=0)
                 if store.n_episodes:
                     ends[:] = store.episode_ends
                 if zip_tmp is not None:
@@ -506,7 +501,7 @@ def _zip_dir(src_dir: Path, zip_path: Path) -> None:
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for dirpath, _dirs, files in sorted(os.walk(src_dir)):
             for name in sorted(files):
-                if name.endswith(TMP_SUFFIX) or name.endswith(".partial"):
+                if is_tmp_name(name):
                     continue
                 full = Path(dirpath) / name
                 zf.write(full, full.relative_to(src_dir).as_posix())

@@ -14,22 +14,17 @@ import numpy as np
 
 from pathlib import Path
 
-from postbc_core.data.store import (
+from postbc_core.data.layout import (
     META_FIELDS,
     SOURCES,
-    EpisodeStore,
-    _has,
     analyze_layout,
-    array_names,
-    backup_problem,
     check_format_attrs,
-    damaged_chunks,
     finite_rows,
-    open_array,
-    open_group_readonly,
     overrun_message,
-    temporaries_problem,
 )
+from postbc_core.data.recovery import backup_problem, temporaries_problem
+from postbc_core.data.store import EpisodeStore
+from postbc_core.data.zarr_compat import array_names, damaged_chunks, has_member, open_array, open_group_readonly
 from postbc_core.errors import StoreError, StoreValidationError
 
 log = logging.getLogger(__name__)
@@ -122,8 +117,8 @@ def check_group(root, report: ValidationReport, *, import_mode: bool = False, sc
         warnings += w
         if e:
             return
-    missing = [p for p in ("data", "meta") if not _has(root, p)]
-    if "meta" not in missing and not _has(root["meta"], "episode_ends"):
+    missing = [p for p in ("data", "meta") if not has_member(root, p)]
+    if "meta" not in missing and not has_member(root["meta"], "episode_ends"):
         missing.append("meta/episode_ends")
     for m in missing:
         errors.append(f"missing {m}: not an episode store (expected data/<key> arrays and meta/episode_ends)")

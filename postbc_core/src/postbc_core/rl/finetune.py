@@ -45,7 +45,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from postbc_core.data.store import refuse_inside_store
+from postbc_core.data.paths import refuse_inside_store
 from postbc_core.errors import CheckpointError, ConfigError, PostBCError
 from postbc_core.rl.best_of_n import BestOfNAgent, BestOfNConfig
 from postbc_core.rl.dsrl import DSRLAgent, DSRLConfig, Mode

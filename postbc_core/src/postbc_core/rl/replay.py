@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from postbc_core.data.store import EpisodeStore, EpisodeWriter
+from postbc_core.data.store import EpisodeStore
+from postbc_core.data.writer import EpisodeWriter
 from postbc_core.errors import StoreError
 from postbc_core.rl.noise_env import NoisePolicy
 
@@ -168,7 +169,8 @@ def trim_store(path: str | Path, n_episodes: int) -> int:
         if n_episodes == 0:  # all of them (drop keeps at least one): the run's store goes, as a new run has none
             import shutil
 
-            from postbc_core.data.store import WriterLock, real_path
+            from postbc_core.data.lock import WriterLock
+            from postbc_core.data.paths import real_path
 
             with WriterLock(path):
                 shutil.rmtree(real_path(path))

@@ -499,7 +499,9 @@ def record_demos(task: str, episodes: int, out: Path, *, seed: int = 0, quality:
     extras, `<camera>_rgb`, cmd_ee_delta, cmd_joint_pos, reward, done (see run_demo_episode); train on the task's
     `recommended_obs_keys` (sim.registry). Returns (and logs) the DemoStats.
     """
-    from postbc_core.data.store import STRING_META, EpisodeStore, real_path
+    from postbc_core.data.layout import STRING_META
+    from postbc_core.data.paths import real_path
+    from postbc_core.data.store import EpisodeStore
     from postbc_core.sim.registry import make
 
     if episodes < 1:

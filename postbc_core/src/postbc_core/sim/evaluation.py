@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from postbc_core.data.store import make_output_dir, refuse_inside_store
+from postbc_core.data.paths import make_output_dir, refuse_inside_store
 from postbc_core.errors import ConfigError, PostBCError, check_seed
 from postbc_core.policies.runner import ENV_ACTION_DIM, PolicyRunner
 from postbc_core.robots import kinematics

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from postbc_core.data.store import make_output_dir, refuse_inside_store
+from postbc_core.data.paths import make_output_dir, refuse_inside_store
 from postbc_core.errors import ConfigError, StoreError
 from postbc_core.policies.runner import action_mode_for
 from postbc_core.sim.base import Task

@@ -165,7 +165,7 @@ def get_val_mask_count(n_episodes: int, val_ratio: float) -> int:
 def prepare_run_dir(cfg: TrainConfig) -> None:
     """Refuse a non-empty --out unless --overwrite (then remove the previous run's outputs, nothing else), so two runs
     never mix in one directory. Runs before any rank writes (torchrun: every rank checks, rank 0 removes)."""
-    from postbc_core.data.store import refuse_inside_store
+    from postbc_core.data.paths import refuse_inside_store
 
     out = cfg.out
     if out.exists() and not out.is_dir():
