@@ -1,5 +1,5 @@
-"""`postbc calibrate <verb>`: camera calibration (cameras/calibration.py). Each verb is a typed function (tyro builds
-its flags); user errors propagate as PostBCError (the main CLI prints them and exits 2)."""
+"""`postbc calibrate <verb>`: camera calibration (the cameras/calibration package). Each verb is a typed function
+(tyro builds its flags); user errors propagate as PostBCError (the main CLI prints them and exits 2)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def _spec(squares_x, squares_y, square_length, marker_length, dictionary):
-    from postbc_core.cameras.calibration import CharucoSpec
+    from postbc_core.cameras.calibration.board import CharucoSpec
 
     return CharucoSpec(squares_x, squares_y, square_length, marker_length, dictionary)
 
@@ -29,7 +29,7 @@ def board(out: Path = Path("charuco_board.png"), squares_x: int = 7, squares_y: 
     """
     import cv2
 
-    from postbc_core.cameras.calibration import render_board_for_print
+    from postbc_core.cameras.calibration.board import render_board_for_print
 
     spec = _spec(squares_x, squares_y, square_length, marker_length, dictionary)
     img = render_board_for_print(spec, dpi=dpi, margin_m=margin)
@@ -59,7 +59,8 @@ def intrinsics(images: Path, out: Path, camera_name: str = "camera", squares_x: 
     """
     import cv2
 
-    from postbc_core.cameras.calibration import CalibrationError, calibrate_intrinsics
+    from postbc_core.cameras.calibration import CalibrationError
+    from postbc_core.cameras.calibration.solve import calibrate_intrinsics
 
     spec = _spec(squares_x, squares_y, square_length, marker_length, dictionary)
     files = sorted(p for p in Path(images).glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
@@ -89,7 +90,7 @@ def handeye(out: Path, samples: Path | None = None, sim: bool = False, mode: str
     Args:
         out: YAML to write (e.g. calibration/front_handeye.yaml).
         samples: .npz of (T_base_gripper, T_camera_board) samples written by
-            postbc_core.cameras.calibration.save_samples after capture_handeye on the robot.
+            postbc_core.cameras.calibration.solve.save_samples after capture.capture_handeye on the robot.
         sim: Instead of SAMPLES, capture in the twin (board on the gripper, "front" camera, eye_to_hand) and
             report the error against the MJCF truth.
         mode: eye_to_hand (fixed camera -> T_base_camera) or eye_in_hand (wrist camera -> T_gripper_camera).
@@ -98,29 +99,32 @@ def handeye(out: Path, samples: Path | None = None, sim: bool = False, mode: str
         n_poses: Poses visited with --sim.
         seed: Pose randomisation with --sim.
     """
-    from postbc_core.cameras import calibration as C
+    from postbc_core.cameras.calibration.solve import calibrate_handeye, load_samples
     from postbc_core.errors import ConfigError, check_seed
 
     if sim == (samples is not None):
         raise ConfigError("give exactly one of --samples FILE.npz or --sim")
     check_seed(seed)
     if samples is not None:
-        res = C.calibrate_handeye(C.load_samples(samples), mode, method, camera_frame=camera_frame)
+        res = calibrate_handeye(load_samples(samples), mode, method, camera_frame=camera_frame)
         truth = None
     else:
         if mode != "eye_to_hand":
             raise ConfigError(f"--sim runs eye_to_hand (board on the gripper, front camera); got mode={mode!r}")
+        from postbc_core.cameras.calibration.board import CharucoSpec
+        from postbc_core.cameras.calibration.capture import capture_handeye
+        from postbc_core.cameras.calibration.frames import inv_T
         from postbc_core.cameras.sim import SimCamera
+        from postbc_core.sim.calibration_scene import make_calibration_sim, sim_eye_to_hand_poses
 
-        spec = C.CharucoSpec(6, 5, 0.035, 0.026)
-        scene = C.make_calibration_sim(spec, "gripper")
+        spec = CharucoSpec(6, 5, 0.035, 0.026)
+        scene = make_calibration_sim(spec, "gripper")
         try:
-            poses = C.sim_eye_to_hand_poses(scene, n_poses=n_poses, seed=seed)
+            poses = sim_eye_to_hand_poses(scene, n_poses=n_poses, seed=seed)
             with SimCamera(scene.sim, "front", 640, 480) as cam:
-                got = C.capture_handeye(scene.sim, cam, poses, spec,
-                                        intrinsics=scene.sim_intrinsics("front", 640, 480))
-            res = C.calibrate_handeye(got, mode, method, camera_frame=camera_frame)
-            truth = C.inv_T(scene.T_world_base()) @ scene.T_world_camera("front")
+                got = capture_handeye(scene.sim, cam, poses, spec, intrinsics=scene.sim_intrinsics("front", 640, 480))
+            res = calibrate_handeye(got, mode, method, camera_frame=camera_frame)
+            truth = inv_T(scene.T_world_base()) @ scene.T_world_camera("front")
         finally:
             scene.sim.close()
     res.save(out)
@@ -128,8 +132,10 @@ def handeye(out: Path, samples: Path | None = None, sim: bool = False, mode: str
     if truth is not None:
         import numpy as np
 
+        from postbc_core.cameras.calibration.frames import rotation_angle_deg
+
         t_err = float(np.linalg.norm(res.T[:3, 3] - truth[:3, 3]))
-        r_err = C.rotation_angle_deg(truth[:3, :3].T @ res.T[:3, :3])
+        r_err = rotation_angle_deg(truth[:3, :3].T @ res.T[:3, :3])
         print(f"error vs the MJCF: {1000 * t_err:.3f} mm, {r_err:.4f} deg")
     print(f"hand-eye: {out}")
     return 0

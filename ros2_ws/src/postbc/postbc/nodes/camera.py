@@ -120,7 +120,7 @@ class Camera(Node):
         self.fatal: PostBCError | None = None  # set by the reader thread when the camera gave up
         self._info_override = None
         if p.camera_info_file:
-            from postbc_core.cameras.calibration import load_camera_info
+            from postbc_core.cameras.calibration.solve import load_camera_info
 
             self._info_override = load_camera_info(p.camera_info_file)
             if (self._info_override.width, self._info_override.height) != (p.width, p.height):
