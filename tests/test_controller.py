@@ -17,8 +17,9 @@ class Rig:
 
     def __init__(self, **cfg):
         from postbc_core.robots.sim_robot import SimRobot
+        from postbc_core.sim import make
 
-        self.robot = SimRobot("lift_cube", step_on_send=False, action_mode="joint", control_hz=1 / DT)
+        self.robot = SimRobot(make("lift_cube", action_mode="joint", control_hz=1 / DT), step_on_send=False)
         self.robot.connect()
         self.logs: list[tuple[str, str]] = []
         self.ex = TrajectoryExecutor(self.robot, ExecutorConfig(**cfg), log=lambda s, t: self.logs.append((s, t)))

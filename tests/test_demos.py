@@ -206,6 +206,20 @@ def test_recorded_store_keys_labels_and_commands(task, tmp_path):
     store.close()
 
 
+def test_demo_commands_pass_the_tasks_one_safety_layer():
+    """The teleop path through the task's own layer, once per step: its count is the steps taken, and at 5 Hz the
+    step limit is the task's max_joint_speed / control_hz (0.3 rad), not a second layer's 10 Hz default."""
+    from postbc_core.sim.demos import run_demo_episode
+
+    env = make("lift_cube", action_mode="joint", control_hz=5.0)
+    ep = run_demo_episode(env, make_demonstrator("lift_cube", np.random.default_rng([0, 1])), 1)
+    assert env.safety.stats.commands == ep.length
+    steps = np.abs(ep.data["cmd_joint_pos"][:, :6] - ep.data["joint_pos"]).max()
+    assert 0.15 < steps <= 0.3 + 1e-6
+    with pytest.raises(ConfigError, match="safety layer on"):
+        run_demo_episode(make("lift_cube", safety=False), make_demonstrator("lift_cube", np.random.default_rng(0)), 0)
+
+
 def test_keep_failures_labels_and_append(tmp_path):
     out = tmp_path / "d.zarr"
     s = record_demos("lift_cube", 3, out, quality=0.0, max_attempts=5, keep_failures=True)

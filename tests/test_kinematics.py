@@ -142,3 +142,23 @@ def test_bad_inputs_raise():
         K.ik([np.nan, 0, 0])
     with pytest.raises(ValueError):
         K.apply_ee_delta(K.HOME_QPOS, [0, 0, np.inf, 0, 0, 0])
+
+
+def test_mjcf_limits_checked_against_kinematics_at_load(tmp_path):
+    """The joint limits live in kinematics; a model whose MJCF range differs is refused at load, naming the joint
+    and both values."""
+    pytest.importorskip("mujoco")
+    import shutil
+
+    from postbc_core.errors import ConfigError
+    from postbc_core.sim.base import ASSETS, WidowXSim
+
+    for f in ("scene.xml", "wx250s.xml"):
+        shutil.copy(ASSETS / f, tmp_path / f)
+    xml = (tmp_path / "wx250s.xml").read_text()
+    old = 'name="elbow" axis="0 1 0" range="-2.1467549799530254 1.6057029118347832"'
+    assert old in xml
+    (tmp_path / "wx250s.xml").write_text(xml.replace(old, old.replace("1.6057029118347832", "1.7")))
+    with pytest.raises(ConfigError, match=r"joint 'elbow' range is \[-2.1467549799530254, 1.7\] but "
+                                          r"robots/kinematics.py declares \[-2.1467549799530254, 1.6057029118347832\]"):
+        WidowXSim(tmp_path / "scene.xml")

@@ -27,8 +27,9 @@ def test_package_import_is_light():
 @pytest.fixture()
 def sim_robot():
     from postbc_core.robots.sim_robot import SimRobot
+    from postbc_core.sim import make
 
-    with SimRobot("lift_cube", cameras=("front",), image_size=(32, 32)) as robot:
+    with SimRobot(make("lift_cube", cameras=("front",), image_size=(32, 32))) as robot:
         yield robot
     assert not robot.is_connected
 
@@ -90,9 +91,29 @@ def test_sim_nan_rejected_nothing_sent(sim_robot):
 
 def test_sim_not_connected_errors():
     from postbc_core.robots.sim_robot import SimRobot
+    from postbc_core.sim import make
 
     with pytest.raises(PostBCError, match="not connected"):
-        SimRobot().get_observation()
+        SimRobot(make("lift_cube")).get_observation()
+
+
+def test_sim_robot_commands_pass_the_tasks_one_safety_layer():
+    """The robot has no layer of its own: its commands and the task's step() pass the task's, built from the task's
+    control rate and speed limit; a name instead of a task, or a task without a layer, is refused with the fix."""
+    from postbc_core.errors import ConfigError
+    from postbc_core.robots.sim_robot import SimRobot
+    from postbc_core.sim import make
+
+    task = make("lift_cube", control_hz=5.0, max_joint_speed=1.0)
+    with SimRobot(task) as robot:
+        assert robot.safety is task.safety and robot.safety.limits.max_joint_step == pytest.approx(1.0 / 5.0)
+        sent = robot.send_action(JointAction(joint_pos=HOME + 1.0, gripper=0.03))
+        assert np.max(np.abs(sent.joint_pos - HOME)) == pytest.approx(0.2) and sent.clamped
+        assert task.safety.stats.commands == 1 and task.safety.stats.step_limited == 1
+    with pytest.raises(ConfigError, match=r"SimRobot\(postbc_core.sim.make\('lift_cube'"):
+        SimRobot("lift_cube")
+    with pytest.raises(ConfigError, match="safety=False"):
+        SimRobot(make("lift_cube", safety=False))
 
 
 # ---------------------------------------------------------------- Interbotix (no SDK needed)

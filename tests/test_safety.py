@@ -111,10 +111,11 @@ def test_property_output_always_within_limits(req, g):
 def test_sim_far_outside_limits_never_exceeds_limits():
     from postbc_core.robots.base import JointAction
     from postbc_core.robots.sim_robot import SimRobot
+    from postbc_core.sim import make
 
     rng = np.random.default_rng(0)
     urdf = kinematics.JOINT_LIMITS
-    with SimRobot("lift_cube") as robot:
+    with SimRobot(make("lift_cube")) as robot:
         for _ in range(40):
             req = rng.choice([-1.0, 1.0], size=6) * rng.uniform(5, 50, size=6)
             robot.send_action(JointAction(joint_pos=req, gripper=float(rng.uniform(-1, 1))))
@@ -122,3 +123,36 @@ def test_sim_far_outside_limits_never_exceeds_limits():
             assert np.all(q >= urdf[:, 0] - 0.01) and np.all(q <= urdf[:, 1] + 0.01), q
             assert robot.safety.limits.workspace_violation(kinematics.fk(q)[0]) < 0.02
         assert robot.safety.stats.joint_clamps > 0
+
+
+def test_layer_built_from_rate_and_speed():
+    """make_safety_layer, the one constructor the backends use: the step is max_joint_speed / control_hz; given limits
+    must agree with it (a config's speed and the enforced step cannot drift apart)."""
+    from postbc_core.robots.safety import make_safety_layer
+
+    layer = make_safety_layer(5.0, 1.0)
+    assert layer.limits.max_joint_step == pytest.approx(0.2) and layer.limits == SafetyLimits.for_rate(5.0, 1.0)
+    own = SafetyLimits.for_rate(8.0, 1.2, joint_margin=0.05, workspace_min=(0.1, -0.3, 0.02))
+    assert make_safety_layer(8.0, 1.2, own).limits is own and own.max_joint_step == pytest.approx(0.15)
+    with pytest.raises(ConfigError, match=r"max_joint_step=0.15 rad disagrees with max_joint_speed / control_hz"):
+        make_safety_layer(5.0, 1.5, SafetyLimits())
+    with pytest.raises(ConfigError, match="max_joint_speed=0.0 rad/s must be > 0"):
+        SafetyLimits.for_rate(10.0, 0.0)
+    with pytest.raises(ConfigError, match="control_hz=-1"):
+        SafetyLimits.for_rate(-1.0)
+
+
+def test_no_import_circle_and_the_twin_backend_below_sim():
+    """robots.base (the action types) sits below robots.safety, which sits below robots.robot (the interface); the
+    twin backend takes a task object and imports nothing of postbc_core.sim."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import postbc_core.robots.base as b, postbc_core.robots.safety, postbc_core.robots.sim_robot; "
+            "import ast, inspect; "
+            "names = lambda m: {n.module for n in ast.walk(ast.parse(inspect.getsource(m))) "
+            "if isinstance(n, ast.ImportFrom)}; "
+            "assert not {'postbc_core.robots.safety', 'postbc_core.robots.robot'} & names(b), names(b); "
+            "assert 'postbc_core.robots.robot' not in names(sys.modules['postbc_core.robots.safety']); "
+            "sim = [m for m in sys.modules if m.startswith('postbc_core.sim')]; assert not sim, sim")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -278,3 +278,22 @@ def test_node_main_destroys_a_node_that_fails_to_start(monkeypatch):
     monkeypatch.setattr(teleop, "declare", broken)
     with pytest.raises(RuntimeError, match="the input device went away"):
         run_node(teleop.Teleop, [], context=Context())
+
+
+def test_driver_parameters_take_their_defaults_from_the_executor_and_safety_dataclasses():
+    """One default per value: robot_driver's parameters for the executor and the safety layer are ExecutorConfig's and
+    SafetyLimits' fields (every ExecutorConfig field is a parameter), each still documented for --show-args."""
+    import dataclasses
+
+    from postbc.nodes.robot_driver import Params
+    from postbc.params import field_docs
+    from postbc_core.robots.controller import ExecutorConfig
+    from postbc_core.robots.safety import SafetyLimits
+
+    p = Params()
+    assert p.executor_config() == ExecutorConfig() and p.limits() == SafetyLimits()
+    names = {f.name for f in dataclasses.fields(Params)}
+    assert {f.name for f in dataclasses.fields(ExecutorConfig)} <= names
+    assert {"joint_margin", "workspace_min", "workspace_max", "max_joint_speed"} <= names
+    docs = field_docs(Params)
+    assert all(docs.get(n) for n in names), sorted(n for n in names if not docs.get(n))

@@ -1,5 +1,7 @@
-"""Robot interface and backends. Heavy backends load on first use: SimRobot imports mujoco, InterbotixRobot imports
-interbotix_xs_modules only in connect()."""
+"""Robot interface and backends. Layers, bottom up: base (joint names, actions, readings) -> kinematics -> safety
+(the layer and `make_safety_layer`) -> robot (the `Robot` interface) -> the backends. Heavy backends load on first
+use: SimRobot drives a sim task its caller builds (postbc_core.sim.make, which imports mujoco), InterbotixRobot
+imports interbotix_xs_modules only in connect()."""
 
 from postbc_core.robots.base import (
     JOINT_NAMES,
@@ -7,14 +9,15 @@ from postbc_core.robots.base import (
     EEDeltaAction,
     JointAction,
     JointReading,
-    Robot,
     SentCommand,
 )
+from postbc_core.robots.robot import Robot
 
 _LAZY = {
     "SafetyLayer": "postbc_core.robots.safety",
     "SafetyLimits": "postbc_core.robots.safety",
     "SafetyStats": "postbc_core.robots.safety",
+    "make_safety_layer": "postbc_core.robots.safety",
     "SimRobot": "postbc_core.robots.sim_robot",
     "InterbotixRobot": "postbc_core.robots.interbotix",
     "InterbotixConfig": "postbc_core.robots.interbotix",
@@ -38,6 +41,7 @@ __all__ = [
     "SentCommand",
     "SimRobot",
     "TrajectoryExecutor",
+    "make_safety_layer",
 ]
 
 

@@ -43,7 +43,8 @@ import numpy as np
 
 from postbc_core.errors import ConfigError, PostBCError
 from postbc_core.robots import kinematics
-from postbc_core.robots.base import JOINT_NAMES, N_JOINTS, JointAction, Robot
+from postbc_core.robots.base import JOINT_NAMES, N_JOINTS, JointAction
+from postbc_core.robots.robot import Robot
 
 logger = logging.getLogger(__name__)
 

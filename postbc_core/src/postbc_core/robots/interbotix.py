@@ -24,7 +24,7 @@ import importlib
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,10 +35,10 @@ from postbc_core.robots.base import (
     EEDeltaAction,
     JointAction,
     JointReading,
-    Robot,
     SentCommand,
 )
-from postbc_core.robots.safety import SafetyLayer, SafetyLimits
+from postbc_core.robots.robot import Robot
+from postbc_core.robots.safety import CONTROL_HZ, MAX_JOINT_SPEED, SafetyLimits, make_safety_layer
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class InterbotixConfig:
     """joint group in the motor config."""
     gripper_name: str = "gripper"
     """gripper joint in the motor config."""
-    control_hz: float = 10.0
+    control_hz: float = CONTROL_HZ
     """rate send_action is called at (WidowX Bridge data: 5-10 Hz)."""
     stream_moving_time: float | None = None
     """Profile time (s) of each streamed command; None = 2 / control_hz so consecutive moves blend."""
@@ -138,8 +138,11 @@ class InterbotixConfig:
     """name of the SDK's own InterbotixRobotNode (upstream's default)."""
     sleep_on_close: bool = True
     """park the arm in the SDK's sleep pose before disconnecting."""
-    limits: SafetyLimits = field(default_factory=SafetyLimits)
-    """the safety limits applied to every command."""
+    max_joint_speed: float = MAX_JOINT_SPEED
+    """rad/s: the safety layer moves a joint at most max_joint_speed / control_hz rad per command."""
+    limits: SafetyLimits | None = None
+    """the safety limits applied to every command; None = the defaults at max_joint_speed / control_hz
+    (robot_driver passes its own, built with SafetyLimits.for_rate)."""
     servos: dict[str, tuple[str, int]] | None = None
     """per arm joint (Dynamixel model, motors driving it), to convert xs_sdk's effort to N·m; None = ARM_SERVOS of
     robot_model (Trossen's published table). Set it for an arm whose servos differ."""
@@ -156,7 +159,8 @@ class InterbotixConfig:
             raise ConfigError(f"control_hz={self.control_hz} must be > 0")
         if not 0.0 <= self.gripper_pressure <= 1.0:
             raise ConfigError(f"gripper_pressure={self.gripper_pressure} must be in [0, 1]")
-        for name in ("home_moving_time", "home_tolerance", "settle_timeout", "gripper_tolerance", "connect_timeout"):
+        for name in ("max_joint_speed", "home_moving_time", "home_tolerance", "settle_timeout", "gripper_tolerance",
+                     "connect_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be > 0")
         if self.stream_moving_time is not None and not self.stream_moving_time > 0:
@@ -220,7 +224,7 @@ class InterbotixRobot(Robot):
     def __init__(self, config: InterbotixConfig | None = None):
         self.config = config or InterbotixConfig()
         self.control_hz = self.config.control_hz
-        self.safety = SafetyLayer(self.config.limits)
+        self.safety = make_safety_layer(self.config.control_hz, self.config.max_joint_speed, self.config.limits)
         self._effort_scale = effort_scale(self.config.servos)
         self._bot = None
         self._node = None
@@ -368,7 +372,7 @@ class InterbotixRobot(Robot):
         finger limits. A target at a limit (within gripper_tolerance) is a full open / grasp (the grasp keeps
         squeezing at gripper_pressure); a target in between opens or closes the fingers toward it and stops them
         (PWM 0) once they reach it, measured each control period. A command goes out only when it changes."""
-        lo, hi = self.config.limits.gripper_limits
+        lo, hi = self.safety.limits.gripper_limits
         tol = self.config.gripper_tolerance
         want = self._grip_cmd
         if self._grip_goal is None or abs(target - self._grip_goal) > tol:
@@ -406,7 +410,7 @@ class InterbotixRobot(Robot):
             self.bot.arm.set_trajectory_time(moving_time=c.home_moving_time, accel_time=c.home_moving_time / 4)
             try:
                 self._write_arm(home, c.home_moving_time, blocking=True)
-                self._command_gripper(c.limits.gripper_limits[1], self.measure().gripper)
+                self._command_gripper(self.safety.limits.gripper_limits[1], self.measure().gripper)
                 self._wait_at(home, "go_home")
             finally:
                 self.bot.arm.set_trajectory_time(moving_time=c.moving_time, accel_time=c.moving_time / 4)

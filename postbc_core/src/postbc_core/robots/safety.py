@@ -7,6 +7,11 @@ Order of checks in `SafetyLayer.filter` (each alteration is logged and counted, 
   4. EE position (FK of the target) outside the workspace box -> the step is shortened to the last in-box point
      on the segment current -> target (holding the current position when none is), warning.
 Units: radians, metres. Shapes: joint vectors (6,), gripper a scalar (finger opening, m).
+
+Every backend builds its layer with `make_safety_layer(control_hz, max_joint_speed, limits)` (the sim task, which a
+SimRobot and the scripted demonstrators share, and InterbotixRobot): the one place a speed limit (rad/s) becomes a
+per-step limit (rad), so the arm, the twin and the demos move at most max_joint_speed whatever the control rate.
+The defaults here (MAX_JOINT_SPEED, CONTROL_HZ, the SafetyLimits fields) are the driver's parameter defaults too.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 MAX_JOINT_SPEED = 1.5
 """rad/s: the default joint speed limit (robot_driver's max_joint_speed); per control step MAX_JOINT_SPEED / hz."""
+CONTROL_HZ = 10.0
+"""Hz: the default control rate of the driver, the twin's tasks and the Interbotix backend (WidowX: 5-10 Hz)."""
 
 
 @dataclass
@@ -38,9 +45,9 @@ class SafetyLimits:
     """lower corner (m, base frame) of the box the EE must stay in: in front of the base, above the table (z=0)."""
     workspace_max: tuple[float, float, float] = (0.60, 0.40, 0.55)
     """upper corner (m, base frame) of the EE box."""
-    max_joint_step: float = MAX_JOINT_SPEED / 10.0
+    max_joint_step: float = MAX_JOINT_SPEED / CONTROL_HZ
     """largest change of any joint per control step (rad); 0.15 at 10 Hz is 1.5 rad/s, well under the
-    Dynamixel XM430/XL430 no-load speeds on the wx250s."""
+    Dynamixel XM430/XL430 no-load speeds on the wx250s. Backends set it from a speed: `for_rate`."""
 
     def __post_init__(self):
         lo, hi = np.asarray(self.workspace_min, float), np.asarray(self.workspace_max, float)
@@ -55,6 +62,16 @@ class SafetyLimits:
         g0, g1 = self.gripper_limits
         if not g0 < g1:
             raise ConfigError(f"gripper_limits {self.gripper_limits} must be (closed, open) with closed < open (m)")
+
+    @classmethod
+    def for_rate(cls, control_hz: float, max_joint_speed: float = MAX_JOINT_SPEED, **limits) -> SafetyLimits:
+        """Limits whose per-step joint limit is max_joint_speed (rad/s) / control_hz (Hz) rad; `limits`: the other
+        fields (joint_margin, gripper_limits, workspace_min, workspace_max). ConfigError for a rate or speed <= 0."""
+        if not control_hz > 0:
+            raise ConfigError(f"control_hz={control_hz} must be > 0 Hz (the WidowX runs at 5-10 Hz)")
+        if not max_joint_speed > 0:
+            raise ConfigError(f"max_joint_speed={max_joint_speed} rad/s must be > 0 (the default: {MAX_JOINT_SPEED})")
+        return cls(max_joint_step=max_joint_speed / control_hz, **limits)
 
     @property
     def joint_limits(self) -> np.ndarray:
@@ -212,3 +229,19 @@ class SafetyLayer:
             else:
                 hi_t = mid
         return cur + lo_t * (target - cur)
+
+
+def make_safety_layer(control_hz: float, max_joint_speed: float = MAX_JOINT_SPEED, limits: SafetyLimits | None = None,
+                      *, log_level: int = logging.WARNING) -> SafetyLayer:
+    """The safety layer of a robot backend running at `control_hz` (Hz) with joints limited to `max_joint_speed`
+    (rad/s): the one constructor every backend uses. `limits`: the full limits (joint margin, workspace box, gripper
+    range; None = the defaults at this rate, `SafetyLimits.for_rate`); their max_joint_step must be max_joint_speed /
+    control_hz (ConfigError otherwise), so a config's speed and the step the layer enforces cannot disagree."""
+    wanted = SafetyLimits.for_rate(control_hz, max_joint_speed)
+    if limits is None:
+        limits = wanted
+    elif not np.isclose(limits.max_joint_step, wanted.max_joint_step, rtol=1e-9, atol=0.0):
+        raise ConfigError(f"limits.max_joint_step={limits.max_joint_step} rad disagrees with max_joint_speed / "
+                          f"control_hz = {max_joint_speed} / {control_hz} = {wanted.max_joint_step} rad; build the "
+                          "limits with SafetyLimits.for_rate(control_hz, max_joint_speed, ...)")
+    return SafetyLayer(limits, log_level)

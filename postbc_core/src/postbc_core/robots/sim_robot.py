@@ -1,77 +1,103 @@
-"""The Robot interface over a MuJoCo twin task (sim/registry.make), so teleop/recording/eval run unchanged in sim.
+"""The Robot interface over a MuJoCo twin task, so teleop/recording/eval and the ROS driver run unchanged in sim.
 
-Observations are the task's: robot state (robots/base.py keys), privileged task state (`object_pose`, `success`,
-task extras) and `<camera>_rgb` images for the cameras named in the task config. Every command passes the same
-SafetyLayer as the hardware backend before `WidowXSim.step_control` holds it for one control period. With
-`step_on_send=False` (the ROS driver, which steps the physics in its own thread at state_hz and publishes between
-control steps) `send_action` and `hold` only set the actuator targets, as the real arm's servos take a goal and move
-on their own time.
+`SimRobot(make("lift_cube", cameras=("front",)))` (postbc_core.sim.make): the robot takes the task object it drives,
+so this backend needs nothing of the sim package but the task's own methods (`TwinTask`). Observations are the
+task's: robot state (robots/robot.py keys), privileged task state (`object_pose`, `success`, task extras) and
+`<camera>_rgb` images for the cameras named in the task config. Every command passes the task's SafetyLayer (the
+one the task's own `step` uses, built by robots/safety.make_safety_layer like the hardware backend's) before
+`WidowXSim.step_control` holds it for one control period. With `step_on_send=False` (the ROS driver, which steps
+the physics in its own thread at state_hz and publishes between control steps) `send_action` and `hold` only set the
+actuator targets, as the real arm's servos take a goal and move on their own time.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any, Protocol
 
 import numpy as np
 
-from postbc_core.errors import PostBCError
+from postbc_core.errors import ConfigError, PostBCError
 from postbc_core.robots import kinematics
 from postbc_core.robots.base import (
     EEDeltaAction,
     JointAction,
     JointReading,
-    Robot,
     SentCommand,
 )
-from postbc_core.robots.safety import SafetyLayer, SafetyLimits
+from postbc_core.robots.robot import Robot
+from postbc_core.robots.safety import SafetyLayer
 
 logger = logging.getLogger(__name__)
 
 
-class SimRobot(Robot):
-    """`SimRobot("lift_cube", cameras=("front",))`; task overrides are TaskConfig fields."""
+class TwinTask(Protocol):
+    """What SimRobot needs of a task (postbc_core.sim.base.Task provides it)."""
 
-    def __init__(self, task: str = "lift_cube", *, limits: SafetyLimits | None = None, seed: int | None = 0,
-                 step_on_send: bool = True, **task_overrides):
-        """step_on_send: True = send_action runs one control period of physics (scripted loops, teleop, eval);
-        False = it only sets the targets and the caller advances the physics (`sim.step_physics`)."""
-        self.task_name = task
+    sim: Any  # postbc_core.sim.base.WidowXSim
+    safety: SafetyLayer | None
+    config: Any  # a TaskConfig: control_hz
+    steps: int
+
+    def reset(self, seed: int | None = None) -> dict[str, np.ndarray]: ...
+
+    def observation(self, render: bool = True) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+class SimRobot(Robot):
+    """`SimRobot(make("lift_cube", cameras=("front",)))`: the robot owns the task from then on (close() closes it)."""
+
+    def __init__(self, task: TwinTask, *, seed: int | None = 0, step_on_send: bool = True):
+        """task: a sim task object (postbc_core.sim.make(name, **TaskConfig overrides, limits=SafetyLimits)), built
+        with its safety layer on. seed: the episode seed connect() resets it with. step_on_send: True = send_action
+        runs one control period of physics (scripted loops, teleop, eval); False = it only sets the targets and the
+        caller advances the physics (`sim.step_physics`)."""
+        if isinstance(task, str):
+            raise ConfigError(f"SimRobot takes a task object, not the name {task!r}: "
+                              f"SimRobot(postbc_core.sim.make({task!r}, ...))")
+        if task.safety is None:
+            raise ConfigError("the task was built with safety=False; a SimRobot executes commands as the arm's "
+                              "driver would, through the task's safety layer: build the task with safety on")
+        self.task = task
+        # A robot executes commands for an operator: each alteration is logged (WARNING, as InterbotixRobot's layer
+        # does), where the task's own rollouts only count them (SafetyLayer's log_level).
+        task.safety.log_level = logging.WARNING
         self.step_on_send = step_on_send
-        self.task_overrides = dict(task_overrides)
-        self.safety = SafetyLayer(limits)
         self.seed = seed
-        self.task = None
-        self.control_hz = float(task_overrides.get("control_hz", 10.0))
+        self.control_hz = float(task.config.control_hz)
+        self._connected = False
+
+    @property
+    def safety(self) -> SafetyLayer:
+        """The task's safety layer: the only one commands to the twin pass."""
+        return self.task.safety
 
     @property
     def is_connected(self) -> bool:
-        return self.task is not None
+        return self._connected
 
     @property
     def sim(self):
-        if self.task is None:
+        if not self._connected:
             raise PostBCError("SimRobot is not connected; call connect() or use `with robot:`")
         return self.task.sim
 
     def connect(self) -> None:
-        if self.task is not None:
+        if self._connected:
             return
-        from postbc_core.sim.registry import (
-            make,  # mujoco loads here, not at package import
-        )
-
-        self.task = make(self.task_name, **self.task_overrides)
-        self.control_hz = float(self.task.config.control_hz)
         self.task.reset(seed=self.seed)
+        self._connected = True
 
     def reset(self, seed: int | None = None) -> dict[str, np.ndarray]:
         """Start a new episode (task randomisation from `seed`); returns the first observation."""
-        if self.task is None:
+        if not self._connected:
             self.connect()
         return self.task.reset(seed=seed)
 
     def get_observation(self) -> dict[str, np.ndarray]:
-        if self.task is None:
+        if not self._connected:
             raise PostBCError("SimRobot is not connected; call connect() or use `with robot:`")
         return self.task.observation()
 
@@ -114,6 +140,6 @@ class SimRobot(Robot):
                               "(blocked by an object or the workspace box?)")
 
     def close(self) -> None:
-        if self.task is not None:
+        if self._connected:
             self.task.close()
-            self.task = None
+            self._connected = False

@@ -1,7 +1,7 @@
 """MuJoCo twin of the WidowX 250s: the robot (`WidowXSim`) and the task base class (`Task`, `TaskConfig`).
 
 `WidowXSim` owns one MjModel/MjData: reset, one control period of physics per command, the robot observation of
-robots/base.py, and offscreen rendering. A `Task` adds objects (its own XML in sim/assets, which includes
+robots/robot.py, and offscreen rendering. A `Task` adds objects (its own XML in sim/assets, which includes
 scene.xml), seeded randomisation, success, rewards and the action modes. Units: metres, radians, seconds.
 Shape legend: H, W image height/width.
 """
@@ -20,7 +20,7 @@ import numpy as np
 from postbc_core.errors import ConfigError, PostBCError
 from postbc_core.robots import kinematics
 from postbc_core.robots.base import JOINT_NAMES
-from postbc_core.robots.safety import MAX_JOINT_SPEED, SafetyLayer, SafetyLimits
+from postbc_core.robots.safety import CONTROL_HZ, MAX_JOINT_SPEED, SafetyLimits, make_safety_layer
 
 if sys.platform.startswith("linux"):
     # Headless offscreen rendering by default; must be decided before mujoco is imported. A user's choice wins.
@@ -41,12 +41,13 @@ GRIPPER_ACTUATOR = "gripper"
 class WidowXSim:
     """One simulated wx250s. `step_control` runs `n_substeps = round(1 / (control_hz * 0.002))` physics steps."""
 
-    def __init__(self, xml_path: str | Path = SCENE_XML, *, control_hz: float = 10.0):
+    def __init__(self, xml_path: str | Path = SCENE_XML, *, control_hz: float = CONTROL_HZ):
         if not 1.0 <= control_hz <= 50.0:
             raise ConfigError(f"control_hz={control_hz} is outside 1..50 Hz; the WidowX runs at 5-10 Hz")
         self.model = mujoco.MjModel.from_xml_path(str(xml_path))
         if abs(self.model.opt.timestep - PHYSICS_DT) > 1e-12:
             raise ConfigError(f"{xml_path}: timestep {self.model.opt.timestep} != {PHYSICS_DT}; fix the <option>")
+        check_model_limits(self.model, xml_path)
         self.data = mujoco.MjData(self.model)
         self.control_hz = float(control_hz)
         self.n_substeps = max(1, round(1.0 / (control_hz * PHYSICS_DT)))
@@ -131,7 +132,7 @@ class WidowXSim:
         return np.concatenate([p, kinematics.mat_to_quat(R)])
 
     def observation(self) -> dict[str, np.ndarray]:
-        """Robot keys of robots/base.py: joint_pos/vel/effort (6,), gripper_pos (1,), ee_pose (7,), timestamp ()."""
+        """Robot keys of robots/robot.py: joint_pos/vel/effort (6,), gripper_pos (1,), ee_pose (7,), timestamp ()."""
         d = self.data
         return {
             "joint_pos": d.qpos[self._qadr].copy(),
@@ -220,6 +221,27 @@ class WidowXSim:
         self._renderers.clear()
 
 
+def check_model_limits(model: mujoco.MjModel, source: str | Path = "the model") -> None:
+    """ConfigError unless the MJCF's arm joint ranges and position-actuator ctrlranges equal kinematics.JOINT_LIMITS
+    (rad) and the finger slides and gripper actuator kinematics.GRIPPER_LIMITS (m), naming the joint and both values.
+
+    The limits are declared once, in robots/kinematics.py (pure numpy: the real arm, the safety layer and IK use them
+    without mujoco); the MJCF keeps its own copy so it stays a complete model for MuJoCo's tools, and this check at
+    every load stops the two from drifting apart."""
+    g_lo, g_hi = (float(v) for v in kinematics.GRIPPER_LIMITS)
+    want = [(f"joint {n!r} range", model.joint(n).range, kinematics.JOINT_LIMITS[i]) for i, n in enumerate(JOINT_NAMES)]
+    want += [(f"actuator {n!r} ctrlrange", model.actuator(n).ctrlrange, kinematics.JOINT_LIMITS[i])
+             for i, n in enumerate(JOINT_NAMES)]
+    want += [("joint 'left_finger' range", model.joint("left_finger").range, (g_lo, g_hi)),
+             ("joint 'right_finger' range", model.joint("right_finger").range, (-g_hi, -g_lo)),
+             (f"actuator {GRIPPER_ACTUATOR!r} ctrlrange", model.actuator(GRIPPER_ACTUATOR).ctrlrange, (g_lo, g_hi))]
+    for what, got, expected in want:
+        if not np.allclose(got, expected, rtol=0.0, atol=1e-9):
+            raise ConfigError(f"{source}: {what} is {np.asarray(got).tolist()} but robots/kinematics.py declares "
+                              f"{np.asarray(expected, float).tolist()}; the limits live in kinematics: copy them into "
+                              "the MJCF (sim/assets/wx250s.xml)")
+
+
 def model_scene_bodies(model: mujoco.MjModel, first: str | None = None) -> list[str]:
     """WidowXSim.scene_bodies of `model` (no MjData needed): free-joint bodies, then mocap bodies, in body id order,
     `first` moved to the front (PostBCError when it is neither free nor mocap)."""
@@ -246,7 +268,7 @@ EE_DELTA_MAX = np.array([0.05, 0.05, 0.05, 0.25, 0.25, 0.25])
 class TaskConfig:
     """Settings shared by every sim task (task files subclass it to add their own)."""
 
-    control_hz: float = 10.0
+    control_hz: float = CONTROL_HZ
     """Control rate (Hz), 5..10 like the real WidowX; physics runs round(1 / (hz * 0.002)) steps per action."""
     image_size: tuple[int, int] = (128, 128)
     """Rendered (height, width) in pixels."""
@@ -347,7 +369,10 @@ class Task:
     randomized_keys: tuple[RandomizedQuantity, ...] = ()
     """Everything `_randomize` draws, each with the observation keys that carry it (any one suffices)."""
 
-    def __init__(self, config: TaskConfig | None = None, **overrides):
+    def __init__(self, config: TaskConfig | None = None, *, limits: SafetyLimits | None = None, **overrides):
+        """`overrides`: TaskConfig fields (or a whole `config`). `limits`: the safety layer's limits (joint margin,
+        workspace box; default the driver's defaults at max_joint_speed / control_hz): robot_driver passes its own
+        (their max_joint_step must be max_joint_speed / control_hz: `SafetyLimits.for_rate`)."""
         if config is None:
             names = {f.name for f in fields(self.config_cls)}
             unknown = sorted(set(overrides) - names)
@@ -364,10 +389,11 @@ class Task:
         self._right_pad = {self.sim.model.geom("right_pad").id}
         self._obj_geoms = self.sim.body_geoms(self.object_body)
         self._scene_bodies = self.sim.scene_bodies(first=self.object_body)
-        # Alterations are counted in safety.stats and reported per episode (info["safety_altered"]), not logged per
-        # step: evaluation and finetuning summarise them.
-        self.safety = (SafetyLayer(SafetyLimits(max_joint_step=config.max_joint_speed / config.control_hz),
-                                   log_level=logging.DEBUG) if config.safety else None)
+        # The task's one safety layer: step() filters through it, and a SimRobot and the scripted demonstrators
+        # driving this task use it too. Alterations are counted in safety.stats and reported per episode
+        # (info["safety_altered"]), not logged per step: evaluation and finetuning summarise them.
+        self.safety = (make_safety_layer(config.control_hz, config.max_joint_speed, limits, log_level=logging.DEBUG)
+                       if config.safety else None)
 
     # -- actions ----------------------------------------------------------------------------------------------
     def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:

@@ -3,9 +3,9 @@
 A demonstrator is an "operator": every control step it looks at the scene (privileged state: object poses) and
 commands a Bridge-style end-effector delta [dx dy dz droll dpitch dyaw] (m, rad, base frame) plus a gripper opening
 target (m). That command goes through exactly the teleop path: `kinematics.apply_ee_delta` from the measured joints,
-then the shared `SafetyLayer`, then the robot (here `task.step` in joint mode). Behaviour is a phase script (approach
-above, descend, close, lift, move, place/push, release) written as a generator, with per-episode random modes so the
-demonstrations are multimodal.
+then the robot (here `task.step` in joint mode), whose one `SafetyLayer` (the task's) filters it. Behaviour is a
+phase script (approach above, descend, close, lift, move, place/push, release) written as a generator, with
+per-episode random modes so the demonstrations are multimodal.
 
 Intended modes (drawn per episode with `choose`, recorded in `mode` / DemoStats.modes), each a distinct way to do the
 task that a multimodal policy should keep apart:
@@ -41,8 +41,6 @@ import numpy as np
 
 from postbc_core.errors import ConfigError, StoreError
 from postbc_core.robots import kinematics
-from postbc_core.robots.base import EEDeltaAction
-from postbc_core.robots.safety import SafetyLayer, SafetyLimits
 from postbc_core.sim.base import quat_yaw
 
 logger = logging.getLogger(__name__)
@@ -396,30 +394,32 @@ class DemoEpisode:
     mode: dict[str, object]
 
 
-def run_demo_episode(task, demonstrator: Demonstrator, seed: int, *, safety: SafetyLayer | None = None) -> DemoEpisode:
-    """Roll one episode of `demonstrator` on `task` (a Task in action_mode "joint", reset here with `seed`).
+def run_demo_episode(task, demonstrator: Demonstrator, seed: int) -> DemoEpisode:
+    """Roll one episode of `demonstrator` on `task` (a Task in action_mode "joint" with its safety layer on, reset
+    here with `seed`).
 
     Per step t the record holds the observation BEFORE the command, the operator's `cmd_ee_delta` (7,), the
-    command actually sent `cmd_joint_pos` (7,) (apply_ee_delta from the measured joints, then the safety layer,
-    exactly like teleop), the resulting `reward` and `done` (= terminated by success; a time-limit truncation is
-    not a terminal state).
+    command actually sent `cmd_joint_pos` (7,) (apply_ee_delta from the measured joints, then the task's safety
+    layer, exactly like teleop through the driver), the resulting `reward` and `done` (= terminated by success; a
+    time-limit truncation is not a terminal state).
     """
     if task.config.action_mode != "joint":
         raise ConfigError(f"run_demo_episode drives the task in action_mode='joint' (the teleop path converts EE "
                           f"deltas itself); got action_mode={task.config.action_mode!r}")
-    safety = safety or SafetyLayer(SafetyLimits())
+    if task.safety is None:
+        raise ConfigError("run_demo_episode records what the arm would execute: build the task with its safety "
+                          "layer on (safety=True)")
     obs = task.reset(seed=seed)
     demonstrator.reset(obs)
     steps: dict[str, list[np.ndarray]] = {}
     ok, path = False, 0.0
     for _ in range(task.config.max_steps):
         cmd = np.asarray(demonstrator.act(obs), dtype=np.float64)
-        q = obs["joint_pos"]
-        sent = safety.command(EEDeltaAction(delta=cmd[:6], gripper=float(cmd[6])), q)
-        nxt, reward, terminated, truncated, info = task.step(np.r_[sent.joint_pos, sent.gripper])
+        requested = kinematics.apply_ee_delta(obs["joint_pos"], cmd[:6])  # the measured joints: nothing moved since
+        nxt, reward, terminated, truncated, info = task.step(np.r_[requested, cmd[6]])  # the task's layer filters it
         rec = {k: v for k, v in obs.items() if k not in NOT_RECORDED}
         rec["cmd_ee_delta"] = cmd
-        rec["cmd_joint_pos"] = np.r_[sent.joint_pos, sent.gripper]
+        rec["cmd_joint_pos"] = np.r_[info["joint_target"], info["gripper_target"]]
         rec["reward"] = np.float32(reward)
         rec["done"] = np.bool_(terminated)
         for k, v in rec.items():
@@ -531,14 +531,13 @@ def record_demos(task: str, episodes: int, out: Path, *, seed: int = 0, quality:
     store = EpisodeStore.open(out, "a") if append else EpisodeStore.create(out, overwrite=overwrite)
     created = created or overwrite
     stats = DemoStats(task=task)
-    safety = SafetyLayer(SafetyLimits())
     t0 = time.time()
     try:
         while stats.successes < episodes and stats.attempts < max_attempts:
             i = stats.attempts
             start = time.time()
             demo = make_demonstrator(task, np.random.default_rng([seed, i]), quality)
-            ep = run_demo_episode(env, demo, seed + i, safety=safety)
+            ep = run_demo_episode(env, demo, seed + i)
             stats.add(ep)
             if ep.success or keep_failures:
                 store.add_episode(ep.data, success=ep.success, task=task, source="scripted", operator=operator,
@@ -568,12 +567,10 @@ def demo_success_rate(task: str, n: int, *, seed: int = 0, quality: float = 1.0,
 
     env = make(task, action_mode="joint", **task_overrides)
     stats = DemoStats(task=task)
-    safety = SafetyLayer(SafetyLimits())
     t0 = time.time()
     try:
         for i in range(n):
-            ep = run_demo_episode(env, make_demonstrator(task, np.random.default_rng([seed, i]), quality), seed + i,
-                                  safety=safety)
+            ep = run_demo_episode(env, make_demonstrator(task, np.random.default_rng([seed, i]), quality), seed + i)
             stats.add(ep)
     finally:
         env.close()

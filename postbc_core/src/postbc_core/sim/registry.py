@@ -30,7 +30,8 @@ def list_tasks() -> list[str]:
 
 
 def make(name: str, **overrides) -> Task:
-    """Build task `name` with TaskConfig field overrides (e.g. cameras=("front",), action_mode="ee_delta")."""
+    """Build task `name` with TaskConfig field overrides (e.g. cameras=("front",), action_mode="ee_delta") and
+    optionally `limits=` the SafetyLimits of its safety layer (Task)."""
     return task_class(name)(**overrides)
 
 

@@ -3,7 +3,7 @@
   frames   the frame conventions and 4x4 transform helpers every step shares
   board    the ChArUco board: its definition, rendering (screen, print) and corner detection
   solve    intrinsics (camera_info YAML), the board pose in a camera (PnP), hand-eye (samples .npz, YAML)
-  capture  hand-eye capture: drives a robots.base.Robot (or a sim.base.WidowXSim) through poses and reads a Camera
+  capture  hand-eye capture: drives a robots.robot.Robot (or a sim.base.WidowXSim) through poses and reads a Camera
 The MuJoCo twin with a board in it, which validates both tools, is postbc_core.sim.calibration_scene (the sim
 depends on the board here, never the other way). This package owns the OpenCV check and the error types the
 modules share. Needs opencv-python(-headless) 4.x (5.0 lacks calibrateHandEye) and PyYAML.

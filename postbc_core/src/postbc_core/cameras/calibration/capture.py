@@ -1,4 +1,4 @@
-"""Hand-eye capture: drives the arm (a robots.base.Robot, whose safety layer every command passes, or a bare
+"""Hand-eye capture: drives the arm (a robots.robot.Robot, whose safety layer every command passes, or a bare
 sim.base.WidowXSim) through joint configurations and pairs each measured pose with the board pose a Camera sees.
 What it returns feeds calibration.solve.calibrate_handeye (and save_samples). Shape legend: P poses.
 """
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 def _move_to(robot_like, q: np.ndarray, settle_tol: float, max_steps: int) -> np.ndarray:
     """Drive to joint configuration q (6,) rad and return the measured joints once they stop moving."""
-    if hasattr(robot_like, "send_action"):  # robots.base.Robot (sim or hardware): goes through the safety layer
+    if hasattr(robot_like, "send_action"):  # robots.robot.Robot (sim or hardware): goes through the safety layer
         g = float(kinematics.GRIPPER_LIMITS[0])
         read = lambda: np.asarray(robot_like.get_observation()["joint_pos"], np.float64)
         step = lambda: robot_like.send_action(JointAction(joint_pos=q, gripper=g))
@@ -30,7 +30,7 @@ def _move_to(robot_like, q: np.ndarray, settle_tol: float, max_steps: int) -> np
         read = robot_like.joint_pos
         step = lambda: robot_like.step_control(q, g)
     else:
-        raise ConfigError(f"{type(robot_like).__name__}: expected a robots.base.Robot or a sim.base.WidowXSim")
+        raise ConfigError(f"{type(robot_like).__name__}: expected a robots.robot.Robot or a sim.base.WidowXSim")
     prev = read()
     for _ in range(max_steps):
         step()
@@ -50,7 +50,7 @@ def capture_handeye(robot_like, camera, poses, spec: CharucoSpec, *, intrinsics=
                     settle_tol: float = 2e-3, max_settle_steps: int = 60) -> list[HandEyeSample]:
     """Move through joint configurations `poses` (P, 6) rad, record (FK EE pose, board pose) at each.
 
-    robot_like: a robots.base.Robot (commands pass its safety layer) or a sim.base.WidowXSim. camera: a
+    robot_like: a robots.robot.Robot (commands pass its safety layer) or a sim.base.WidowXSim. camera: a
     cameras.base.Camera (connected); intrinsics default to camera.intrinsics. The EE pose is FK of the measured
     joints (what the arm really did). Poses where the board is not seen are skipped (logged).
     """

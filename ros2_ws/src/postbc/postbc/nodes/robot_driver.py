@@ -23,14 +23,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from geometry_msgs.msg import PoseArray
 from postbc_core.errors import ConfigError, PostBCError
 from postbc_core.robots import kinematics
 from postbc_core.robots.controller import ExecutorConfig, TrajectoryExecutor
-from postbc_core.robots.safety import MAX_JOINT_SPEED, SafetyLimits
+from postbc_core.robots.safety import CONTROL_HZ, MAX_JOINT_SPEED, SafetyLimits
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -56,6 +56,8 @@ ROBOT_MODELS = ("wx250s",)  # postbc_core.robots.kinematics models the wx250s on
 PHYSICS_DT = 0.002  # s, postbc_core.sim.base.PHYSICS_DT (kept here so the interbotix path never imports mujoco)
 
 
+# The defaults of the executor's and the safety layer's settings are theirs (ExecutorConfig, SafetyLimits): one home
+# per value. The docstrings stay here, one line per field, for `--show-args` and the params-file docs (postbc.params).
 @dataclass
 class Params:
     backend: str = "sim"
@@ -68,35 +70,35 @@ class Params:
     """sim: task name from postbc_core.sim.registry (lift_cube, put_in_bowl, push_to_target)."""
     seed: int = 0
     """sim: episode seeds; the scene at startup and the first ~/reset use `seed`, later resets seed+1, seed+2, ..."""
-    control_hz: float = 10.0
+    control_hz: float = CONTROL_HZ
     """Rate (Hz) at which the trajectory is sampled and the target passes the safety layer and is sent (sim tasks:
     5..10 Hz)."""
     state_hz: float = 100.0
     """Rate (Hz) of /joint_states (sim: also the physics increment, 1 / state_hz s per tick)."""
     real_time_factor: float = 1.0
     """sim: sim seconds per wall second (1.0 = real time; tests use 2-4)."""
-    command_timeout: float = 0.5
+    command_timeout: float = ExecutorConfig.command_timeout
     """Watchdog (s): hold the measured position when the last trajectory's last point is this far in the past."""
-    max_command_age: float = 0.5
+    max_command_age: float = ExecutorConfig.max_command_age
     """A trajectory whose header stamp is older than this (s) on arrival is rejected: the stamp is the observation
     time its producer acted on, so this bounds perception-to-action latency (stricter than
     joint_trajectory_controller, which only rejects a trajectory that ends in the past). A zero stamp starts on
     receipt and is never stale."""
-    max_command_lead: float = 5.0
+    max_command_lead: float = ExecutorConfig.max_command_lead
     """A trajectory may start in the future (as joint_trajectory_controller does, it replaces the running one at
     once and the arm moves so as to reach the first point at stamp + time_from_start), up to this many seconds
     ahead; farther is rejected as a clock mismatch."""
-    joint_margin: float = 0.02
+    joint_margin: float = SafetyLimits.joint_margin
     """rad kept clear of each URDF joint limit."""
-    workspace_min: tuple[float, float, float] = (0.05, -0.40, 0.01)
+    workspace_min: tuple[float, float, float] = SafetyLimits.workspace_min
     """Lower corner (m, base frame) of the box the end effector must stay in."""
-    workspace_max: tuple[float, float, float] = (0.60, 0.40, 0.55)
+    workspace_max: tuple[float, float, float] = SafetyLimits.workspace_max
     """Upper corner (m, base frame) of the end-effector box."""
     max_joint_speed: float = MAX_JOINT_SPEED
     """Largest joint speed (rad/s): the safety layer's max step per control period is max_joint_speed / control_hz."""
-    home_tolerance: float = 0.01
+    home_tolerance: float = ExecutorConfig.home_tolerance
     """~/go_home succeeds once every joint is within this (rad) of kinematics.HOME_QPOS."""
-    home_timeout: float = 10.0
+    home_timeout: float = ExecutorConfig.home_timeout
     """~/go_home fails after this many seconds (robot time) without reaching home."""
     connect_timeout: float = 30.0
     """interbotix: seconds to wait for the xs_sdk's services under /<robot_name> before failing with the cause."""
@@ -120,37 +122,37 @@ class Params:
                               f"{1.0 / PHYSICS_DT:.0f}] Hz")
         if not self.real_time_factor > 0:
             raise ConfigError(f"real_time_factor={self.real_time_factor} must be > 0 (1.0 = real time)")
-        for name in ("command_timeout", "max_command_age", "max_command_lead", "max_joint_speed", "home_tolerance",
-                     "home_timeout", "connect_timeout"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name}={getattr(self, name)} must be > 0")
+        if not self.connect_timeout > 0:
+            raise ConfigError(f"connect_timeout={self.connect_timeout} must be > 0")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed={self.seed} must be a non-negative integer")
-        self.limits()  # SafetyLimits validates the margin and the workspace box
+        self.executor_config()  # ExecutorConfig checks its timeouts and tolerances
+        self.limits()  # SafetyLimits checks the speed, the margin and the workspace box
 
     def limits(self) -> SafetyLimits:
-        return SafetyLimits(joint_margin=self.joint_margin, workspace_min=tuple(self.workspace_min),
-                            workspace_max=tuple(self.workspace_max),
-                            max_joint_step=self.max_joint_speed / self.control_hz)
+        """The safety layer's limits: max_joint_speed / control_hz rad per step, this node's margin and box."""
+        return SafetyLimits.for_rate(self.control_hz, self.max_joint_speed, joint_margin=self.joint_margin,
+                                     workspace_min=tuple(self.workspace_min), workspace_max=tuple(self.workspace_max))
 
     def executor_config(self) -> ExecutorConfig:
-        return ExecutorConfig(command_timeout=self.command_timeout, max_command_age=self.max_command_age,
-                              max_command_lead=self.max_command_lead, home_tolerance=self.home_tolerance,
-                              home_timeout=self.home_timeout)
+        """Every ExecutorConfig field from the parameter of the same name."""
+        return ExecutorConfig(**{f.name: getattr(self, f.name) for f in fields(ExecutorConfig)})
 
     def make_robot(self):
         """The connected Robot of this backend."""
         if self.backend == "sim":
             from postbc_core.robots.sim_robot import SimRobot
+            from postbc_core.sim.registry import make
 
-            robot = SimRobot(self.task, limits=self.limits(), seed=self.seed, step_on_send=False, action_mode="joint",
-                             control_hz=self.control_hz)
+            task = make(self.task, action_mode="joint", control_hz=self.control_hz,
+                        max_joint_speed=self.max_joint_speed, limits=self.limits())
+            robot = SimRobot(task, seed=self.seed, step_on_send=False)
         else:
             from postbc_core.robots.interbotix import InterbotixConfig, InterbotixRobot
 
             robot = InterbotixRobot(InterbotixConfig(
                 robot_model=self.robot_model, robot_name=self.robot_name or None, control_hz=self.control_hz,
-                limits=self.limits(), connect_timeout=self.connect_timeout))
+                max_joint_speed=self.max_joint_speed, limits=self.limits(), connect_timeout=self.connect_timeout))
         robot.connect()
         return robot
 
