@@ -123,6 +123,7 @@ def test_training_budget_defaults_reach_the_measured_plateau():
 
     from postbc_core.analysis.learning_curve import CurveConfig
     from postbc_core.analysis.sim_demo import SimDemoConfig
+    from postbc_core.policies.settings import PolicySettings
     from postbc_core.training.config import TrainConfig
 
     curve = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results" /
@@ -133,8 +134,8 @@ def test_training_budget_defaults_reach_the_measured_plateau():
     assert len(curve["seeds"]) >= 3 and all(r["n"] >= 150 for r in curve["table"])
     assert PipelineConfig().steps >= plateau and SimDemoConfig().steps >= plateau
     tc = TrainConfig(dataset="d.zarr", obs_keys=("s",))
-    assert tc.steps >= plateau and tc.mlp_hidden == tuple(curve["policy_hidden"]) and tc.lr == 3e-4
-    assert TrainConfig(dataset="d.zarr", obs_keys=("s",), noise_net="unet").lr == 1e-4
+    assert tc.steps >= plateau and tc.policy.mlp_hidden == tuple(curve["policy_hidden"]) and tc.lr == 3e-4
+    assert TrainConfig(dataset="d.zarr", obs_keys=("s",), policy=PolicySettings(noise_net="unet")).lr == 1e-4
     # ... and the curve was measured in the configuration those defaults train
     d = PipelineConfig()
     assert curve["action_key"] == d.action_key == SimDemoConfig().action_key == "cmd_ee_delta"

@@ -153,6 +153,7 @@ def test_policy_config_validation():
 def test_normalizer_floor_keeps_near_constant_features_from_being_amplified():
     """A cube's tilt quaternion components barely vary in demos (std ~0.002) while its yaw components do (~0.2):
     plain z-scoring multiplies the tilt by ~500, so a nudged cube reads hundreds of standard deviations out."""
+    from postbc_core.policies.settings import PolicySettings
     from postbc_core.training.config import TrainConfig
     from postbc_core.training.train import build_policy
 
@@ -161,7 +162,8 @@ def test_normalizer_floor_keeps_near_constant_features_from_being_amplified():
     yaw = rng.uniform(-0.7, 0.7, n)
     quat = np.stack([np.cos(yaw / 2), rng.normal(0, 0.002, n), rng.normal(0, 0.002, n), np.sin(yaw / 2)], 1)
     data = {"object_pose": quat.astype(np.float32), "action": rng.uniform(-1, 1, (n, 7)).astype(np.float32)}
-    cfg = TrainConfig(dataset="unused.zarr", obs_keys=("object_pose",), action_key="action", action_horizon=1)
+    cfg = TrainConfig(dataset="unused.zarr", obs_keys=("object_pose",), action_key="action",
+                      policy=PolicySettings(action_horizon=1))
     policy = build_policy(cfg, data, np.arange(n))
     scale = policy.normalizer.scale_of("object_pose").numpy()
     yaw_std = quat[:, 3].std()

@@ -104,6 +104,7 @@ def recommended_keys_policy(tmp_path_factory) -> Path:
     (joint_pos gripper_pos object_pos object_yaw_feat), action key cmd_ee_delta; 2 scripted demos, 60 steps, 2 x 64
     MLP. Returns the run directory."""
     import torch
+    from postbc_core.policies.settings import PolicySettings
     from postbc_core.sim.demos import record_demos
     from postbc_core.sim.registry import recommended_obs_keys
     from postbc_core.training.config import TrainConfig
@@ -115,7 +116,7 @@ def recommended_keys_policy(tmp_path_factory) -> Path:
     try:
         return train(TrainConfig(dataset=root / "demos.zarr", out=root / "bc",
                                  obs_keys=recommended_obs_keys("lift_cube"), action_key="cmd_ee_delta",
-                                 action_horizon=4, alpha=0.0, mlp_hidden=(64, 64), steps=60, batch_size=64, lr=1e-4,
-                                 warmup_steps=5, device="cpu", progress=False, log_every=30))
+                                 policy=PolicySettings(action_horizon=4, mlp_hidden=(64, 64)), alpha=0.0, steps=60,
+                                 batch_size=64, lr=1e-4, warmup_steps=5, device="cpu", progress=False, log_every=30))
     finally:
         torch.set_num_threads(threads)

@@ -331,6 +331,7 @@ def trained_policy(tmp_path_factory):
     """A small BC state policy trained here on scripted lift_cube demos (the `make demo` recipe, scaled down:
     ~40 s on 2 CPU cores). Returns (checkpoint path, loaded policy)."""
     import torch
+    from postbc_core.policies.settings import PolicySettings
     from postbc_core.sim.demos import record_demos
     from postbc_core.training.config import TrainConfig
     from postbc_core.training.train import train
@@ -343,9 +344,10 @@ def trained_policy(tmp_path_factory):
     threads = torch.get_num_threads()
     run = train(TrainConfig(dataset=root / "demos.zarr", out=root / "bc", obs_keys=("joint_pos", "gripper_pos",
                                                                                      "object_pose"),
-                            action_key="cmd_joint_pos", n_obs_steps=1, action_horizon=4, alpha=0.0,
-                            mlp_hidden=(256, 256), steps=3000, batch_size=128, lr=1e-3, warmup_steps=50, seed=0,
-                            device="cpu", log_every=1000, progress=False))
+                            action_key="cmd_joint_pos",
+                            policy=PolicySettings(n_obs_steps=1, action_horizon=4, mlp_hidden=(256, 256)), alpha=0.0,
+                            steps=3000, batch_size=128, lr=1e-3, warmup_steps=50, seed=0, device="cpu",
+                            log_every=1000, progress=False))
     torch.set_num_threads(threads)
     return run, load_policy(run, device="cpu")
 

@@ -84,15 +84,17 @@ class CoverageConfig:
 
 
 def _train_pair(cfg: CoverageConfig, dataset: Path) -> dict[str, Path]:
+    from postbc_core.policies.settings import PolicySettings
     from postbc_core.training.config import TrainConfig
     from postbc_core.training.train import train
 
     runs = {}
     for name, alpha in (("bc", 0.0), ("postbc", cfg.alpha)):
         tcfg = TrainConfig(dataset=dataset, out=cfg.out / name, obs_keys=("state",), action_key="action",
-                           n_obs_steps=1, action_horizon=1, alpha=alpha, ensemble_size=cfg.ensemble_size,
-                           ensemble_hidden=(256, 256), ensemble_steps=cfg.ensemble_steps, ensemble_batch_size=128,
-                           mlp_hidden=(256, 256, 256), steps=cfg.steps, batch_size=256, lr=1e-3, warmup_steps=100,
+                           policy=PolicySettings(n_obs_steps=1, action_horizon=1, mlp_hidden=(256, 256, 256)),
+                           alpha=alpha, ensemble_size=cfg.ensemble_size, ensemble_hidden=(256, 256),
+                           ensemble_steps=cfg.ensemble_steps, ensemble_batch_size=128, steps=cfg.steps,
+                           batch_size=256, lr=1e-3, warmup_steps=100,
                            ema_max_decay=0.999, seed=cfg.seed, device=cfg.device, log_every=250,
                            progress=cfg.progress, overwrite=True)  # this experiment owns cfg.out
         runs[name] = train(tcfg)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from postbc_core.data.paths import make_output_dir
 from postbc_core.errors import ConfigError, check_seed
+from postbc_core.policies.settings import PolicySettings
 from postbc_core.stats import paired_comparison, wilson_interval
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class CurveConfig:
     """Policy observations (default: the task's recommended keys)."""
     action_key: str = "cmd_ee_delta"
     """Policy action: cmd_ee_delta (EE deltas, the default) or cmd_joint_pos (absolute joint targets)."""
-    policy_hidden: tuple[int, ...] = (256, 256, 256)
+    policy_hidden: tuple[int, ...] = PolicySettings.mlp_hidden
     """MLP denoiser widths."""
     ensemble_size: int = 10
     """K ensemble members of the PostBC / sigma-BC posterior."""

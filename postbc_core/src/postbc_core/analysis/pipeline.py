@@ -34,6 +34,7 @@ from typing import Annotated, Literal
 import tyro
 
 from postbc_core.errors import ConfigError, check_seed, storage_errors
+from postbc_core.policies.settings import PolicySettings
 from postbc_core.rl.best_of_n import BestOfNConfig
 from postbc_core.rl.dsrl import DSRLConfig
 from postbc_core.stats import format_p, paired_comparison, pooled_rate, wilson_interval
@@ -102,7 +103,7 @@ class PipelineConfig:
     steps: int = 10000
     """Diffusion gradient steps per policy: the measured plateau of BC's learning curve on lift_cube (2k 51 %, 5k 80 %,
     10k 87 %, 20k 87 % over 3 seeds x 50 episodes; `postbc sim curve`, benchmarks/results/)."""
-    policy_hidden: tuple[int, ...] = (256, 256, 256)
+    policy_hidden: tuple[int, ...] = PolicySettings.mlp_hidden
     """Widths of the diffusion policy's MLP noise net (paper: 3 x 512..1024; 3 x 256 is ~3x cheaper on a CPU)."""
     algorithm: Literal["dsrl_sac", "dsrl_na"] = "dsrl_sac"
     """Finetuning algorithm: DSRL-SAC or DSRL-NA (noise aliasing)."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from postbc_core.data.paths import make_output_dir
 from postbc_core.errors import ConfigError
+from postbc_core.policies.settings import PolicySettings
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class SimDemoConfig:
     steps: int = 10000
     """Diffusion gradient steps per policy: where BC's success stops improving on lift_cube with 20 demos (the
     learning curve in benchmarks/results/learning_curve_lift_cube.json: 2k 51 %, 5k 80 %, 10k 87 %, 20k 87 %)."""
-    policy_hidden: tuple[int, ...] = (256, 256, 256)
+    policy_hidden: tuple[int, ...] = PolicySettings.mlp_hidden
     """Widths of the diffusion policy's MLP noise net (paper, state-based: 3 x 512..1024; 3 x 256 is ~3x cheaper on
     a CPU and reaches the curve's plateau)."""
     eval_episodes: int = 20
@@ -102,9 +103,9 @@ def train_policy(cfg: SimDemoConfig, dataset: Path, name: str, alpha: float,
 
     return train(TrainConfig(
         dataset=dataset, out=cfg.out / name, obs_keys=cfg.obs_keys, action_key=cfg.action_key,
-        action_horizon=cfg.action_horizon, alpha=alpha, perturbation=perturbation, ensemble_size=cfg.ensemble_size,
-        ensemble_hidden=(256, 256), ensemble_steps=cfg.ensemble_steps, ensemble_batch_size=128,
-        mlp_hidden=cfg.policy_hidden, steps=cfg.steps, batch_size=256, lr=3e-4,
+        policy=PolicySettings(action_horizon=cfg.action_horizon, mlp_hidden=cfg.policy_hidden), alpha=alpha,
+        perturbation=perturbation, ensemble_size=cfg.ensemble_size, ensemble_hidden=(256, 256),
+        ensemble_steps=cfg.ensemble_steps, ensemble_batch_size=128, steps=cfg.steps, batch_size=256, lr=3e-4,
         warmup_steps=min(200, cfg.steps // 10), seed=cfg.seed, device=cfg.device, log_every=250,
         progress=cfg.progress, overwrite=True))  # run_sim_demo owns cfg.out
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -30,72 +30,44 @@ from postbc_core.errors import ConfigError
 from postbc_core.models.noise_nets import ConditionalUnet1D, MLPNoiseNet
 from postbc_core.models.obs_encoder import ObsEncoder, is_rgb_shape
 from postbc_core.policies.schedulers import BETA_SCHEDULES, NoiseSchedule
+from postbc_core.policies.settings import PolicySettings
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class PolicyConfig:
-    """Architecture of a diffusion policy (everything needed to rebuild it from a checkpoint)."""
+@dataclass(kw_only=True)
+class PolicyConfig(PolicySettings):
+    """Architecture of a diffusion policy (everything needed to rebuild it from a checkpoint): the settings a training
+    run chooses (`PolicySettings`, the one home of their defaults) plus what the data determine and what `postbc
+    train` fixes or derives. Stored flat in the checkpoint (`to_dict`)."""
 
     obs_shapes: dict[str, tuple[int, ...]]
     """Per-step shape of every observation key; (H, W, 3) uint8 keys are RGB images."""
     action_dim: int
     """Da: flattened per-step action size."""
-    n_obs_steps: int = 1
-    """To: observation history length."""
-    action_horizon: int = 4
-    """Ta: action chunk length (paper: 4 state-based, 1 WidowX)."""
-    noise_net: Literal["mlp", "unet"] = "mlp"
-    """Denoiser: residual MLP (state policies) or diffusion_policy's 1-D temporal U-Net (image policies)."""
-    mlp_hidden: tuple[int, ...] = (512, 512, 512)
-    """MLP denoiser widths (paper, Robomimic: 3 x 512..1024)."""
-    unet_down_dims: tuple[int, ...] = (256, 512, 1024)
-    """U-Net channel widths (paper, WidowX: [256, 512, 1024])."""
-    unet_kernel_size: int = 5
-    """U-Net temporal kernel (paper: 5)."""
     rgb_feature_dim: int = 512
     """Feature size of each camera's ResNet-18."""
     crop_ratio: float = 0.9
     """Random-crop fraction for image augmentation during training (center crop at inference)."""
-    num_train_timesteps: int = 100
-    """DDPM steps at training time (paper: 100)."""
-    num_inference_steps: int = 8
-    """DDIM steps at inference (paper: 8 state, 16 WidowX)."""
     beta_schedule: str = "squaredcos_cap_v2"
     """Noise schedule (diffusion_policy's default)."""
-    obs_clip: float = 5.0
-    """Normalized low-dim observations are clipped to +-obs_clip (in training-data standard deviations) before the
-    network sees them; each clipped observation is counted (`obs_clip_counts`) and logged. 0 disables it."""
     clip_sample_range: float = 1.0
     """DDIM clips its x0 estimate to +-this in normalized action units: 1 (the data range) for BC; PostBC widens it
     to cover its perturbed targets (training/train.py, `sample_range_for`), so the posterior noise it was trained on
     is not cut off when sampling."""
 
     def __post_init__(self):
+        super().__post_init__()
         self.obs_shapes = {k: tuple(int(d) for d in v) for k, v in self.obs_shapes.items()}
-        self.mlp_hidden = tuple(self.mlp_hidden)
-        self.unet_down_dims = tuple(self.unet_down_dims)
-        for f in dataclasses.fields(self):  # inf passes the range checks below and surfaces as a non-finite loss
-            value = getattr(self, f.name)
-            if isinstance(value, float) and not np.isfinite(value):
-                raise ConfigError(f"{f.name} must be a finite number, got {value}")
         if not self.obs_shapes:
             raise ConfigError("obs_shapes is empty: pass at least one observation key (e.g. --obs-keys joint_pos)")
-        for name in ("action_dim", "n_obs_steps", "action_horizon", "num_train_timesteps", "num_inference_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_inference_steps > self.num_train_timesteps:
-            raise ConfigError(f"num_inference_steps ({self.num_inference_steps}) cannot exceed "
-                              f"num_train_timesteps ({self.num_train_timesteps})")
-        if self.noise_net not in ("mlp", "unet"):
-            raise ConfigError(f"noise_net must be 'mlp' or 'unet', got {self.noise_net!r}")
+        self.check()
+        if self.action_dim < 1:
+            raise ConfigError(f"action_dim must be >= 1, got {self.action_dim}")
         if self.beta_schedule not in BETA_SCHEDULES:
             raise ConfigError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
         if not 0.1 <= self.crop_ratio <= 1.0:
             raise ConfigError(f"crop_ratio must be in [0.1, 1], got {self.crop_ratio}")
-        if not self.obs_clip >= 0:  # (also refuses NaN)
-            raise ConfigError(f"obs_clip must be >= 0 (0 disables clipping), got {self.obs_clip}")
         if not self.clip_sample_range >= 1.0:
             raise ConfigError(f"clip_sample_range must be >= 1 (the normalized data range), got "
                               f"{self.clip_sample_range}")

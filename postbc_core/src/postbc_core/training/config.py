@@ -1,15 +1,19 @@
-"""`postbc train` configuration: one flat dataclass (the CLI is generated from it by tyro)."""
+"""`postbc train` configuration: the run's dataclass, composing the policy's settings (the CLI is generated from it
+by tyro, the policy's flags unprefixed, so each flag and default is declared once, in the dataclass that owns it)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+
+import tyro
 
 from postbc_core.errors import ConfigError, check_seed
+from postbc_core.policies.settings import PolicySettings
 
 
 @dataclass
@@ -27,18 +31,11 @@ class TrainConfig:
     """Observation keys from data/ (low-dim vectors and/or (H, W, 3) uint8 RGB). Required."""
     action_key: str = "action"
     """Action key from data/."""
-    n_obs_steps: int = 1
-    """To: observation history length."""
-    action_horizon: int = 4
-    """Ta: action chunk length (paper: 4 state-based, 1 WidowX)."""
 
     obs_std_floor: float = 0.1
     """Normalizer floor: each low-dim observation feature's std is raised to at least this fraction of the largest std
     among its key's features, so features that barely vary in the demonstrations (a cube's tilt) are not amplified
     hundreds of times (0 = plain z-score)."""
-    obs_clip: float = 5.0
-    """The policy clips its normalized observations to +-this many training-data standard deviations, at training
-    and at run time, and counts and logs every clipped observation at run time (0 = no clipping)."""
 
     # PostBC
     alpha: float = 1.0
@@ -65,19 +62,8 @@ class TrainConfig:
     """Ensemble learning rate (AdamW)."""
 
     # Diffusion policy
-    noise_net: Literal["mlp", "unet"] = "mlp"
-    """Denoiser: 'mlp' (state policies) or 'unet' (diffusion_policy's 1-D U-Net; image policies)."""
-    mlp_hidden: tuple[int, ...] = (256, 256, 256)
-    """MLP denoiser widths (3 x 256 with lr 3e-4 is the measured lift_cube recipe: 87 % with 20 demos at 10k-20k
-    steps; the same data at 3 x 512, lr 1e-4, 20k steps gave 78 vs 89 of 100 paired episodes, 2 seeds)."""
-    unet_down_dims: tuple[int, ...] = (256, 512, 1024)
-    """U-Net widths (paper, WidowX: 256, 512, 1024)."""
-    unet_kernel_size: int = 5
-    """U-Net kernel size."""
-    num_train_timesteps: int = 100
-    """DDPM training steps (paper: 100)."""
-    num_inference_steps: int = 8
-    """DDIM inference steps (paper: 8 state, 16 WidowX)."""
+    policy: Annotated[PolicySettings, tyro.conf.OmitArgPrefixes] = field(default_factory=PolicySettings)
+    """The policy's settings, recorded in its checkpoint (their flags carry no prefix: --n-obs-steps, --mlp-hidden)."""
     steps: int = 20000
     """Gradient steps for the diffusion policy."""
     batch_size: int = 256
@@ -113,7 +99,7 @@ class TrainConfig:
         self.out = Path(self.out)
         self.obs_keys = tuple(self.obs_keys)
         if self.lr is None:
-            self.lr = 3e-4 if self.noise_net == "mlp" else 1e-4
+            self.lr = 3e-4 if self.policy.noise_net == "mlp" else 1e-4
         # inf / nan pass every range check below ("inf > 0") and would only show up as a non-finite loss mid-run
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -122,8 +108,8 @@ class TrainConfig:
         check_seed(self.seed)
         if not self.lr > 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
-        for name in ("n_obs_steps", "action_horizon", "ensemble_steps", "ensemble_batch_size", "steps", "batch_size",
-                     "num_train_timesteps", "num_inference_steps", "log_every"):
+        self.policy.check(as_flags=True)
+        for name in ("ensemble_steps", "ensemble_batch_size", "steps", "batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not self.obs_keys:
@@ -139,16 +125,11 @@ class TrainConfig:
             raise ConfigError(f"--ensemble-size must be >= 2 to estimate a covariance, got {self.ensemble_size}")
         if not 0.0 <= self.val_ratio < 1.0:
             raise ConfigError(f"--val-ratio must be in [0, 1), got {self.val_ratio}")
-        if self.num_inference_steps > self.num_train_timesteps:
-            raise ConfigError(f"--num-inference-steps ({self.num_inference_steps}) cannot exceed "
-                              f"--num-train-timesteps ({self.num_train_timesteps})")
         if not 0.0 <= self.ema_max_decay < 1.0:
             raise ConfigError(f"--ema-max-decay must be in [0, 1), got {self.ema_max_decay}")
         if not 0.0 <= self.obs_std_floor <= 1.0:
             raise ConfigError(f"--obs-std-floor must be in [0, 1] (a fraction of the key's largest std), got "
                               f"{self.obs_std_floor}")
-        if not self.obs_clip >= 0:
-            raise ConfigError(f"--obs-clip must be >= 0 (0 disables clipping), got {self.obs_clip}")
         if self.save_every < 0 or self.warmup_steps < 0 or self.cov_jitter <= 0:
             raise ConfigError("--save-every and --warmup-steps must be >= 0 and --cov-jitter > 0")
 
@@ -157,5 +138,6 @@ class TrainConfig:
         return self.alpha == 0.0
 
     def to_dict(self) -> dict:
+        """JSON-ready (train_config.json): paths as strings; the policy settings nested under "policy"."""
         d = dataclasses.asdict(self)
         return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}

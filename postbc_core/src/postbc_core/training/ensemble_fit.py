@@ -61,8 +61,8 @@ def fit_ensemble(dataset, policy, cfg, dist: DistInfo, logger: RunLogger):
     if len(members) == 0:
         raise ConfigError(f"ensemble_size {K} is smaller than the number of ranks {dist.world_size}")
     torch.manual_seed(cfg.seed * 1000 + members.start)
-    D = cfg.action_horizon * policy.config.action_dim
-    model = EnsembleRegressor(len(members), policy.config.obs_shapes, cfg.n_obs_steps, D,
+    D = policy.config.action_horizon * policy.config.action_dim
+    model = EnsembleRegressor(len(members), policy.config.obs_shapes, policy.config.n_obs_steps, D,
                               hidden_dims=cfg.ensemble_hidden, head=cfg.ensemble_head,
                               rgb_feature_dim=policy.config.rgb_feature_dim,
                               crop_ratio=policy.config.crop_ratio).to(dist.device)

@@ -10,6 +10,7 @@ Writes a run directory:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -26,6 +27,7 @@ from postbc_core.errors import ConfigError, storage_errors
 from postbc_core.policies.checkpoint import ENSEMBLE_FILE, POLICY_FILE, save_checkpoint, save_policy
 from postbc_core.models.obs_encoder import is_rgb_shape
 from postbc_core.policies.diffusion import DiffusionPolicy, PolicyConfig
+from postbc_core.policies.settings import PolicySettings
 from postbc_core.runlog import METRICS_FILE, TB_DIR, RunLogger
 from postbc_core.training.config import TrainConfig
 from postbc_core.training.diffusion_fit import fit_policy
@@ -62,13 +64,14 @@ def load_training_data(cfg: TrainConfig):
     n_ep = len(episode_ends)
     val_mask = get_val_mask(n_ep, cfg.val_ratio, seed=cfg.seed) if cfg.val_ratio > 0 else np.zeros(n_ep, bool)
     check_window_fits(cfg, np.diff(episode_ends, prepend=0)[~val_mask])
-    common = dict(obs_keys=list(cfg.obs_keys), action_key=cfg.action_key, n_obs_steps=cfg.n_obs_steps,
-                  action_horizon=cfg.action_horizon)
+    common = dict(obs_keys=list(cfg.obs_keys), action_key=cfg.action_key, n_obs_steps=cfg.policy.n_obs_steps,
+                  action_horizon=cfg.policy.action_horizon)
     train_ds = WindowDataset(data, episode_ends, episode_mask=~val_mask, **common)
     val_ds = WindowDataset(data, episode_ends, episode_mask=val_mask, **common) if val_mask.any() else None
     if val_ds is not None and len(val_ds) == 0:
         raise ConfigError(f"--val-ratio {cfg.val_ratio}: the {int(val_mask.sum())} validation episode(s) of "
-                          f"{cfg.dataset} are too short for one window (To={cfg.n_obs_steps}, Ta={cfg.action_horizon}),"
+                          f"{cfg.dataset} are too short for one window (To={cfg.policy.n_obs_steps}, "
+                          f"Ta={cfg.policy.action_horizon}),"
                           " so there would be no validation loss; raise --val-ratio or use --val-ratio 0")
     # Normalizer statistics from training episodes only.
     starts = np.concatenate([[0], episode_ends[:-1]])
@@ -86,11 +89,12 @@ def check_window_fits(cfg: TrainConfig, lengths: np.ndarray) -> None:
     """A training window spans To + Ta - 1 steps; windows reaching past an episode's ends are padded with its
     first / last step (diffusion_policy's sampler). Refuse when no training episode holds one unpadded window (every
     action chunk would be made up); say how many episodes are that short otherwise."""
-    need = cfg.n_obs_steps + cfg.action_horizon - 1
+    To, Ta = cfg.policy.n_obs_steps, cfg.policy.action_horizon
+    need = To + Ta - 1
     short = lengths < need
     if not short.any():
         return
-    sizes = f"--n-obs-steps {cfg.n_obs_steps} + --action-horizon {cfg.action_horizon} - 1 = {need} steps"
+    sizes = f"--n-obs-steps {To} + --action-horizon {Ta} - 1 = {need} steps"
     if short.all():
         raise ConfigError(f"{cfg.dataset}: every training episode is shorter than one window ({sizes}; the longest "
                           f"has {int(lengths.max())}), so every action chunk would be padding; lower --action-horizon "
@@ -195,11 +199,10 @@ RUN_OUTPUTS = (POLICY_FILE, ENSEMBLE_FILE, "posterior.json", "train_config.json"
 def build_policy(cfg: TrainConfig, data: dict, train_steps: np.ndarray) -> DiffusionPolicy:
     obs_shapes = {k: tuple(data[k].shape[1:]) for k in cfg.obs_keys}
     action_shape = data[cfg.action_key].shape[1:]
+    # The run's policy settings as they are; rgb_feature_dim, crop_ratio and beta_schedule keep PolicyConfig's
+    # defaults; clip_sample_range is widened after the posterior (PostBC).
     pcfg = PolicyConfig(obs_shapes=obs_shapes, action_dim=int(math.prod(action_shape)) if action_shape else 1,
-                        n_obs_steps=cfg.n_obs_steps, action_horizon=cfg.action_horizon, noise_net=cfg.noise_net,
-                        mlp_hidden=cfg.mlp_hidden, unet_down_dims=cfg.unet_down_dims,
-                        unet_kernel_size=cfg.unet_kernel_size, num_train_timesteps=cfg.num_train_timesteps,
-                        num_inference_steps=cfg.num_inference_steps, obs_clip=cfg.obs_clip)
+                        **{f.name: getattr(cfg.policy, f.name) for f in dataclasses.fields(PolicySettings)})
     normalizer = LinearNormalizer()
     # Observations: zero mean / unit variance with a floor on the std; actions: [-1, 1] (the range the DDIM sampler
     # clips to for BC; PostBC widens it after computing its posterior).
@@ -230,7 +233,7 @@ def _train(cfg: TrainConfig, dist) -> Path:
     # The data is loaded and checked before anything is written, so bad input leaves no half run behind.
     data, train_steps, train_ds, val_ds, tasks = load_training_data(cfg)
     if len(train_ds) == 0:
-        raise ConfigError(f"{cfg.dataset}: no training windows (episodes too short for To={cfg.n_obs_steps}?)")
+        raise ConfigError(f"{cfg.dataset}: no training windows (episodes too short for To={cfg.policy.n_obs_steps}?)")
     if dist.is_main:
         with storage_errors(f"writing the run directory {run_dir}"):
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -261,7 +264,8 @@ def _train(cfg: TrainConfig, dist) -> Path:
             save_checkpoint(run_dir / ENSEMBLE_FILE, "ensemble", full_state, {
                 "num_members": cfg.ensemble_size, "obs_shapes": {k: list(v) for k, v in
                                                                   policy.config.obs_shapes.items()},
-                "n_obs_steps": cfg.n_obs_steps, "out_dim": cfg.action_horizon * policy.config.action_dim,
+                "n_obs_steps": policy.config.n_obs_steps,
+                "out_dim": policy.config.action_horizon * policy.config.action_dim,
                 "hidden_dims": list(cfg.ensemble_hidden), "head": cfg.ensemble_head, "bootstrap": cfg.bootstrap,
                 "dataset": str(cfg.dataset)})
             with storage_errors(f"writing {run_dir / 'posterior.json'}"):
