@@ -16,6 +16,8 @@ import pytest
 
 from postbc_core.analysis.coverage import CoverageConfig, run_coverage
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def check_claim(m: dict, *, one_ratio: float, two_ratio: float, coverage_gain: float) -> None:
     dense, one, two = m["dense"], m["one_demo"], m["two_demos"]
@@ -27,19 +29,6 @@ def check_claim(m: dict, *, one_ratio: float, two_ratio: float, coverage_gain: f
     assert two["spread_ratio"] > two_ratio, two
     for r in (one, two):
         assert r["postbc_range_coverage"] > r["bc_range_coverage"] + coverage_gain, r
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: these small MLPs gain little from a second one on a quiet machine, and on a loaded one
-    (CI shares its 2 cores) OpenMP threads that wait at barriers for a descheduled sibling made this test 5-8x
-    slower than its CPU time (it hit pytest's 600 s timeout with two other jobs beside it)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_postbc_spreads_where_demos_are_sparse_and_agrees_where_dense(tmp_path):

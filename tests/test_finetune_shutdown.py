@@ -13,26 +13,13 @@ import numpy as np
 import pytest
 import torch
 from _paths import BIN
-from _policies import weak_lift_policy
 from postbc_core.data import EpisodeStore
 from postbc_core.policies.checkpoint import read_checkpoint
 from postbc_core.rl import DSRLConfig, FinetuneConfig, run_finetune
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 STATE = "finetune_state.safetensors"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks on a busy 2-core runner: see test_rl_algorithms
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def lift_checkpoint(tmp_path_factory):
-    """A (weak) state policy for lift_cube: 2 scripted demos, 50 diffusion steps. Its `postbc train` run directory."""
-    return weak_lift_policy(tmp_path_factory.mktemp("lift"), steps=50)
 
 
 def tiny_config(checkpoint, out, **kw) -> FinetuneConfig:

@@ -26,18 +26,10 @@ from postbc_core.models import (
 )
 from postbc_core.models import ensemble as ensemble_mod
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 # ---------------------------------------------------------------- helpers
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These tensors are tiny, so intra-op threads only add synchronisation; on a busy 2-core machine OpenMP's
-    thread hand-offs made this module ~10x slower (measured: 113 s vs 11 s), so run it on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def member_mlp(ens: EnsembleRegressor, k: int) -> nn.Sequential:
     """An ordinary nn.Sequential MLP holding a copy of member k's head weights (the reference implementation)."""

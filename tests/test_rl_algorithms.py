@@ -29,15 +29,7 @@ from postbc_core.rl import (
 )
 from postbc_core.rl.state import flatten, rng_state, set_rng_state, unflatten
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny networks: per-op overhead dominates, and two intra-op threads on a busy 2-core runner spin-wait each
-    other into 10x slower updates."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class ForkTask:

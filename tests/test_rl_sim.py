@@ -14,7 +14,6 @@ import pytest
 import torch
 from _paths import BIN
 from _policies import LIFT_OBS_KEYS as OBS_KEYS
-from _policies import weak_lift_policy
 from postbc_core.data import EpisodeStore, validate_store
 from postbc_core.errors import CheckpointError, ConfigError, PostBCError
 from postbc_core.policies.checkpoint import load_policy, read_checkpoint, save_policy
@@ -22,19 +21,7 @@ from postbc_core.policies.runner import PolicyRunner
 from postbc_core.rl import DSRLConfig, FinetuneConfig, NoiseEnv, run_finetune
 from postbc_core.sim.registry import make
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks on a busy 2-core runner: see test_rl_algorithms
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def lift_checkpoint(tmp_path_factory):
-    """A (weak) state policy for lift_cube: 2 scripted demos, 50 diffusion steps. Run directory path."""
-    return weak_lift_policy(tmp_path_factory.mktemp("lift"), steps=50)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(checkpoint, out, **kw) -> FinetuneConfig:
