@@ -319,25 +319,10 @@ def _own_outputs(out: Path) -> list[Path]:
 def prepare_out(cfg: PipelineConfig) -> None:
     """Refuse a non-empty --out unless --overwrite (then remove the previous pipeline's outputs, nothing else): a
     re-run into the same directory would otherwise regenerate everything under it without a word."""
-    from postbc_core.data.paths import refuse_inside_store
+    from postbc_core.data.paths import prepare_output_dir
 
-    out = cfg.out
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a directory; choose another --out")
-    refuse_inside_store(out, what="--out")
-    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if not entries:
-        return
-    if not cfg.overwrite:
-        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-        raise ConfigError(f"--out {out} is not empty ({shown}); pass --overwrite to replace the pipeline's outputs "
-                          "there, or choose another --out")
-    removed = _own_outputs(out)
-    with storage_errors(f"removing the previous pipeline outputs in {out}"):
-        for p in removed:
-            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-    log.warning("--overwrite: removed the previous pipeline's %s from %s",
-                ", ".join(p.name for p in removed) or "(nothing)", out)
+    prepare_output_dir(cfg.out, overwrite=cfg.overwrite, own_outputs=_own_outputs, owner="pipeline",
+                       replaces="the pipeline's outputs there")
 
 
 def _worker_init(device: str) -> None:

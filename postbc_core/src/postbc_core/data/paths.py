@@ -8,13 +8,17 @@ anything that is not part of the store (`foreign_entries`) instead of deleting i
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-from collections.abc import Iterable
+import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from postbc_core.data.zarr_compat import is_tmp_name
-from postbc_core.errors import StoreError, storage_errors
+from postbc_core.errors import ConfigError, StoreError, storage_errors
+
+log = logging.getLogger(__name__)
 
 
 def real_path(path: str | os.PathLike) -> Path:
@@ -65,6 +69,33 @@ def make_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     with storage_errors(f"creating the {what} directory {path}"):
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def prepare_output_dir(out: Path, *, overwrite: bool, own_outputs: Callable[[Path], list[Path]], owner: str,
+                       replaces: str, kind: str = "directory", inputs: Iterable[str | os.PathLike] = (),
+                       remove: bool = True) -> None:
+    """Claim a command's --out before it writes anything: refuse a file, a path inside a store (or one of the
+    `inputs`), and a non-empty directory unless `overwrite`; with `overwrite` (and `remove`), delete only
+    `own_outputs(out)`, the previous run's outputs, and leave everything else there. `owner` names that previous
+    run ("run", "pipeline"), `replaces` what --overwrite replaces (for the message), `kind` what --out must be."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a {kind}; choose another --out")
+    refuse_inside_store(out, inputs, what="--out")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not entries:
+        return
+    if not overwrite:
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise ConfigError(f"--out {out} is not empty ({shown}); pass --overwrite to replace {replaces}, or choose "
+                          "another --out")
+    if not remove:
+        return
+    removed = own_outputs(out)
+    with storage_errors(f"removing the previous {owner}'s outputs in {out}"):
+        for p in removed:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    log.warning("--overwrite: removed the previous %s's %s from %s", owner,
+                ", ".join(p.name for p in removed) or "(nothing)", out)
 
 
 _CHUNK_NAME = re.compile(r"\d+(\.\d+)*")

@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -169,27 +168,11 @@ def get_val_mask_count(n_episodes: int, val_ratio: float) -> int:
 def prepare_run_dir(cfg: TrainConfig) -> None:
     """Refuse a non-empty --out unless --overwrite (then remove the previous run's outputs, nothing else), so two runs
     never mix in one directory. Runs before any rank writes (torchrun: every rank checks, rank 0 removes)."""
-    from postbc_core.data.paths import refuse_inside_store
+    from postbc_core.data.paths import prepare_output_dir
 
-    out = cfg.out
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a run directory; choose another --out")
-    refuse_inside_store(out, [cfg.dataset], what="--out")
-    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if not entries:
-        return
-    if not cfg.overwrite:
-        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-        raise ConfigError(f"--out {out} is not empty ({shown}); pass --overwrite to replace that run, or choose "
-                          "another --out")
-    if int(os.environ.get("RANK", "0")) != 0:
-        return
-    removed = [n for n in RUN_OUTPUTS if (out / n).exists()]
-    with storage_errors(f"removing the previous run in {out}"):
-        for name in removed:
-            p = out / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    log.warning("--overwrite: removed the previous run's %s from %s", ", ".join(removed) or "(nothing)", out)
+    prepare_output_dir(cfg.out, overwrite=cfg.overwrite, owner="run", replaces="that run", kind="run directory",
+                       inputs=[cfg.dataset], remove=int(os.environ.get("RANK", "0")) == 0,
+                       own_outputs=lambda out: [out / n for n in RUN_OUTPUTS if (out / n).exists()])
 
 
 RUN_OUTPUTS = (POLICY_FILE, ENSEMBLE_FILE, "posterior.json", "train_config.json", METRICS_FILE, TB_DIR, "checkpoints")
