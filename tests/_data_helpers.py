@@ -67,3 +67,16 @@ def assert_episodes_equal(store, expected: list[dict[str, np.ndarray]]) -> None:
         for k in ep:
             assert got[k].dtype == ep[k].dtype, (k, got[k].dtype, ep[k].dtype)
             np.testing.assert_array_equal(got[k], ep[k], err_msg=f"episode {i} key {k}")
+
+
+def read_until_stalled(proc: subprocess.Popen) -> list[str]:
+    """The lines a child printed up to the "stalled" line of the finetuning test hook (POSTBC_FINETUNE_TEST_STALL),
+    which it prints when it has reached the point a test stops it at. No wall-clock deadline of its own (a loaded
+    machine is slow, not wrong): the child stalls or exits, and pytest's timeout bounds a hang."""
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.strip() == "stalled":
+            break
+    assert lines and lines[-1].strip() == "stalled", "".join(lines)
+    return lines

@@ -12,6 +12,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from _data_helpers import read_until_stalled
 from _paths import BIN
 from postbc_core.data import EpisodeStore
 from postbc_core.policies.checkpoint import read_checkpoint
@@ -80,12 +81,7 @@ def test_a_stop_during_the_updates_keeps_the_committed_episode_and_resumes_exact
     proc = subprocess.Popen([str(BIN / "postbc"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)
     try:
-        lines = []
-        for line in proc.stdout:  # no deadline of its own: the child stalls or exits; pytest's timeout bounds a hang
-            lines.append(line)
-            if line.strip() == "stalled":
-                break
-        assert lines and lines[-1].strip() == "stalled", "".join(lines)
+        read_until_stalled(proc)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:

@@ -12,6 +12,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from _data_helpers import read_until_stalled
 from _paths import BIN
 from _policies import LIFT_OBS_KEYS as OBS_KEYS
 from postbc_core.data import EpisodeStore, validate_store
@@ -166,14 +167,7 @@ def test_finetune_killed_mid_episode_resumes_exactly_like_an_uninterrupted_run(l
     proc = subprocess.Popen([str(BIN / "postbc"), *args, "--out", str(cut)], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=env)
     try:
-        lines = []
-        # No wall-clock deadline of its own (a loaded machine is slow, not wrong): the child stalls or exits, and
-        # pytest's timeout bounds a hang.
-        for line in proc.stdout:
-            lines.append(line)
-            if line.strip() == "stalled":
-                break
-        assert lines and lines[-1].strip() == "stalled", "".join(lines)
+        read_until_stalled(proc)
         proc.send_signal(signal.SIGKILL)  # mid-episode 2, five steps on disk but uncommitted
         proc.wait(timeout=30)
     finally:

@@ -12,6 +12,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from _data_helpers import read_until_stalled
 from _paths import BIN
 from _policies import weak_lift_policy
 from postbc import runner
@@ -95,12 +96,7 @@ def test_ctrl_c_during_the_updates_keeps_the_committed_episode(ros_context, weak
     proc = subprocess.Popen([str(BIN / "postbc"), "ros", "run", "finetune", *(a for x in sets for a in ("--set", x))],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
-        lines = []
-        for line in proc.stdout:  # no deadline of its own: the child stalls or exits; pytest's timeout bounds a hang
-            lines.append(line)
-            if line.strip() == "stalled":
-                break
-        assert lines and lines[-1].strip() == "stalled", "".join(lines)
+        lines = read_until_stalled(proc)
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
     finally:
