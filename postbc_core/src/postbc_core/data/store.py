@@ -363,23 +363,27 @@ class EpisodeStore:
             self.data(k)
         return keys
 
+    def _read(self, keys: list[str], start: int, stop: int) -> dict[str, np.ndarray]:
+        """data/<key>[start:stop] for every key, then one check that no rewrite swapped the store meanwhile."""
+        out = {k: read_rows(self.data(k), start, stop, f"data/{k}", self.path) for k in keys}
+        self._check_not_rewritten()
+        return out
+
     def rows(self, key: str, start: int, stop: int) -> np.ndarray:
         """data/<key>[start:stop] as numpy (a damaged chunk raises StoreError naming the key and rows)."""
         self._check_open()
-        out = read_rows(self.data(key), start, stop, f"data/{key}", self.path)
-        self._check_not_rewritten()
-        return out
+        return self._read([key], start, stop)[key]
 
     def episode(self, i: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """Episode `i` (negative counts from the end): key -> (T, ...) array."""
         self._check_open()
         start, end = self._episode_range(i)
-        return {k: self.rows(k, start, end) for k in self._select_keys(keys)}
+        return self._read(self._select_keys(keys), start, end)
 
     def load(self, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """All committed steps in memory: key -> (T_total, ...) array."""
         self._check_open()
-        return {k: self.rows(k, 0, self.n_steps) for k in self._select_keys(keys)}
+        return self._read(self._select_keys(keys), 0, self.n_steps)
 
     def meta_table(self) -> dict[str, np.ndarray]:
         """Per-episode metadata arrays (committed rows only): field -> (N,) array."""
