@@ -416,6 +416,12 @@ class Finetuner:
         """Wall time of the run: every session's, up to its last checkpoint, and this one's so far."""
         return self._wall_before + time.monotonic() - self._t0
 
+    def _progress(self) -> dict:
+        """What a checkpoint of the current state records for `stop_note` (kept as `_saved`, with the run's wall time
+        at that checkpoint, once it is on disk)."""
+        return {"episodes_done": self.episodes_done, "update_pending": self.update_pending,
+                "updates_owed": self.updates_owed if self.update_pending else 0}
+
     def stop_note(self) -> str:
         """What stopping the run now costs, from what the last checkpoint on disk holds (said at Ctrl-C)."""
         resume = self._resume_hint()
@@ -467,11 +473,10 @@ class Finetuner:
             raise PostBCError("save() during an episode: checkpoints are taken between episodes")
         tensors, skeleton = flatten({"agent": self.agent.training_state(), "rng": rng_state(self.rng)})
         metrics = self.cfg.out / METRICS_FILE
-        saved = {"episodes_done": self.episodes_done, "update_pending": self.update_pending,
-                 "updates_owed": self.updates_owed if self.update_pending else 0}
+        saved = {**self._progress(), "wall_time_s": round(self.wall_time_s, 3)}
         info = {"config": self.cfg.to_dict(), "counters": self.counters(), "state": skeleton,
                 "history": self.history, "evals": self.evals, "policy_sha256": self.policy_sha256,
-                "update_pending": self.update_pending, "wall_time_s": round(self.wall_time_s, 3),
+                "update_pending": self.update_pending, "wall_time_s": saved["wall_time_s"],
                 "metrics_bytes": metrics.stat().st_size if metrics.exists() else 0}
         path = save_checkpoint(self.cfg.out / STATE_FILE, "finetune", tensors, {"finetune": json.dumps(info)})
         self._saved = saved
@@ -543,8 +548,7 @@ class Finetuner:
         self.history, self.evals = list(saved["history"]), list(saved["evals"])
         self.update_pending = bool(saved.get("update_pending", False))
         self._wall_before = float(saved.get("wall_time_s", 0.0))
-        self._saved = {"episodes_done": self.episodes_done, "update_pending": self.update_pending,
-                       "updates_owed": self.updates_owed if self.update_pending else 0}
+        self._saved = {**self._progress(), "wall_time_s": self._wall_before}
         if self.read_only:
             log.info("opened %s after episode %d (%d updates)", self.cfg.out, self.episodes_done, self.updates)
             return
@@ -801,7 +805,9 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
         summary = {"task": cfg.task, "algorithm": cfg.algorithm, "checkpoint": str(cfg.checkpoint),
                    "episodes": ft.episodes_done, "train_success": succ, "train_success_rate": k / len(succ),
                    "train_success_ci95": list(wilson_interval(k, len(succ))), "history": ft.history, "evals": ft.evals,
-                   "counters": ft.counters(), "wall_time_s": round(ft.wall_time_s, 3),
+                   # the run's wall time at its last checkpoint: what a resume continues from, so a resumed run's
+                   # summary never reports less than an earlier session's
+                   "counters": ft.counters(), "wall_time_s": ft._saved.get("wall_time_s", round(ft.wall_time_s, 3)),
                    "replay": str(cfg.out / REPLAY_DIR), "state": str(cfg.out / STATE_FILE)}
         (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
