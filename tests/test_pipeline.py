@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 from _paths import BIN
-from postbc_core.analysis.pipeline import LABELS, PipelineConfig
+from postbc_core.analysis.pipeline import PipelineConfig
+from postbc_core.analysis.pipeline_report import LABELS
 from postbc_core.errors import ConfigError
 
 TINY = ["--demos", "2", "--ensemble-size", "2", "--ensemble-steps", "10", "--steps", "20", "--seeds", "0", "1",

@@ -4,8 +4,8 @@ For every seed s (matched across BC and PostBC: the same demos, the same trainin
     scripted demos -> BC (alpha 0) and PostBC (alpha > 0)           analysis/sim_demo.run_sim_demo, the one way
     -> DSRL finetuning of each for the same online episode budget     rl/finetune.run_finetune
        (its evaluation before the first episode is the pretrained success; later ones give the curve)
-then the 1-D coverage experiment (analysis/coverage.py) and a report: report.md, success_vs_episodes.png, results.json
-and one summary line.
+then the 1-D coverage experiment (analysis/coverage.py) and a report (analysis/pipeline_report.py): report.md,
+success_vs_episodes.png, results.json and one summary line.
 
 Statistics. Every evaluation point runs `eval_episodes` episodes per seed on a fixed set of initial states (seeds
 1000000+, never trained on, identical for both methods). Rates are pooled over seeds (k successes of
@@ -33,27 +33,22 @@ from typing import Annotated, Literal
 
 import tyro
 
+from postbc_core.analysis.pipeline_report import RECIPE_METHODS, aggregate, plot_success, render_report, summary_line
 from postbc_core.errors import ConfigError, check_seed, storage_errors
 from postbc_core.policies.settings import PolicySettings
 from postbc_core.rl.best_of_n import BestOfNConfig
 from postbc_core.rl.dsrl import DSRLConfig
-from postbc_core.stats import format_p, paired_comparison, pooled_rate, wilson_interval
 
 log = logging.getLogger(__name__)
-
-NOTES = Path(__file__).with_name("pipeline_notes.md")  # the measured configurations, embedded in every report
-LABELS = {"bc": "BC", "postbc": "PostBC", "sigma_bc": "sigma-BC"}
 
 # Budgets. The full run (--full: 5 seeds, 150 online episodes, points every 10 x 30 episodes, 100 paired episodes,
 # the paper's 100 rollouts for the Best-of-N recipe) is the convincing one: ~2 CPU-hours, so `make demo` runs a
 # reduced version (3 seeds, 40 online episodes, 30 paired episodes, 30 rollouts) and says so in its summary line; the
-# full run's report is committed under benchmarks/results/ (FULL_REPORT) with its command.
+# full run's report is committed under benchmarks/results/ (pipeline_report.FULL_REPORT) with its command.
 DEFAULT = {"seeds": (0, 1, 2), "finetune_episodes": 40, "eval_every": 20, "eval_episodes": 20, "paired_episodes": 30,
            "recipe_rollouts": 30}
 FULL = {"seeds": (0, 1, 2, 3, 4), "finetune_episodes": 150, "eval_every": 10, "eval_episodes": 30,
         "paired_episodes": 100, "recipe_rollouts": 100}
-FULL_REPORT = "benchmarks/results/pipeline_lift_cube_full/report.md"
-RECIPE_METHODS = ("bc", "postbc", "sigma_bc")  # the paper's WidowX recipe also runs the sigma-BC baseline
 
 
 def _default_dsrl() -> DSRLConfig:
@@ -228,6 +223,11 @@ class PipelineConfig:
                               episodes=self.recipe_rollouts, out=self.out / f"seed_{seed}" / f"recipe_{name}",
                               seed=seed, eval_episodes=0, device=self.device, max_steps=self.max_steps, bon=bon)
 
+    @property
+    def recipe_methods(self) -> tuple[str, ...]:
+        """The methods the Best-of-N recipe runs (none with --recipe-rollouts 0)."""
+        return RECIPE_METHODS if self.recipe_rollouts else ()
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["out"] = str(self.out)
@@ -255,7 +255,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
 
     # jobs: pretraining per seed, then finetuning (+ paired evaluation) per seed and method, and the coverage
     # experiment; finer than a job per seed so that 3 seeds keep 2 workers busy to the end
-    workers = min(cfg.workers, (2 + len(_recipe_methods(cfg))) * len(cfg.seeds) + int(cfg.coverage))
+    workers = min(cfg.workers, (2 + len(cfg.recipe_methods)) * len(cfg.seeds) + int(cfg.coverage))
     if workers > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -273,7 +273,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
                 ft_jobs += [pool.submit(finetune_method, cfg, seed, name, run[name]["checkpoint"])
                             for name in POLICIES]
                 recipe_jobs += [pool.submit(recipe_method, cfg, seed, name, run[name]["checkpoint"])
-                                for name in _recipe_methods(cfg)]
+                                for name in cfg.recipe_methods]
             for job in ft_jobs:
                 seed, name, run, t, cpu_s = job.result()
                 take(seed, name, run, t, cpu_s)
@@ -288,7 +288,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             take(seed, None, run, t, cpu_s)
             for name in POLICIES:
                 take(seed, *finetune_method(cfg, seed, name, run[name]["checkpoint"])[1:])
-            for name in _recipe_methods(cfg):
+            for name in cfg.recipe_methods:
                 _, _, rec, t, cpu_s = recipe_method(cfg, seed, name, run[name]["checkpoint"])
                 take(seed, "recipe", {name: rec}, t, cpu_s)
         coverage, t = _run_coverage(cfg) if cfg.coverage else (None, {})
@@ -345,14 +345,10 @@ def pretrain_seed(cfg: PipelineConfig, seed: int) -> tuple[int, dict, dict, floa
     pre = run_sim_demo(sd)
     run = {"demo_success_rate": pre["demo_success_rate"],
            **{name: {"checkpoint": pre["policies"][name]["checkpoint"]} for name in POLICIES}}
-    if "sigma_bc" in _recipe_methods(cfg):  # the same demos, seed and average noise magnitude as PostBC, isotropic
+    if "sigma_bc" in cfg.recipe_methods:  # the same demos, seed and average noise magnitude as PostBC, isotropic
         run["sigma_bc"] = {"checkpoint": str(train_policy(sd, sd.out / "demos.zarr", "sigma_bc", cfg.alpha,
                                                           perturbation="isotropic"))}
     return seed, run, {f"seed_{seed}_pretrain": round(time.time() - t0, 1)}, time.process_time() - c0
-
-
-def _recipe_methods(cfg: PipelineConfig) -> tuple[str, ...]:
-    return RECIPE_METHODS if cfg.recipe_rollouts else ()
 
 
 def recipe_method(cfg: PipelineConfig, seed: int, name: str, checkpoint: str) -> tuple[int, str, dict, dict, float]:
@@ -413,286 +409,6 @@ def _run_coverage(cfg: PipelineConfig) -> tuple[dict, dict]:
                **{r: {k: m[r][k] for k in ("bc_std", "postbc_std", "spread_ratio")} for r in regions}}
     return summary, {"coverage": round(time.time() - t0, 1), "coverage_cpu": round(time.process_time() - c0, 1)}
 
-
-def aggregate(cfg: PipelineConfig, runs: dict[int, dict]) -> dict:
-    """Per-seed evaluation histories -> pooled curves with Wilson 95% bands, pretrained rates, episodes to target."""
-    from postbc_core.analysis.sim_demo import POLICIES
-
-    seeds = list(runs)
-    curves, pretrained, final, to_target = {}, {}, {}, {}
-    for name in POLICIES:
-        points = [e["after_episodes"] for e in runs[seeds[0]][name]["evals"]]
-        k = [sum(_eval_at(runs[s][name], x)["n_success"] for s in seeds) for x in points]
-        n = [sum(_eval_at(runs[s][name], x)["episodes"] for s in seeds) for x in points]
-        ci = [wilson_interval(ki, ni) for ki, ni in zip(k, n)]
-        per_seed = {str(s): [_eval_at(runs[s][name], x)["success_rate"] for x in points] for s in seeds}
-        curves[name] = {"after_episodes": points, "n_success": k, "n": n,
-                        "success_rate": [ki / ni for ki, ni in zip(k, n)], "ci_low": [c[0] for c in ci],
-                        "ci_high": [c[1] for c in ci], "per_seed": per_seed}
-        pretrained[name] = _point(curves[name], 0)
-        final[name] = _point(curves[name], -1)
-        to_target[name] = {"pooled": _first_reach(points, curves[name]["success_rate"], cfg.target_success),
-                           "per_seed": {s: _first_reach(points, v, cfg.target_success) for s, v in per_seed.items()}}
-    return {"task": cfg.task, "seeds": seeds, "demos": cfg.demos, "alpha": cfg.alpha, "algorithm": cfg.algorithm,
-            "finetune_episodes": cfg.finetune_episodes, "eval_episodes": cfg.eval_episodes,
-            "target_success": cfg.target_success, "interval": "wilson95_pooled_over_seeds",
-            "demo_success_rate": {str(s): runs[s]["demo_success_rate"] for s in seeds},
-            "pretrained": pretrained, "final": final, "episodes_to_target": to_target, "curves": curves,
-            "paired": _paired(cfg, runs) if cfg.paired_episodes else None,
-            "recipe": _recipe(cfg, runs) if _recipe_methods(cfg) else None,
-            "runs": {str(s): {m: runs[s][m] for m in (*POLICIES, "sigma_bc", "recipe") if m in runs[s]}
-                     for s in seeds}, "config": cfg.to_dict()}
-
-
-def _paired(cfg: PipelineConfig, runs: dict[int, dict]) -> dict:
-    """The paired final evaluation pooled over seeds: per method pretrained vs agent, and BC vs PostBC at each
-    stage, each a McNemar exact test on the same (seed, episode) pairs."""
-    from postbc_core.analysis.sim_demo import POLICIES
-
-    pooled = {m: {stage: [x for s in runs for x in runs[s][m]["paired"][stage]] for stage in ("pretrained", "agent")}
-              for m in POLICIES}
-    out = {"episodes_per_seed": cfg.paired_episodes}
-    for m in POLICIES:
-        out[m] = {"pretrained": pooled_rate(pooled[m]["pretrained"]), "agent": pooled_rate(pooled[m]["agent"]),
-                  "agent_vs_pretrained": paired_comparison(pooled[m]["pretrained"], pooled[m]["agent"]),
-                  "per_seed": {str(s): [sum(runs[s][m]["paired"][st]) for st in ("pretrained", "agent")]
-                               for s in runs}}
-    # "gained" = episodes PostBC succeeds in and BC does not
-    out["postbc_vs_bc"] = {st: paired_comparison(pooled["bc"][st], pooled["postbc"][st])
-                           for st in ("pretrained", "agent")}
-    return out
-
-
-def _recipe(cfg: PipelineConfig, runs: dict[int, dict]) -> dict:
-    """The Best-of-N recipe pooled over seeds: per method the pretrained rate and each N's rate (McNemar vs the
-    pretrained policy on the same episodes), and PostBC / sigma-BC vs BC at each N."""
-    stages = ["pretrained", *(f"best_of_{n}" for n in cfg.best_of)]
-
-    def outcomes(m: str, stage: str, seeds=None) -> list[bool]:
-        rec = [runs[s]["recipe"][m] for s in (seeds or runs)]
-        return [x for r in rec for x in (r["pretrained"] if stage == "pretrained" else
-                                         r["best_of"][stage[len("best_of_"):]])]
-
-    out = {"rollouts": cfg.recipe_rollouts, "best_of": list(cfg.best_of), "episodes_per_seed": cfg.paired_episodes,
-           "discount": cfg.bon.discount, "expectile": cfg.bon.expectile, "fit_steps": cfg.bon.fit_steps}
-    for m in _recipe_methods(cfg):
-        out[m] = {st: pooled_rate(outcomes(m, st)) for st in stages}
-        out[m]["rollout_success_rate"] = {str(s): runs[s]["recipe"][m]["rollout_success_rate"] for s in runs}
-        out[m]["vs_pretrained"] = {st: paired_comparison(outcomes(m, "pretrained"), outcomes(m, st))
-                                   for st in stages[1:]}
-        out[m]["per_seed"] = {str(s): [sum(outcomes(m, st, [s])) for st in stages] for s in runs}
-    for m in _recipe_methods(cfg):
-        if m != "bc":  # "gained" = episodes the method succeeds in and BC does not
-            out[f"{m}_vs_bc"] = {st: paired_comparison(outcomes("bc", st), outcomes(m, st)) for st in stages}
-    return out
-
-
-def _eval_at(run: dict, after: int) -> dict:
-    return next(e for e in run["evals"] if e["after_episodes"] == after)
-
-
-def _point(curve: dict, i: int) -> dict:
-    return {"after_episodes": curve["after_episodes"][i], "n_success": curve["n_success"][i], "n": curve["n"][i],
-            "success_rate": curve["success_rate"][i], "ci95": [curve["ci_low"][i], curve["ci_high"][i]],
-            "per_seed": {s: v[i] for s, v in curve["per_seed"].items()}}
-
-
-def _first_reach(points: list[int], rates: list[float], target: float) -> int | None:
-    return next((x for x, r in zip(points, rates) if r >= target - 1e-9), None)
-
-
-# ------------------------------------------------------------------------------------------------------------------
-def _rate(p: dict) -> str:
-    return f"{p['success_rate']:.0%} [{p['ci95'][0]:.0%}, {p['ci95'][1]:.0%}]"
-
-
-def _reach(r: dict, name: str) -> str:
-    x = r["episodes_to_target"][name]["pooled"]
-    return f"not reached within {r['finetune_episodes']}" if x is None else str(x)
-
-
-def _paired_text(r: dict) -> str:
-    p = r["paired"]
-    gains = ", ".join(f"{LABELS[m]} {p[m]['pretrained']['n_success']} -> {p[m]['agent']['n_success']} "
-                      f"(McNemar p = {format_p(p[m]['agent_vs_pretrained']['mcnemar_exact_p'])})"
-                      for m in ("bc", "postbc"))
-    return f"paired final evaluation, successes of {p['bc']['agent']['n']} episodes: {gains}"
-
-
-def summary_line(r: dict) -> str:
-    """One line: pretrained and finetuned success (pooled, Wilson 95%), online episodes to the target and (when run)
-    the paired final evaluation's successes with McNemar p."""
-    pre, fin = r["pretrained"], r["final"]
-    reduced = "" if r["config"]["full"] else f"reduced run (the full one: --full, report {FULL_REPORT}): "
-    line = (f"{reduced}{r['task']}, {r['demos']} demos, seeds {' '.join(map(str, r['seeds']))} x "
-            f"{r['eval_episodes']} eval episodes: pretrained BC {_rate(pre['bc'])} vs PostBC {_rate(pre['postbc'])}; after "
-            f"{r['finetune_episodes']} online episodes ({r['algorithm']}) BC {_rate(fin['bc'])} vs PostBC "
-            f"{_rate(fin['postbc'])}; episodes to {r['target_success']:.0%} success: BC {_reach(r, 'bc')}, "
-            f"PostBC {_reach(r, 'postbc')}")
-    line += f"; {_paired_text(r)}" if r.get("paired") else ""
-    return line + (f"; {_recipe_text(r)}" if r.get("recipe") else "")
-
-
-def _recipe_text(r: dict) -> str:
-    rc = r["recipe"]
-    n_max = f"best_of_{max(rc['best_of'])}"
-    parts = ", ".join(f"{LABELS[m]} {rc[m]['pretrained']['n_success']} -> {rc[m][n_max]['n_success']}"
-                      for m in RECIPE_METHODS if m in rc)
-    vs = rc["postbc_vs_bc"][n_max]
-    return (f"paper's WidowX recipe ({rc['rollouts']} rollouts, offline IQL, best of {max(rc['best_of'])}), "
-            f"successes of {rc['bc']['pretrained']['n']} episodes: {parts} (PostBC vs BC McNemar p = "
-            f"{format_p(vs['mcnemar_exact_p'])})")
-
-
-def plot_success(path: Path, r: dict) -> Path:
-    """Success vs online episodes: pooled rate per method with its Wilson 95% band, per-seed rates as thin lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for color, name in (("C0", "bc"), ("C3", "postbc")):
-        c = r["curves"][name]
-        x = c["after_episodes"]
-        ax.fill_between(x, c["ci_low"], c["ci_high"], color=color, alpha=0.18, lw=0)
-        for rates in c["per_seed"].values():
-            ax.plot(x, rates, color=color, lw=0.7, alpha=0.35)
-        label = LABELS[name] if name == "bc" else f"{LABELS[name]} (alpha {r['alpha']})"
-        ax.plot(x, c["success_rate"], color=color, lw=2, marker="o", ms=4, label=label)
-    ax.axhline(r["target_success"], color="0.4", ls=":", lw=1, label=f"target {r['target_success']:.0%}")
-    ax.set_xlabel(f"online episodes ({r['algorithm']}, warm-up included)")
-    ax.set_ylabel("success rate")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{r['task']}, {r['demos']} demos: mean over {len(r['seeds'])} seeds x {r['eval_episodes']} eval "
-                 "episodes\nband: Wilson 95% of pooled episodes; thin lines: single seeds", fontsize=9)
-    ax.legend(fontsize=8, loc="upper left")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def render_report(r: dict) -> str:
-    cfg = r["config"]
-    names = ("bc", "postbc")
-    seeds = [str(s) for s in r["seeds"]]
-    pts = r["curves"]["bc"]["after_episodes"]
-    curve_rows = "\n".join(
-        f"| {x} | " + " | ".join(f"{r['curves'][m]['success_rate'][i]:.0%} [{r['curves'][m]['ci_low'][i]:.0%}, "
-                                 f"{r['curves'][m]['ci_high'][i]:.0%}]" for m in names) + " | "
-        + " | ".join(" ".join(f"{r['curves'][m]['per_seed'][s][i]:.0%}" for s in seeds) for m in names) + " |"
-        for i, x in enumerate(pts))
-    reach_rows = "\n".join(
-        f"| {LABELS[m]} | {_reach(r, m)} | "
-        + " ".join("-" if v is None else str(v) for v in r["episodes_to_target"][m]["per_seed"].values()) + " |"
-        for m in names)
-    timings = ", ".join(f"{k} {v:.0f} {'CPU s' if k.endswith('cpu') else 's'}" for k, v in r["timings_s"].items())
-    m = r["machine"]
-    cov = r.get("coverage")
-    cov_text = ("(coverage experiment skipped: --no-coverage)\n" if not cov else
-                f"![coverage]({cov['figure']})\n\nPosterior spread of the action samples (std PostBC / BC): dense "
-                f"region {cov['dense']['spread_ratio']:.2f}, states with one demo "
-                f"{cov.get('one_demo', {}).get('spread_ratio', float('nan')):.2f}, two demos "
-                f"{cov.get('two_demos', {}).get('spread_ratio', float('nan')):.2f} (metrics: {cov['json']}).\n")
-    notes = NOTES.read_text() if NOTES.exists() else "(pipeline_notes.md not found)\n"
-    paired_text = "(paired final evaluation skipped: --paired-episodes 0)\n"
-    if r.get("paired"):
-        p = r["paired"]
-        rows = "\n".join(
-            f"| {LABELS[m]} | {_rate(p[m]['pretrained'])} | {_rate(p[m]['agent'])} | "
-            f"{p[m]['agent_vs_pretrained']['gained']} / {p[m]['agent_vs_pretrained']['lost']} | "
-            f"{format_p(p[m]['agent_vs_pretrained']['mcnemar_exact_p'])} | "
-            + " ".join(f"{a}->{b}" for a, b in p[m]["per_seed"].values()) + " |" for m in names)
-        vs = "; ".join(f"{st}: PostBC succeeds where BC fails in {c['gained']}, BC where PostBC fails in {c['lost']} "
-                       f"(p = {format_p(c['mcnemar_exact_p'])})" for st, c in p["postbc_vs_bc"].items())
-        paired_text = f"""The pretrained policy and the agent after {r['finetune_episodes']} online episodes of each method,
-on the same {p['episodes_per_seed']} initial states and noise seeds per seed (greedy agent, as `postbc finetune-eval`);
-Wilson 95% over the pooled episodes; McNemar's exact test on the pairs.
-
-| method | pretrained | agent | gained / lost | McNemar p | per seed ({' '.join(seeds)}) |
-|---|---|---|---|---|---|
-{rows}
-
-BC vs PostBC on the same episodes, {vs}.
-"""
-    recipe_text = "(the Best-of-N recipe was skipped: --recipe-rollouts 0)\n"
-    if r.get("recipe"):
-        rc = r["recipe"]
-        stages = ["pretrained", *(f"best_of_{n}" for n in rc["best_of"])]
-        methods = [m for m in RECIPE_METHODS if m in rc]
-        head = " | ".join(["pretrained", *(f"best of {n} (gained / lost, p)" for n in rc["best_of"])])
-        rows = "\n".join(
-            f"| {LABELS[m]} | {_rate(rc[m]['pretrained'])} | "
-            + " | ".join(f"{_rate(rc[m][st])} ({rc[m]['vs_pretrained'][st]['gained']} / "
-                         f"{rc[m]['vs_pretrained'][st]['lost']}, "
-                         f"{format_p(rc[m]['vs_pretrained'][st]['mcnemar_exact_p'])})"
-                         for st in stages[1:])
-            + " | " + " ".join(f"{'/'.join(map(str, v))}" for v in rc[m]["per_seed"].values())
-            + " | " + " ".join(f"{v:.0%}" for v in rc[m]["rollout_success_rate"].values()) + " |" for m in methods)
-        vs_rows = "\n".join(
-            f"| {LABELS[m]} vs BC | " + " | ".join(
-                f"+{rc[f'{m}_vs_bc'][st]['gained']} / -{rc[f'{m}_vs_bc'][st]['lost']}, p = "
-                f"{format_p(rc[f'{m}_vs_bc'][st]['mcnemar_exact_p'])}" for st in stages) + " |"
-            for m in methods if m != "bc")
-        recipe_text = f"""The paper's own WidowX experiment (App. D): {rc['rollouts']} rollouts of each pretrained policy
-per seed labelled 0/1 by success, one IQL critic fitted on them offline ({rc['fit_steps']} steps, discount
-{rc['discount']}, expectile {rc['expectile']}, no further collection), then at every decision the critic picks the
-best of N chunks sampled from the frozen policy.
-sigma-BC is the paper's baseline: the same average noise magnitude as PostBC's posterior, for every state. All are
-evaluated on the same {rc['episodes_per_seed']} initial states and noise seeds per seed as the DSRL comparison.
-
-| method | {head} | successes per seed ({' / '.join(stages)}) | rollout success per seed |
-|---|{'---|' * (len(stages) + 2)}
-{rows}
-
-| paired on the same episodes | {' | '.join(stages)} |
-|---|{'---|' * len(stages)}
-{vs_rows}
-"""
-    dsrl = cfg["dsrl"]
-    return f"""# PostBC vs BC: pretraining and DSRL finetuning on {r['task']}
-
-**Result:** {r['summary_line']}
-
-Setup: per seed ({', '.join(seeds)}), {r['demos']} scripted demonstrations (operator quality {cfg['quality']}) ->
-BC (alpha 0) and PostBC (alpha {r['alpha']}, K = {cfg['ensemble_size']}, {cfg['ensemble_steps']} ensemble steps) with
-{cfg['steps']} diffusion steps each, the same seed for both -> {r['algorithm']} finetuning of each for
-{r['finetune_episodes']} online episodes ({dsrl['warmup_episodes']} warm-up episodes of the pretrained policy, UTD
-{dsrl['utd']}, batch {dsrl['batch_size']}, hidden {dsrl['hidden']}). Every point evaluates {r['eval_episodes']}
-episodes per seed on the same fixed initial states (never trained on); episode 0 is the pretrained policy
-(w ~ N(0, I)), later points the greedy noise policy. Intervals: Wilson 95% over the episodes pooled across seeds
-(n = {len(seeds)} x {r['eval_episodes']}); they ignore between-seed variance, which the per-seed columns show.
-Scripted demonstrator success per seed: {', '.join(f'{v:.0%}' for v in r['demo_success_rate'].values())}.
-
-![success vs online episodes](success_vs_episodes.png)
-
-## Success vs online episodes
-
-| online episodes | BC | PostBC | BC per seed ({' '.join(seeds)}) | PostBC per seed |
-|---|---|---|---|---|
-{curve_rows}
-
-## Paired final evaluation
-
-{paired_text}
-## The paper's WidowX recipe: offline IQL on labelled rollouts, Best-of-N
-
-{recipe_text}
-## Online episodes to reach {r['target_success']:.0%} success
-
-| method | pooled over seeds | per seed ({' '.join(seeds)}; - = not reached within {r['finetune_episodes']}) |
-|---|---|---|
-{reach_rows}
-
-## Coverage (1-D problem, analysis/coverage.py)
-
-{cov_text}
-Wall time ({m['cpus']} CPUs, {m['workers']} worker processes, 1-min load average {m['load_avg_1min'][0]:.1f} at the
-start and {m['load_avg_1min'][1]:.1f} at the end): {timings}.
-
-{notes}"""
 
 
 def pipeline(cfg: Annotated[PipelineConfig, tyro.conf.arg(name="")]) -> int:
