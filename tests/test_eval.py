@@ -11,9 +11,10 @@ from postbc_core.data import EpisodeStore, validate_store
 from postbc_core.data.normalizer import LinearNormalizer
 from postbc_core.errors import ConfigError, StoreError
 from postbc_core.policies.diffusion import DiffusionPolicy, PolicyConfig
-from postbc_core.policies.runner import PolicyRunner
+from postbc_core.control.runner import PolicyRunner
 from postbc_core.robots import kinematics
-from postbc_core.sim.evaluation import ee_delta_between, evaluate_policy
+from postbc_core.control.actions import ee_delta_between
+from postbc_core.sim.evaluation import evaluate_policy
 from postbc_core.stats import wilson_interval
 
 DEMO_KEYS = {"timestamp", "joint_pos", "joint_vel", "joint_effort", "gripper_pos", "ee_pose", "cmd_ee_delta",

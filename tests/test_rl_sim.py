@@ -18,7 +18,7 @@ from _policies import LIFT_OBS_KEYS as OBS_KEYS
 from postbc_core.data import EpisodeStore, validate_store
 from postbc_core.errors import CheckpointError, ConfigError, PostBCError
 from postbc_core.policies.checkpoint import load_policy, read_checkpoint, save_policy
-from postbc_core.policies.runner import PolicyRunner
+from postbc_core.control.runner import PolicyRunner
 from postbc_core.rl import DSRLConfig, FinetuneConfig, NoiseEnv, run_finetune
 from postbc_core.sim.registry import make
 

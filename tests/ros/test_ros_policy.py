@@ -14,7 +14,7 @@ import pytest
 from postbc import topics
 from postbc.conversions import joint_state_msg, pose_array_msg, to_sec, trajectory_chunk
 from postbc_core.errors import CheckpointError, ConfigError
-from postbc_core.policies.runner import TemporalEnsembler
+from postbc_core.control.runner import TemporalEnsembler
 from postbc_core.robots import kinematics
 from rclpy.parameter import Parameter
 from ros_helpers import call_service, wait_for

@@ -34,7 +34,7 @@ def chunk_jumps(policy, task: str = "lift_cube", episodes: int = 20, seed: int =
     median jump, plus the boundaries counted and the success count."""
     import torch
 
-    from postbc_core.policies.runner import PolicyRunner
+    from postbc_core.control.runner import PolicyRunner
     from postbc_core.rl.state import forked_torch_rng
     from postbc_core.sim.registry import make
     from postbc_core.sim.task_fit import check_policy_fits_task, task_overrides_for_policy

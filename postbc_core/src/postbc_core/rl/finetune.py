@@ -737,7 +737,7 @@ def evaluate_run(run: Path, episodes: int = 40, seed: int = EVAL_SEED, device: s
 
 def make_task(cfg: FinetuneConfig, policy):
     """The sim task for a policy: its cameras, its action mode, the config's time limit and reward type."""
-    from postbc_core.policies.runner import action_mode_for
+    from postbc_core.control.spec import action_mode_for
     from postbc_core.sim.registry import make
     from postbc_core.sim.task_fit import check_checkpoint_task, check_policy_fits_task, task_overrides_for_policy
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from postbc_core.control.actions import action_bounds, check_action, joint_target
+from postbc_core.control.spec import ACTION_KEY_TO_MODE
 from postbc_core.errors import ConfigError, PostBCError
 from postbc_core.robots import kinematics
 from postbc_core.robots.base import JOINT_NAMES
@@ -258,10 +260,8 @@ def model_scene_bodies(model: mujoco.MjModel, first: str | None = None) -> list[
 
 
 # ------------------------------------------------------------------------------------------------------------------
-ACTION_MODES = ("joint", "ee_delta")
+ACTION_MODES = tuple(ACTION_KEY_TO_MODE.values())  # ("joint", "ee_delta")
 REWARD_TYPES = ("sparse", "dense")
-# ee_delta action bounds per control step: +-5 cm and +-0.25 rad (Bridge teleop deltas are ~1-2 cm per step).
-EE_DELTA_MAX = np.array([0.05, 0.05, 0.05, 0.25, 0.25, 0.25])
 
 
 @dataclass
@@ -397,23 +397,14 @@ class Task:
 
     # -- actions ----------------------------------------------------------------------------------------------
     def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """(low, high) of the (7,) action for the configured action mode."""
-        g = kinematics.GRIPPER_LIMITS
-        if self.config.action_mode == "joint":
-            lim = kinematics.JOINT_LIMITS
-            return np.r_[lim[:, 0], g[0]], np.r_[lim[:, 1], g[1]]
-        return np.r_[-EE_DELTA_MAX, g[0]], np.r_[EE_DELTA_MAX, g[1]]
+        """(low, high) of the (7,) action for the configured action mode (control.actions.action_bounds)."""
+        return action_bounds(self.config.action_mode)
 
     def action_to_joint_target(self, action) -> tuple[np.ndarray, float]:
-        """Action (7,) -> (joint targets (6,) rad, gripper target m) for the configured action mode."""
-        a = np.asarray(action, dtype=np.float64).reshape(-1)
-        if a.shape != (7,):
-            raise PostBCError(f"{self.name}: action must have shape (7,), got {np.shape(action)}")
-        if not np.all(np.isfinite(a)):
-            raise PostBCError(f"{self.name}: action contains non-finite values {a}")
-        if self.config.action_mode == "joint":
-            return a[:6], float(a[6])
-        return kinematics.apply_ee_delta(self.sim.joint_pos(), a[:6]), float(a[6])
+        """Action (7,) -> (joint targets (6,) rad, gripper target m) for the configured action mode: EE deltas apply
+        to the measured joints (control.actions.joint_target, the one conversion)."""
+        a = check_action(action, f"{self.name}: action")
+        return joint_target(a, self.config.action_mode, self.sim.joint_pos())
 
     # -- episode ----------------------------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> dict[str, np.ndarray]:

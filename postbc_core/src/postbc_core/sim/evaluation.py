@@ -1,4 +1,5 @@
-"""Policy evaluation in the MuJoCo twin: N task instances stepped in lockstep by one batched `PolicyRunner`.
+"""Policy evaluation in the MuJoCo twin: N task instances stepped in lockstep by the episode loop
+(control/loop.py) with the policy as its actor (control/runner.PolicyActor: one batched PolicyRunner).
 
 Why a batched loop over `Task` objects rather than gymnasium.vector.SyncVectorEnv: every episode i gets the seed
 `seed + i` whichever env slot runs it and finished slots are refilled at once (SyncVectorEnv autoresets with
@@ -6,10 +7,9 @@ gymnasium-chosen seeds one step late), rendering is switched on per episode (onl
 front camera, so state-only evaluations stay fast), and the raw task observation (with task extras and success) is at
 hand for recording. The physics is the same code the gymnasium envs wrap.
 
-Paired evaluations: episode i also draws its diffusion noise from its own generator seeded with `seed + i`, so an
-episode's actions do not depend on num_envs, on which slot runs it, on the other episodes in the batch or on the
-caller's torch random state. Two policies evaluated with the same seed see the same initial states and the same noise
-stream, which is what a paired test (McNemar, postbc_core.stats) on their per-episode outcomes needs.
+Paired evaluations: episode i also draws its diffusion noise from its own generator seeded with `seed + i`
+(PolicyActor), so two policies evaluated with the same seed see the same initial states and the same noise stream,
+which is what a paired test (McNemar, postbc_core.stats) on their per-episode outcomes needs.
 
 Success rate: Wilson score interval (postbc_core.stats). Which task overrides a policy needs and whether a task can
 feed it: sim/task_fit.py.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +29,8 @@ import numpy as np
 
 from postbc_core.data.paths import make_output_dir, refuse_inside_store
 from postbc_core.errors import ConfigError, PostBCError, check_seed
-from postbc_core.policies.runner import ENV_ACTION_DIM, PolicyRunner
-from postbc_core.robots import kinematics
-from postbc_core.sim.base import Task
+from postbc_core.control.loop import EpisodeResult, Watcher, run_episodes
+from postbc_core.control.runner import PolicyActor, PolicyRunner
 from postbc_core.sim.registry import make
 from postbc_core.sim.task_fit import check_checkpoint_task, check_policy_fits_task, task_overrides_for_policy
 from postbc_core.stats import wilson_interval
@@ -40,36 +38,6 @@ from postbc_core.stats import wilson_interval
 logger = logging.getLogger(__name__)
 
 VIDEO_CAMERA = "front"
-
-
-def mat_to_rpy(R: np.ndarray) -> np.ndarray:
-    """Inverse of kinematics.euler_to_mat: R = Rz(yaw) Ry(pitch) Rx(roll) -> (roll, pitch, yaw) rad."""
-    return np.array([math.atan2(R[2, 1], R[2, 2]), -math.asin(np.clip(R[2, 0], -1.0, 1.0)),
-                     math.atan2(R[1, 0], R[0, 0])])
-
-
-def ee_delta_between(q, q_target) -> np.ndarray:
-    """The Bridge-style EE delta (6,) [dx dy dz (m), droll dpitch dyaw (rad)] that moves FK(q) to FK(q_target), in
-    the convention of kinematics.apply_ee_delta (base-frame translation, extrinsic rpy pre-multiplied)."""
-    T0, T1 = kinematics.fk_matrix(np.asarray(q, float)), kinematics.fk_matrix(np.asarray(q_target, float))
-    return np.concatenate([T1[:3, 3] - T0[:3, 3], mat_to_rpy(T1[:3, :3] @ T0[:3, :3].T)])
-
-
-def record_row(obs: dict, action: np.ndarray, task: Task, info: dict) -> dict[str, np.ndarray]:
-    """One store row: the observation before the action and the command in both conventions, as the scripted demos
-    record them: cmd_joint_pos is what the arm executed (after the safety layer, `info["joint_target"]`), cmd_ee_delta
-    the commanded delta (ee_delta tasks: the action; joint tasks: the delta to the executed target). Reward / done
-    are added by the caller."""
-    row = {k: (np.asarray(v, np.float64) if k == "timestamp" else v if v.dtype == np.uint8 else
-               np.asarray(v, np.float32)) for k, v in obs.items() if k != "success"}
-    q = np.asarray(obs["joint_pos"], float)
-    executed = np.r_[info["joint_target"], info["gripper_target"]]
-    row["cmd_joint_pos"] = executed.astype(np.float32)
-    if task.config.action_mode == "joint":
-        row["cmd_ee_delta"] = np.r_[ee_delta_between(q, executed[:6]), executed[6]].astype(np.float32)
-    else:
-        row["cmd_ee_delta"] = action.astype(np.float32)
-    return row
 
 
 def write_video(path: str | Path, frames: list[np.ndarray], fps: float) -> Path:
@@ -184,89 +152,24 @@ def evaluate_policy(policy, task: str, *, episodes: int, num_envs: int = 4, seed
         from postbc_core.data import EpisodeStore
 
         store = EpisodeStore.open(record_to, "a")
-    lows_highs = [e.action_bounds() for e in envs]
     vh, vw = video_size
-    fps = envs[0].config.control_hz
-
-    pending = list(range(episodes))
-    slot_ep = [-1] * runner.num_envs  # episode index each env runs (-1 = idle)
-    obs: list[dict | None] = [None] * runner.num_envs
-    ep_state: list[dict] = [{} for _ in range(runner.num_envs)]
-    noise_rng: list[np.random.Generator | None] = [None] * runner.num_envs  # episode seed + i's noise stream
-    results: list[dict | None] = [None] * episodes
-    video_paths: list[str] = []
-    n_clipped = n_steps = n_safety = 0
-
-    def start(j: int) -> None:
-        ep = pending.pop(0)
-        slot_ep[j] = ep
-        obs[j] = envs[j].reset(seed=seed + ep)
-        noise_rng[j] = np.random.default_rng(seed + ep)
-        runner.reset([j])
-        ep_state[j] = {"ret": 0.0, "len": 0, "success": False, "rows": [] if store is not None else None,
-                       "frames": [envs[j].sim.render(VIDEO_CAMERA, vw, vh)[0]] if ep < videos else None,
-                       "t0": time.time()}
-
-    for j in range(runner.num_envs):
-        start(j)
+    video = _Videos(out / "videos", videos, (vh, vw), envs[0].config.control_hz) if videos else None
+    watchers: list[Watcher] = [_Log(), *([video] if video else [])]
+    if store is not None:
+        watchers.append(_Record(store, task))
     t_start = time.time()
     try:
-        while True:
-            active = [j for j in range(runner.num_envs) if slot_ep[j] >= 0]
-            if not active:
-                break
-            batch = {k: np.stack([np.asarray(obs[j][k], np.uint8 if k.endswith("_rgb") else np.float32)
-                                  for j in active]) for k in runner.obs_shapes}
-            # One draw per step per episode (used when that episode replans): the stream depends on the episode only.
-            noise = np.stack([noise_rng[j].standard_normal((runner.action_horizon, ENV_ACTION_DIM))
-                              for j in active]).astype(np.float32)
-            actions = runner.act(batch, env_ids=active, noise=noise)  # (n, 7)
-            for a, j in zip(actions, active):
-                st, env = ep_state[j], envs[j]
-                lo, hi = lows_highs[j]
-                a64 = np.asarray(a, np.float64)
-                clipped = np.clip(a64, lo, hi)
-                if np.any(clipped != a64):
-                    n_clipped += 1
-                    logger.debug("episode %d step %d: action %s clipped to the action bounds", slot_ep[j],
-                                 st["len"], np.round(a64, 4))
-                prev = obs[j]
-                obs[j], reward, terminated, truncated, info = env.step(clipped)
-                n_steps += 1
-                n_safety += bool(info.get("safety_altered", False))
-                st["ret"] += reward
-                st["len"] += 1
-                st["success"] |= bool(info["success"])
-                if st["rows"] is not None:
-                    row = record_row(prev, clipped, env, info)
-                    row["policy_action"] = np.asarray(a, np.float32)  # before clipping, in policy units
-                    row["reward"] = np.float32(reward)
-                    row["done"] = np.bool_(terminated)  # a time-limit truncation is not terminal (as demos)
-                    st["rows"].append(row)
-                if st["frames"] is not None:
-                    st["frames"].append(env.sim.render(VIDEO_CAMERA, vw, vh)[0])
-                if terminated or truncated:
-                    ep = slot_ep[j]
-                    results[ep] = {"episode": ep, "seed": seed + ep, "success": st["success"],
-                                   "return": round(st["ret"], 6), "length": st["len"]}
-                    logger.info("episode %d (seed %d): %s in %d steps, return %.3f", ep, seed + ep,
-                                "success" if st["success"] else "failure", st["len"], st["ret"])
-                    if st["frames"] is not None:
-                        p = write_video(out / "videos" / f"episode_{ep:03d}.mp4", st["frames"], fps)
-                        video_paths.append(str(p))
-                    if store is not None:
-                        data = {k: np.stack([r[k] for r in st["rows"]]) for k in st["rows"][0]}
-                        store.add_episode(data, success=st["success"], task=task, source="policy",
-                                          start_time=st["t0"], end_time=time.time())
-                    if pending:
-                        start(j)
-                    else:
-                        slot_ep[j] = -1
+        results = run_episodes(envs, PolicyActor(runner), [seed + i for i in range(episodes)],
+                               record=store is not None, watchers=watchers)
     finally:
         if store is not None:
             store.close()
         for e in envs:
             e.close()
+    video_paths = video.paths if video else []
+    n_steps = sum(r.length for r in results)
+    n_clipped = sum(r.clipped for r in results)
+    n_safety = sum(r.safety_altered for r in results)
     wall = time.time() - t_start
     if n_clipped:
         logger.warning("%d of %d policy actions were outside the task's action bounds and were clipped",
@@ -278,10 +181,11 @@ def evaluate_policy(policy, task: str, *, episodes: int, num_envs: int = 4, seed
     # Policy inputs outside +-obs_clip training-data stds (diffusion.py): observations per key that were clipped.
     obs_clipped = {key: n - clip_before.get(key, 0) for key, n in getattr(policy, "obs_clip_counts", {}).items()
                    if n > clip_before.get(key, 0)}
-    k = sum(r["success"] for r in results)
+    rows = [r.summary() for r in results]
+    k = sum(r["success"] for r in rows)
     lo, hi = wilson_interval(k, episodes)
-    returns = [r["return"] for r in results]
-    lengths = [r["length"] for r in results]
+    returns = [r["return"] for r in rows]
+    lengths = [r["length"] for r in rows]
     return {
         "task": task, "episodes": episodes, "num_envs": runner.num_envs, "seed": seed,
         "action_key": runner.action_key, "action_mode": runner.action_mode,
@@ -289,7 +193,7 @@ def evaluate_policy(policy, task: str, *, episodes: int, num_envs: int = 4, seed
         "n_action_steps": runner.n_action_steps,
         "n_success": k, "success_rate": k / episodes, "success_ci95": [lo, hi], "ci_method": "wilson",
         "mean_return": float(np.mean(returns)), "mean_length": float(np.mean(lengths)),
-        "seeds": [r["seed"] for r in results], "successes": [r["success"] for r in results],
+        "seeds": [r["seed"] for r in rows], "successes": [r["success"] for r in rows],
         "returns": returns, "lengths": lengths, "n_clipped_actions": n_clipped, "n_steps": n_steps,
         "n_safety_altered": n_safety, "obs_clipped": obs_clipped,
         "policy_observations": getattr(policy, "obs_count", 0) - obs_before,
@@ -297,3 +201,49 @@ def evaluate_policy(policy, task: str, *, episodes: int, num_envs: int = 4, seed
         "steps_per_s": round(n_steps / max(wall, 1e-9), 1), "videos": video_paths,
         "record_to": None if record_to is None else str(record_to),
     }
+
+
+class _Log(Watcher):
+    def end(self, slot: int, r: EpisodeResult, env) -> None:
+        logger.info("episode %d (seed %d): %s in %d steps, return %.3f", r.episode, r.seed,
+                    "success" if r.success else "failure", r.length, r.ret)
+
+
+class _Videos(Watcher):
+    """mp4s of the first `count` episodes from the front camera, one frame after the reset and after every step."""
+
+    def __init__(self, folder: Path, count: int, size: tuple[int, int], fps: float):
+        self.folder, self.count, self.size, self.fps = folder, count, size, fps
+        self.frames: dict[int, list[np.ndarray]] = {}
+        self.paths: list[str] = []
+
+    def _grab(self, slot: int, env) -> None:
+        if slot in self.frames:
+            h, w = self.size
+            self.frames[slot].append(env.sim.render(VIDEO_CAMERA, w, h)[0])
+
+    def start(self, slot: int, r: EpisodeResult, obs: dict, env) -> None:
+        self.frames.pop(slot, None)
+        if r.episode < self.count:
+            self.frames[slot] = []
+            self._grab(slot, env)
+
+    def observe(self, slot: int, step, env) -> None:
+        self._grab(slot, env)
+
+    def end(self, slot: int, r: EpisodeResult, env) -> None:
+        if slot in self.frames:
+            p = write_video(self.folder / f"episode_{r.episode:03d}.mp4", self.frames.pop(slot), self.fps)
+            self.paths.append(str(p))
+
+
+class _Record(Watcher):
+    """Every finished episode into the episode store (source 'policy', its success label)."""
+
+    def __init__(self, store, task: str):
+        self.store, self.task = store, task
+
+    def end(self, slot: int, r: EpisodeResult, env) -> None:
+        self.store.add_episode(r.episode_data(), success=r.success, task=self.task, source="policy",
+                               start_time=r.start_time, end_time=time.time())
+        r.rows = None  # on disk now: the report does not hold every episode's rows

@@ -23,7 +23,7 @@ import numpy as np
 
 from postbc_core.data.paths import make_output_dir, refuse_inside_store
 from postbc_core.errors import ConfigError, StoreError
-from postbc_core.policies.runner import action_mode_for
+from postbc_core.control.spec import action_mode_for
 from postbc_core.sim.base import Task
 from postbc_core.sim.evaluation import VIDEO_CAMERA, write_video
 from postbc_core.sim.registry import list_tasks, make

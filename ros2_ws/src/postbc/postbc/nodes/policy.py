@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from postbc_core.errors import ConfigError
-from postbc_core.policies.runner import PolicyRunner, TemporalEnsembler
+from postbc_core.control.runner import PolicyRunner, TemporalEnsembler
 from postbc_core.robots import kinematics
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType

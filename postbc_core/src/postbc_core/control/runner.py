@@ -1,10 +1,11 @@
 """Closed-loop control of N parallel environments with a diffusion policy (receding-horizon action chunks).
 
-`PolicyRunner` keeps the last To observations of every environment, asks the policy for one action chunk per
-environment whenever that environment's queue of planned actions is empty (all such environments in one batched
-`predict_action` call) and executes the first `n_action_steps` actions of each chunk before replanning, as
-diffusion_policy's env runners do. Used by sim evaluation and by the ROS policy node, so it imports no sim code.
-`TemporalEnsembler` is ACT's alternative execution (a chunk every step, overlapping predictions averaged).
+`PolicyRunner` keeps each environment's observation history and chunk queue (control/history.py), asks the policy
+for one action chunk per environment whenever that environment's queue is empty (all such environments in one
+batched `predict_action` call) and executes the first `n_action_steps` actions of each chunk before replanning, as
+diffusion_policy's env runners do. Used by the episode loop's policy actor (sim evaluation, chunk analysis) and by the
+ROS policy node, so it imports no sim or ROS code. `TemporalEnsembler` is ACT's alternative execution (a chunk every
+step, overlapping predictions averaged).
 
 Shape legend: N environments, To obs steps, Ta action steps (chunk), Da action dim (7 for the WidowX).
 """
@@ -12,27 +13,16 @@ Shape legend: N environments, To obs steps, Ta action steps (chunk), Da action d
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from postbc_core.control.history import ChunkQueue, ObsHistory
+from postbc_core.control.loop import Actor
+from postbc_core.control.spec import ControlSpec
 from postbc_core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-
-# Policy action key -> the env action mode it commands (sim.base.TaskConfig.action_mode, the real driver's modes).
-ACTION_KEY_TO_MODE = {"cmd_joint_pos": "joint", "cmd_ee_delta": "ee_delta"}
-ENV_ACTION_DIM = 7  # 6 joint targets (or EE delta) + gripper
-
-
-def action_mode_for(action_key: str) -> str:
-    """The env action mode ("joint" | "ee_delta") a policy trained on `action_key` commands."""
-    try:
-        return ACTION_KEY_TO_MODE[action_key]
-    except KeyError:
-        raise ConfigError(f"policy action key {action_key!r} cannot drive the WidowX: train on one of "
-                          f"{sorted(ACTION_KEY_TO_MODE)} (--action-key)") from None
 
 
 class PolicyRunner:
@@ -41,57 +31,31 @@ class PolicyRunner:
 
     history: after `reset(ids)` the first observation of each of those environments is repeated To times, the same
     padding the training windows use at an episode start. n_action_steps (default Ta) actions of every chunk run
-    before the next prediction.
+    before the next prediction. `spec` (ControlSpec) says what the policy reads and commands.
     """
 
     def __init__(self, policy, num_envs: int = 1, n_action_steps: int | None = None):
-        cfg = policy.config
         if num_envs < 1:
             raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
         self.policy = policy
+        self.spec = spec = ControlSpec.from_policy(policy, n_action_steps)
         self.num_envs = int(num_envs)
-        self.obs_shapes: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in cfg.obs_shapes.items()}
-        self.n_obs_steps = int(cfg.n_obs_steps)
-        self.action_horizon = int(cfg.action_horizon)
-        self.n_action_steps = self.action_horizon if n_action_steps is None else int(n_action_steps)
-        if not 1 <= self.n_action_steps <= self.action_horizon:
-            raise ConfigError(f"n_action_steps={n_action_steps} must be in 1..{self.action_horizon} "
-                              f"(the policy's action horizon Ta)")
-        self.action_key = policy.action_key
-        self.action_mode = action_mode_for(self.action_key)
-        if cfg.action_dim != ENV_ACTION_DIM:
-            raise ConfigError(f"policy action {self.action_key!r} has {cfg.action_dim} dims per step; the WidowX "
-                              f"needs {ENV_ACTION_DIM} (6 joints or EE delta + gripper)")
-        self._history: list[deque] = [deque(maxlen=self.n_obs_steps) for _ in range(self.num_envs)]
-        self._queue: list[deque] = [deque() for _ in range(self.num_envs)]
+        self.obs_shapes = spec.obs_shapes
+        self.n_obs_steps, self.action_horizon, self.n_action_steps = (spec.n_obs_steps, spec.action_horizon,
+                                                                      spec.n_action_steps)
+        self.action_key, self.action_mode = spec.action_key, spec.action_mode
+        self.history = ObsHistory(spec.obs_keys, spec.n_obs_steps, self.num_envs)
+        self.queue = ChunkQueue(spec.n_action_steps, self.num_envs)
         self.replanned = np.zeros(self.num_envs, bool)
         """Which environments got a fresh chunk in the last `act` call (DSRL: its noise was consumed)."""
-        self.last_chunks = np.zeros((self.num_envs, self.action_horizon, ENV_ACTION_DIM), np.float32)
+        self.last_chunks = np.zeros((self.num_envs, spec.action_horizon, spec.action_dim), np.float32)
         """(N, Ta, Da) the latest chunk predicted for each environment."""
         self.n_predict_calls = 0
 
     def reset(self, env_ids: Sequence[int] | None = None) -> None:
         """Forget history and planned actions of `env_ids` (all when None), e.g. at an episode start."""
-        for i in self._ids(env_ids):
-            self._history[i].clear()
-            self._queue[i].clear()
-
-    def _ids(self, env_ids) -> list[int]:
-        ids = list(range(self.num_envs)) if env_ids is None else [int(i) for i in env_ids]
-        bad = [i for i in ids if not 0 <= i < self.num_envs]
-        if bad:
-            raise ConfigError(f"env ids {bad} out of range for {self.num_envs} environments")
-        return ids
-
-    def _check_obs(self, obs: Mapping[str, np.ndarray], n: int) -> None:
-        missing = [k for k in self.obs_shapes if k not in obs]
-        if missing:
-            raise ConfigError(f"observation is missing keys {missing}; the policy needs {list(self.obs_shapes)} "
-                              f"(got {sorted(obs)})")
-        for k, shape in self.obs_shapes.items():
-            if tuple(np.shape(obs[k])) != (n, *shape):
-                raise ConfigError(f"observation {k!r} has shape {tuple(np.shape(obs[k]))}, expected {(n, *shape)} "
-                                  f"({n} environments x per-step {shape})")
+        self.history.reset(env_ids)
+        self.queue.reset(env_ids)
 
     def observe(self, obs: Mapping[str, np.ndarray], env_ids: Sequence[int] | None = None) -> list[int]:
         """Appends one observation per environment to its history without acting (the first observation after
@@ -99,39 +63,29 @@ class PolicyRunner:
 
         `act` calls this; an asynchronous caller (the ROS policy node) calls it every control tick and plans on
         its own schedule from `stacked_history`."""
-        ids = self._ids(env_ids)
-        self._check_obs(obs, len(ids))
+        ids = self.history.ids(env_ids)
+        self.spec.check_batch(obs, len(ids))
         for row, i in enumerate(ids):
-            step = {k: np.asarray(obs[k][row]) for k in self.obs_shapes}
-            hist = self._history[i]
-            if not hist:  # episode start: pad by repeating the first observation
-                hist.extend(step for _ in range(self.n_obs_steps))
-            else:
-                hist.append(step)
+            self.history.append(i, {k: np.asarray(obs[k][row]) for k in self.obs_shapes})
         return ids
 
     def stacked_history(self, env_ids: Sequence[int] | None = None) -> dict[str, np.ndarray]:
         """The policy input of `env_ids`: {key: (n, To, *shape)} from their observation histories."""
-        ids = self._ids(env_ids)
-        empty = [i for i in ids if not self._history[i]]
-        if empty:
-            raise ConfigError(f"environments {empty} have no observation yet; call observe() or act() first")
-        return {k: np.stack([np.stack([h[k] for h in self._history[i]]) for i in ids]) for k in self.obs_shapes}
+        return self.history.stacked(env_ids)
 
     def act(self, obs: Mapping[str, np.ndarray], env_ids: Sequence[int] | None = None,
             noise: np.ndarray | None = None) -> np.ndarray:
         """One control step. obs[key]: (n, *shape) current observations of `env_ids` (all N when None; only the
         policy's keys are read). noise: (n, Ta, Da) initial DDIM noise per row (DSRL), used for the rows that replan.
         Returns (n, Da) float32 actions in the policy's action units (see `action_mode`)."""
-        ids = self._ids(env_ids)
+        ids = self.history.ids(env_ids)
         n = len(ids)
-        self._check_obs(obs, n)
-        if noise is not None and tuple(np.shape(noise)) != (n, self.action_horizon, ENV_ACTION_DIM):
-            raise ConfigError(f"noise has shape {tuple(np.shape(noise))}, expected "
-                              f"{(n, self.action_horizon, ENV_ACTION_DIM)}")
+        self.spec.check_batch(obs, n)
+        if noise is not None and tuple(np.shape(noise)) != (n, *self.spec.noise_shape):
+            raise ConfigError(f"noise has shape {tuple(np.shape(noise))}, expected {(n, *self.spec.noise_shape)}")
         self.observe(obs, ids)
         self.replanned[:] = False
-        rows = [row for row, i in enumerate(ids) if not self._queue[i]]
+        rows = self.queue.due(ids)
         if rows:
             batch = self.stacked_history([ids[r] for r in rows])  # (b, To, *shape)
             chunks = self.policy.predict_action(batch, noise=None if noise is None else np.asarray(noise)[rows])
@@ -139,9 +93,9 @@ class PolicyRunner:
             for r, chunk in zip(rows, chunks):
                 i = ids[r]
                 self.last_chunks[i] = chunk
-                self._queue[i].extend(chunk[: self.n_action_steps])
+                self.queue.put(i, chunk)
                 self.replanned[i] = True
-        return np.stack([self._queue[i].popleft() for i in ids]).astype(np.float32)
+        return self.queue.pop(ids)
 
 
 class TemporalEnsembler:
@@ -180,3 +134,26 @@ class TemporalEnsembler:
             return None
         w = np.exp(-self.decay * np.arange(len(preds)))
         return (w[:, None] * np.stack(preds)).sum(0) / w.sum()
+
+
+class PolicyActor(Actor):
+    """A policy as the episode loop's actor (control/loop.py), through one PolicyRunner over the loop's slots.
+
+    Paired evaluations: each episode draws its diffusion noise from its own generator seeded with the episode's
+    seed, one (Ta, Da) draw per step (used when that episode replans), so an episode's actions do not depend on the
+    number of environments, on the slot that runs it, on the other episodes in the batch or on the caller's torch
+    random state; two policies evaluated with the same seeds see the same initial states and the same noise."""
+
+    def __init__(self, runner: PolicyRunner):
+        self.runner = runner
+        self._noise_rng: list[np.random.Generator | None] = [None] * runner.num_envs
+
+    def start(self, slot: int, result, obs: dict, env) -> None:
+        self.runner.reset([slot])
+        self._noise_rng[slot] = np.random.default_rng(result.seed)
+
+    def act(self, slots: list[int], obs: list[dict]) -> np.ndarray:
+        spec = self.runner.spec
+        noise = np.stack([self._noise_rng[j].standard_normal(spec.noise_shape) for j in slots]).astype(np.float32)
+        # float64 for the environment (the actions as predicted; the store keeps policy_action as float32)
+        return self.runner.act(spec.batch(obs), env_ids=slots, noise=noise).astype(np.float64)
