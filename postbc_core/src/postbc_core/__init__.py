@@ -1,6 +1,8 @@
 """postbc_core: Posterior Behavioral Cloning for the WidowX 250s (library; no ROS imports)."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version as _version
+
+__version__ = _version("postbc-core")  # pyproject.toml's, the one place the version is written
 
 
 def load_policy(path, device="auto"):

@@ -1,7 +1,7 @@
 """The pipeline's results and report: per-seed runs -> pooled statistics (`aggregate`), then the summary line, the
 success-vs-episodes figure and report.md rendered from that results dict (what results.json holds).
 
-Pure functions of the runs / results (no torch, no simulation), so a finished run's results.json can be re-aggregated
+Pure functions of the runs / results (nothing is trained or simulated), so a finished run's results.json can be re-aggregated
 or re-rendered without rerunning it (benchmarks/results/pipeline_lift_cube_full/README.md). The statistics are
 described in analysis/pipeline.py's docstring.
 """
@@ -9,17 +9,14 @@ described in analysis/pipeline.py's docstring.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from postbc_core.analysis.pipeline_config import RECIPE_METHODS, PipelineConfig
 from postbc_core.analysis.sim_demo import POLICIES
 from postbc_core.stats import format_p, paired_comparison, pooled_rate, wilson_interval
 
-if TYPE_CHECKING:  # annotations only: pipeline.py runs the seeds and imports this module
-    from postbc_core.analysis.pipeline import PipelineConfig
 
 NOTES = Path(__file__).with_name("pipeline_notes.md")  # the measured configurations, embedded in every report
 LABELS = {"bc": "BC", "postbc": "PostBC", "sigma_bc": "sigma-BC"}
-RECIPE_METHODS = ("bc", "postbc", "sigma_bc")  # the paper's WidowX recipe also runs the sigma-BC baseline
 FULL_REPORT = "benchmarks/results/pipeline_lift_cube_full/report.md"  # where the --full run's report is committed
 
 

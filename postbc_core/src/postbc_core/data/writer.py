@@ -3,7 +3,7 @@ and committing or discarding the episode.
 
 The writer owns the episode in memory: checking each step against the store's schema (key set, per-step shape,
 dtype, finite values), the buffer, the background block writes, and the open / committed / discarded lifecycle. The
-store owns every array on disk; the writer changes them only through the store's writer API (see `EpisodeStore`):
+store owns every array on disk; the writer changes them only through the store's writer API (`WriterTarget`):
 `_check_writable`, `_prepare_arrays`, `_write_rows`, `_truncate_rows` and `_commit_episode`, besides the public
 `path`, `n_steps`, `n_episodes` and `schema()`.
 """
@@ -15,15 +15,39 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
 from postbc_core.data.layout import SOURCES, STRING_META, check_dtype, check_key_name, finite_rows, success_code
 from postbc_core.errors import StoreError
 
-if TYPE_CHECKING:  # the store creates writers (store.py imports this module)
-    from postbc_core.data.store import EpisodeStore
+
+
+class WriterTarget(Protocol):
+    """The store as a writer sees it: the narrow API between EpisodeStore and EpisodeWriter (the store creates
+    writers and implements this; the writer never imports the store)."""
+
+    path: Path
+
+    @property
+    def n_episodes(self) -> int: ...
+
+    @property
+    def n_steps(self) -> int: ...
+
+    def schema(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]: ...
+
+    def _check_writable(self) -> None: ...
+
+    def _prepare_arrays(self, schema: Mapping[str, tuple[tuple[int, ...], np.dtype]]) -> None: ...
+
+    def _write_rows(self, blocks: Mapping[str, np.ndarray], at: int, n: int) -> None: ...
+
+    def _truncate_rows(self, keys: Iterable[str], length: int) -> None: ...
+
+    def _commit_episode(self, end: int, meta: Mapping[str, Any]) -> int: ...
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +75,7 @@ class EpisodeWriter:
     on the next call.
     """
 
-    def __init__(self, store: EpisodeStore, *, task: str, source: str, operator: str, start_time: float,
+    def __init__(self, store: WriterTarget, *, task: str, source: str, operator: str, start_time: float,
                  flush_bytes: int, background: bool = True):
         for name, value in (("task", task), ("source", source), ("operator", operator)):
             if not isinstance(value, str):

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +72,9 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
 def save_checkpoint(path: str | Path, kind: str, state_dict: dict[str, torch.Tensor], info: dict[str, Any]) -> Path:
     """Writes tensors + JSON info (with the tensors' `content_sha256`) atomically (temp file + rename: a crash never
     leaves a half-written file; a full disk or read-only directory raises StorageError naming the path)."""
-    from postbc_core import __version__
-
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    meta = {"format": f"postbc-{kind}", "format_version": FORMAT_VERSION, "postbc_core_version": __version__,
+    meta = {"format": f"postbc-{kind}", "format_version": FORMAT_VERSION, "postbc_core_version": version("postbc-core"),
             "torch_version": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info,
             "content_sha256": tensors_sha256(tensors)}
     tmp = path.with_name(path.name + ".tmp")
