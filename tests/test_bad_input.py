@@ -479,7 +479,8 @@ def _tiny_policy(seed: int, hidden=(16, 16)):
 def test_finetune_resume_refuses_other_weights_and_names_both_hashes(tmp_path, replacement):
     from postbc_core.policies.checkpoint import save_policy, tensors_sha256
     from postbc_core.rl.dsrl import DSRLConfig
-    from postbc_core.rl.finetune import FinetuneConfig, Finetuner
+    from postbc_core.rl.finetune_config import FinetuneConfig
+    from postbc_core.rl.finetuner import Finetuner
 
     ckpt = tmp_path / "policy.safetensors"
     first = _tiny_policy(0)

@@ -27,6 +27,7 @@ from postbc_core.rl import (
     expectile_loss,
     run_episode,
 )
+from postbc_core.rl.agent import Agent
 from postbc_core.rl.state import flatten, rng_state, set_rng_state, unflatten
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -402,6 +403,7 @@ def test_agent_networks_see_clipped_features(tmp_path, fork_policy, algorithm):
     obs_clip, in acting and in updates; the frozen policy still decodes from the raw features."""
     ft = Finetuner(fork_config(tmp_path, algorithm, 1), policy=fork_policy)
     agent, clip = ft.agent, 2.0
+    assert isinstance(agent, Agent)  # what the Finetuner calls on every agent (rl/agent.py)
     agent.cfg.obs_clip = clip
     seen = []
     nets = [agent.iql.q, agent.iql.v] if algorithm == "best_of_n" else [agent.sac.actor, agent.sac.critic]

@@ -119,7 +119,8 @@ def test_finetune_on_the_sim_writes_a_valid_replay_store_metrics_and_checkpoint(
 
 
 def test_finetune_eval_compares_a_runs_agent_with_its_policy_and_leaves_the_run_untouched(lift_checkpoint, tmp_path):
-    from postbc_core.rl.finetune import Finetuner, evaluate_run
+    from postbc_core.rl.finetune import evaluate_run
+    from postbc_core.rl.finetuner import Finetuner
 
     cfg = tiny_config(lift_checkpoint, tmp_path / "ft", episodes=2, eval_episodes=0, reward_type="dense")
     run_finetune(cfg)

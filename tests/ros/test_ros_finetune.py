@@ -213,7 +213,7 @@ def test_refusals_name_only_the_managers_own_parameters(ros_context, weak_checkp
     finetune` flag (--resume, --dsrl.utd, --out) or a setting the manager does not have."""
     from postbc.nodes.finetune_manager import FinetuneManager
     from postbc_core.errors import ConfigError
-    from postbc_core.rl.finetune import STATE_FILE
+    from postbc_core.rl.finetuner import STATE_FILE
     from rclpy.parameter import Parameter
 
     out = tmp_path / "ft"

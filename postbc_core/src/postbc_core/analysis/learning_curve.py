@@ -102,7 +102,7 @@ def _job(cfg: CurveConfig, seed: int, steps: int, method: str) -> dict:
 
     from postbc_core import load_policy
     from postbc_core.analysis.sim_demo import train_policy
-    from postbc_core.rl.finetune import EVAL_SEED
+    from postbc_core.rl.finetune_config import EVAL_SEED
     from postbc_core.sim.evaluation import evaluate_policy
 
     torch.set_num_threads(1)

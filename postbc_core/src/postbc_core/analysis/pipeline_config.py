@@ -179,7 +179,7 @@ class PipelineConfig:
 
     def finetune(self, seed: int, name: str, checkpoint: str | Path):
         """The finetuning run of one method and seed (the same budget and seed for both methods)."""
-        from postbc_core.rl.finetune import FinetuneConfig
+        from postbc_core.rl.finetune_config import FinetuneConfig
 
         return FinetuneConfig(checkpoint=Path(checkpoint), task=self.task, algorithm=self.algorithm,
                               episodes=self.finetune_episodes, out=self.out / f"seed_{seed}" / f"finetune_{name}",
@@ -189,7 +189,7 @@ class PipelineConfig:
     def recipe(self, seed: int, name: str, checkpoint: str | Path):
         """The paper's WidowX recipe for one method: `recipe_rollouts` rollouts of the pretrained policy, one offline
         IQL fit on them (no further collection), the critic then picks the best of N candidate chunks."""
-        from postbc_core.rl.finetune import FinetuneConfig
+        from postbc_core.rl.finetune_config import FinetuneConfig
 
         bon = dataclasses.replace(self.bon, n_candidates=max(self.best_of), rollouts=self.recipe_rollouts,
                                   steps_per_episode=0)

@@ -13,7 +13,7 @@ from typing import Annotated
 import tyro
 
 from postbc_core.errors import check_seed
-from postbc_core.rl.finetune import EVAL_SEED, FinetuneConfig
+from postbc_core.rl.finetune_config import EVAL_SEED, FinetuneConfig
 from postbc_core.stats import format_p
 
 

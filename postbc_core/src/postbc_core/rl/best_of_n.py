@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from postbc_core.errors import ConfigError
-from postbc_core.rl.dsrl import Mode, clip_features
+from postbc_core.rl.agent import Mode, clip_features
 from postbc_core.rl.iql import IQL
 from postbc_core.rl.noise_env import NoisePolicy
 
@@ -75,7 +75,7 @@ class BestOfNConfig:
 
 
 class BestOfNAgent:
-    """Same interface as DSRLAgent: choose(features, mode), updates_due(...), update(batch), training_state()."""
+    """Picks the best of N candidate chunks under an IQL critic (see the module docstring); an rl/agent.py `Agent`."""
 
     def __init__(self, cfg: BestOfNConfig, noise_policy: NoisePolicy, device: torch.device | str = "cpu"):
         self.cfg = cfg

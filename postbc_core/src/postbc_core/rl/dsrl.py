@@ -33,21 +33,9 @@ import torch
 import torch.nn.functional as F
 
 from postbc_core.errors import ConfigError
+from postbc_core.rl.agent import Mode, clip_features
 from postbc_core.rl.noise_env import DEFAULT_NOISE_MAGNITUDE, NoisePolicy
 from postbc_core.rl.sac import SAC, Critics, polyak
-
-Mode = Literal["policy", "pretrained", "explore", "eval"]
-"""How an episode chooses the frozen policy's noise: "policy" = the pretrained policy exactly as trained and deployed,
-w ~ N(0, I) (every evaluation of "the pretrained policy", whatever the algorithm, so all comparisons share one
-baseline); "pretrained" = the agent's warm-up (DSRL: w ~ N(0, I) clipped to its noise box, so the replay holds only
-noise its actor can produce; Best-of-N: as "policy"); "explore" / "eval" = the learned agent, sampling / greedy."""
-
-
-def clip_features(feats: torch.Tensor, clip: float) -> torch.Tensor:
-    """The RL networks' input: the frozen policy's features clipped to [-clip, clip] (0 = unclipped). The features
-    are z-scores fitted on a few demos and reach |z| ~ 10^2 online (DSRLConfig.obs_clip); the policy itself always
-    decodes from the unclipped features."""
-    return feats.clamp(-clip, clip) if clip > 0 else feats
 
 
 @dataclass
@@ -126,7 +114,8 @@ class DSRLConfig:
 
 
 class DSRLAgent:
-    """Chooses noise for the frozen policy and learns from macro transitions (see the module docstring)."""
+    """Chooses noise for the frozen policy and learns from macro transitions (see the module docstring); an
+    rl/agent.py `Agent`."""
 
     def __init__(self, cfg: DSRLConfig, noise_policy: NoisePolicy, device: torch.device | str = "cpu"):
         self.cfg = cfg

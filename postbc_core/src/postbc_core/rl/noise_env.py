@@ -19,7 +19,10 @@ noise vectors. Conventions here:
 
 `NoisePolicy` is the reusable part (features + decode; the finetuner drives it step by step); `NoiseEnv` wraps a sim
 `Task` (or anything with `reset(seed) -> obs` and `step(action) -> (obs, reward, terminated, truncated, info)`) into
-the macro-step environment.
+the macro-step environment. Both keep their observation windows in control/history.py (ObsHistory live,
+windows_from_rows from the store). NoiseEnv runs its own few-line macro-step, not control/loop.run_episodes: a gym
+environment hands control back to its caller after every macro-step, while the loop runs whole episodes around an
+actor; inverting that (a thread or generator per episode) would cost more than the step it saves.
 
 Shape legend: B batch, To obs steps, Ta action steps, Da action dim, D = Ta * Da (noise size), F feature size,
 n = n_action_steps (actions executed per chunk), T episode steps.
@@ -27,74 +30,56 @@ n = n_action_steps (actions executed per chunk), T episode steps.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from postbc_core.control.history import ObsHistory
+from postbc_core.control.spec import ControlSpec
 from postbc_core.errors import ConfigError
 
 DEFAULT_NOISE_MAGNITUDE = 1.5  # DESIGN.md "noise magnitude 1.5"; ajwagen/dsrl cfg train.action_magnitude: 1.5
 
 
+@dataclass(frozen=True)
+class _AnyActionSpec(ControlSpec):
+    """A ControlSpec whose action need not drive the WidowX. DSRL and Best-of-N act on any diffusion policy (the toy
+    2-D policies of tests/test_rl_algorithms.py, action key "action"); what the arm accepts is checked where a policy
+    meets a robot (rl/finetune.make_task, the finetune manager). Keeps ControlSpec's own checks except the two
+    WidowX ones (action key -> mode, 7 action dims)."""
+
+    def __post_init__(self):
+        object.__setattr__(self, "obs_shapes", {k: tuple(int(d) for d in v) for k, v in self.obs_shapes.items()})
+        if not 1 <= self.n_action_steps <= self.action_horizon:
+            raise ConfigError(f"n_action_steps={self.n_action_steps} must be in 1..{self.action_horizon} (the "
+                              "policy's action horizon Ta)")
+
+
 class NoisePolicy:
-    """A frozen `DiffusionPolicy` as a map (observation history, noise) -> action chunk.
+    """A frozen `DiffusionPolicy` as a map (observation window, noise) -> action chunk.
 
     features(windows) -> (B, F) torch features; decode(features, noise) -> normalized and raw chunks (B, Ta, Da).
     Exactly the computation of `policy.predict_action(obs, noise=w)`, split in two so an agent can condition on the
-    features and so a chunk can be recomputed from stored (features, noise).
+    features and so a chunk can be recomputed from stored (features, noise). `spec` (ControlSpec) says what the
+    policy reads (`spec.step_obs`: one raw observation -> the policy's keys in store dtypes, so a feature computed
+    live equals one recomputed from the store) and how its chunks run; the windows come from control/history.py
+    (ObsHistory live, windows_from_rows from the store).
     """
 
     def __init__(self, policy, n_action_steps: int | None = None):
-        cfg = policy.config
         self.policy = policy.eval()
         self.policy.requires_grad_(False)
-        self.obs_shapes = {k: tuple(v) for k, v in cfg.obs_shapes.items()}
-        self.obs_keys = list(self.obs_shapes)
-        self.n_obs_steps = int(cfg.n_obs_steps)
-        self.action_horizon, self.action_dim = int(cfg.action_horizon), int(cfg.action_dim)
+        self.spec = spec = _AnyActionSpec.from_policy(policy, n_action_steps)
+        self.obs_shapes = spec.obs_shapes
+        self.obs_keys = spec.obs_keys
+        self.n_obs_steps, self.action_horizon, self.action_dim = spec.n_obs_steps, spec.action_horizon, spec.action_dim
         self.noise_dim = self.action_horizon * self.action_dim
-        self.n_action_steps = self.action_horizon if n_action_steps is None else int(n_action_steps)
-        if not 1 <= self.n_action_steps <= self.action_horizon:
-            raise ConfigError(f"n_action_steps={n_action_steps} must be in 1..{self.action_horizon} (the policy's "
-                              "action horizon Ta)")
+        self.n_action_steps = spec.n_action_steps
         self.feature_dim = int(policy.obs_encoder.output_dim)
-        self.action_key = policy.action_key
+        self.action_key = spec.action_key
         self.device = policy.device
-
-    # -- observations ------------------------------------------------------------------------------------------
-    def step_obs(self, obs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The policy's keys of one raw observation, in the dtypes the episode store keeps (float32 / uint8), so a
-        feature computed live equals one recomputed from the store."""
-        missing = [k for k in self.obs_keys if k not in obs]
-        if missing:
-            raise ConfigError(f"observation is missing keys {missing}; the policy needs {self.obs_keys} "
-                              f"(got {sorted(obs)})")
-        out = {}
-        for k in self.obs_keys:
-            x = np.asarray(obs[k])
-            x = x if x.dtype == np.uint8 else x.astype(np.float32)
-            if x.shape != self.obs_shapes[k]:
-                raise ConfigError(f"observation {k!r} has shape {x.shape}, the policy expects {self.obs_shapes[k]}")
-            out[k] = x
-        return out
-
-    def window(self, history: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        """Last To step observations (oldest first; fewer are padded with the first) -> key: (1, To, *shape)."""
-        if not history:
-            raise ConfigError("no observation yet: call reset/start_episode and pass the first observation")
-        hist = list(history)[-self.n_obs_steps:]
-        hist = [hist[0]] * (self.n_obs_steps - len(hist)) + hist
-        return {k: np.stack([h[k] for h in hist])[None] for k in self.obs_keys}
-
-    def windows_from_rows(self, rows: Mapping[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
-        """Windows ending at rows `idx` of one episode's arrays (key: (T, *shape)) -> key: (len(idx), To, *shape),
-        padded with row 0 at the episode start (the same padding as `window`)."""
-        idx = np.asarray(idx, np.int64)
-        offsets = np.arange(-self.n_obs_steps + 1, 1)
-        take = np.clip(idx[:, None] + offsets[None], 0, None)  # (n, To)
-        return {k: np.asarray(rows[k])[take] for k in self.obs_keys}
 
     @torch.no_grad()
     def features(self, windows: Mapping[str, np.ndarray]) -> torch.Tensor:
@@ -138,16 +123,19 @@ class NoiseEnv:
                                                  np.float32)
         self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (np_.feature_dim,), np.float32)
         self._bounds = task.action_bounds() if hasattr(task, "action_bounds") else None
-        self._history: deque = deque(maxlen=np_.n_obs_steps)
+        self._history = ObsHistory(np_.obs_keys, np_.n_obs_steps)
         self.obs: dict | None = None
 
-    def _features(self) -> np.ndarray:
-        return self.noise_policy.features(self.noise_policy.window(self._history))[0].cpu().numpy()
+    def _features(self, final: bool = False) -> np.ndarray:
+        """(F,) features of the current window; final: with the last observation appended (it is not kept: the
+        episode is over)."""
+        extra = {0: self.noise_policy.spec.step_obs(self.obs)} if final else None
+        return self.noise_policy.features(self._history.stacked(extra=extra))[0].cpu().numpy()
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         self.obs = self.task.reset(seed=seed)
-        self._history.clear()
-        self._history.append(self.noise_policy.step_obs(self.obs))
+        self._history.reset()
+        self._history.append(0, self.noise_policy.spec.step_obs(self.obs))
         return self._features()
 
     def step(self, w):
@@ -157,7 +145,7 @@ class NoiseEnv:
             raise ConfigError(f"noise must be {np_.noise_dim} finite values (Ta={np_.action_horizon} x "
                               f"Da={np_.action_dim}), got shape {np.shape(w)}")
         w = np.clip(w, -self.noise_magnitude, self.noise_magnitude)
-        feats = np_.features(np_.window(self._history))
+        feats = np_.features(self._history.stacked())
         _, chunk = np_.decode(feats, torch.as_tensor(w)[None])
         chunk = chunk[0].cpu().numpy()
         rewards, executed, raw = [], [], []
@@ -172,13 +160,8 @@ class NoiseEnv:
             success |= bool(info.get("success", False))
             if terminated or truncated:
                 break
-            self._history.append(np_.step_obs(self.obs))
+            self._history.append(0, np_.spec.step_obs(self.obs))
         info = dict(info, chunk=chunk, actions=np.stack(executed), policy_actions=np.stack(raw), rewards=rewards,
                     success=success, obs=self.obs)
-        feats_next = self._features() if not (terminated or truncated) else self._final_features()
+        feats_next = self._features(final=terminated or truncated)
         return feats_next, float(sum(rewards)), bool(terminated), bool(truncated), info
-
-    def _final_features(self) -> np.ndarray:
-        hist = deque(self._history, maxlen=self.noise_policy.n_obs_steps)
-        hist.append(self.noise_policy.step_obs(self.obs))
-        return self.noise_policy.features(self.noise_policy.window(hist))[0].cpu().numpy()

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from postbc_core.control.history import windows_from_rows
 from postbc_core.data.store import EpisodeStore
 from postbc_core.data.writer import EpisodeWriter
 from postbc_core.errors import StoreError
@@ -57,7 +58,7 @@ def episode_transitions(ep: dict[str, np.ndarray], noise_policy: NoisePolicy) ->
     if len(dec) == 0 or dec[0] != 0:
         raise StoreError("finetuning episode does not start with a decision step (decision[0] must be True)")
     ends = np.r_[dec[1:], T]  # exclusive end row of each chunk
-    feats = npol.features(npol.windows_from_rows(ep, dec))  # (M, F)
+    feats = npol.features(windows_from_rows(ep, dec, npol.obs_keys, npol.n_obs_steps))  # (M, F)
     rew = np.asarray(ep["reward"], np.float64)
     reward = np.array([rew[a:b].sum() for a, b in zip(dec, ends)], np.float32)
     done = np.asarray(ep["done"], bool)[ends - 1]

@@ -1,5 +1,5 @@
 """finetune_manager: on-robot RL finetuning of a pretrained diffusion policy (DSRL-SAC, DSRL-NA or Best-of-N),
-episode by episode, around postbc_core.rl.finetune.Finetuner (the same loop `postbc finetune` runs in the sim).
+episode by episode, around postbc_core.rl.finetuner.Finetuner (the same loop `postbc finetune` runs in the sim).
 
 Episode state machine (status JSON on /postbc/finetune/status, ~2 Hz):
   idle ──~/start──> resetting ──> running ──(success | time limit | operator stop)──> labelling ──> updating ──┐
@@ -185,7 +185,8 @@ class FinetuneManager(Node):
     # -- setup ----------------------------------------------------------------------------------------------------
     @staticmethod
     def _make_finetuner(p: Params):
-        from postbc_core.rl.finetune import STATE_FILE, FinetuneConfig, Finetuner, SettingNames
+        from postbc_core.rl.finetune_config import FinetuneConfig, SettingNames
+        from postbc_core.rl.finetuner import STATE_FILE, Finetuner
 
         out = Path(p.out)
         resume = p.resume and (out / STATE_FILE).exists()
