@@ -1,7 +1,7 @@
 """The run logger: a run directory's training curves, as TensorBoard events (<run>/tb) and one JSON line per logged
 step (<run>/metrics.jsonl).
 
-Training (training/loop.py) and finetuning (rl/finetune.py, also under the ROS finetune manager) both log through it,
+Training (training/loop.py) and finetuning (rl/finetuner.py, also under the ROS finetune manager) both log through it,
 so it sits below both packages and neither imports the other for it. It imports torch's TensorBoard writer only when
 a run directory is given, so importing this module stays cheap.
 """

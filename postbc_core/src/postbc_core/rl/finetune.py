@@ -19,7 +19,7 @@ from postbc_core.errors import ConfigError
 from postbc_core.rl.agent import Mode
 from postbc_core.rl.best_of_n import BestOfNAgent
 from postbc_core.rl.finetune_config import EVAL_SEED, FinetuneConfig
-from postbc_core.rl.finetuner import STATE_FILE, REPLAY_DIR, TEST_STALL_ENV, Finetuner, stall_for_test
+from postbc_core.rl.finetuner import REPLAY_DIR, STATE_FILE, TEST_STALL_ENV, Finetuner, stall_for_test
 from postbc_core.rl.state import forked_torch_rng
 from postbc_core.stats import paired_comparison, wilson_interval
 
