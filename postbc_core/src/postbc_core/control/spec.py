@@ -70,20 +70,27 @@ class ControlSpec:
         if not 1 <= self.n_action_steps <= self.action_horizon:
             raise ConfigError(f"n_action_steps={self.n_action_steps} must be in 1..{self.action_horizon} (the "
                               "policy's action horizon Ta)")
-        action_mode_for(self.action_key)  # refuses keys that cannot drive the arm
+
+    def check_robot(self) -> ControlSpec:
+        """Refuses a policy whose action cannot drive the WidowX (its key has no action mode, or not 7 dims).
+        DSRL and Best-of-N act on any diffusion policy; a policy meets the arm through PolicyRunner or a task."""
+        action_mode_for(self.action_key)
         if self.action_dim != ENV_ACTION_DIM:
             raise ConfigError(f"policy action {self.action_key!r} has {self.action_dim} dims per step; the WidowX "
                               f"needs {ENV_ACTION_DIM} (6 joints or EE delta + gripper)")
+        return self
 
     @classmethod
-    def from_policy(cls, policy, n_action_steps: int | None = None) -> ControlSpec:
+    def from_policy(cls, policy, n_action_steps: int | None = None, *, robot: bool = True) -> ControlSpec:
         """From a policy with `.config` (obs_shapes, n_obs_steps, action_horizon, action_dim) and `.action_key`.
-        n_action_steps: actions of each chunk executed before replanning (default the whole chunk, Ta)."""
+        n_action_steps: actions of each chunk executed before replanning (default the whole chunk, Ta).
+        robot: the policy drives the WidowX (`check_robot`)."""
         cfg = policy.config
         ta = int(cfg.action_horizon)
-        return cls(obs_shapes=dict(cfg.obs_shapes), n_obs_steps=int(cfg.n_obs_steps), action_key=policy.action_key,
+        spec = cls(obs_shapes=dict(cfg.obs_shapes), n_obs_steps=int(cfg.n_obs_steps), action_key=policy.action_key,
                    action_horizon=ta, n_action_steps=ta if n_action_steps is None else int(n_action_steps),
                    action_dim=int(cfg.action_dim))
+        return spec.check_robot() if robot else spec
 
     @property
     def obs_keys(self) -> list[str]:

@@ -43,20 +43,6 @@ from postbc_core.errors import ConfigError
 DEFAULT_NOISE_MAGNITUDE = 1.5  # DESIGN.md "noise magnitude 1.5"; ajwagen/dsrl cfg train.action_magnitude: 1.5
 
 
-@dataclass(frozen=True)
-class _AnyActionSpec(ControlSpec):
-    """A ControlSpec whose action need not drive the WidowX. DSRL and Best-of-N act on any diffusion policy (the toy
-    2-D policies of tests/test_rl_algorithms.py, action key "action"); what the arm accepts is checked where a policy
-    meets a robot (rl/finetune.make_task, the finetune manager). Keeps ControlSpec's own checks except the two
-    WidowX ones (action key -> mode, 7 action dims)."""
-
-    def __post_init__(self):
-        object.__setattr__(self, "obs_shapes", {k: tuple(int(d) for d in v) for k, v in self.obs_shapes.items()})
-        if not 1 <= self.n_action_steps <= self.action_horizon:
-            raise ConfigError(f"n_action_steps={self.n_action_steps} must be in 1..{self.action_horizon} (the "
-                              "policy's action horizon Ta)")
-
-
 class NoisePolicy:
     """A frozen `DiffusionPolicy` as a map (observation window, noise) -> action chunk.
 
@@ -71,7 +57,8 @@ class NoisePolicy:
     def __init__(self, policy, n_action_steps: int | None = None):
         self.policy = policy.eval()
         self.policy.requires_grad_(False)
-        self.spec = spec = _AnyActionSpec.from_policy(policy, n_action_steps)
+        # any action (the toy 2-D policies of the RL tests too): the arm's checks run where a policy meets it
+        self.spec = spec = ControlSpec.from_policy(policy, n_action_steps, robot=False)
         self.obs_shapes = spec.obs_shapes
         self.obs_keys = spec.obs_keys
         self.n_obs_steps, self.action_horizon, self.action_dim = spec.n_obs_steps, spec.action_horizon, spec.action_dim
