@@ -211,13 +211,15 @@ def test_demo_commands_pass_the_tasks_one_safety_layer():
     step limit is the task's max_joint_speed / control_hz (0.3 rad), not a second layer's 10 Hz default."""
     from postbc_core.sim.demos import run_demo_episode
 
-    env = make("lift_cube", action_mode="joint", control_hz=5.0)
+    env = make("lift_cube", action_mode="ee_delta", control_hz=5.0)
     ep = run_demo_episode(env, make_demonstrator("lift_cube", np.random.default_rng([0, 1])), 1)
     assert env.safety.stats.commands == ep.length
     steps = np.abs(ep.data["cmd_joint_pos"][:, :6] - ep.data["joint_pos"]).max()
     assert 0.15 < steps <= 0.3 + 1e-6
     with pytest.raises(ConfigError, match="safety layer on"):
         run_demo_episode(make("lift_cube", safety=False), make_demonstrator("lift_cube", np.random.default_rng(0)), 0)
+    with pytest.raises(ConfigError, match="EE-delta path"):
+        run_demo_episode(make("lift_cube"), make_demonstrator("lift_cube", np.random.default_rng(0)), 0)
 
 
 def test_keep_failures_labels_and_append(tmp_path):

@@ -21,21 +21,45 @@ from pathlib import Path
 
 import numpy as np
 
+from postbc_core.control.loop import EpisodeResult, Step, Watcher
 from postbc_core.errors import ConfigError
 from postbc_core.robots.base import JOINT_NAMES
 
 THRESHOLDS = (0.5, 1.0)  # rad
 
 
+class _Jumps(Watcher):
+    """At every chunk boundary of each episode (step t with t % n == 0, t > 0; t counted from the episode start), the
+    change |a_t[:6] - a_(t-1)[:6]| (6,) rad of the joint targets the policy chose (before clipping) between the last
+    action of the previous chunk and the first of the new one."""
+
+    def __init__(self, n_action_steps: int):
+        self.n = n_action_steps
+        self.jumps: list[np.ndarray] = []
+        self._last: dict[int, np.ndarray] = {}
+
+    def start(self, slot: int, result: EpisodeResult, obs: dict, env) -> None:
+        self._last.pop(slot, None)
+        self._result = result
+
+    def observe(self, slot: int, step: Step, env) -> None:
+        t = self._result.length - 1  # the loop has counted this step
+        a = np.asarray(step.action[:6], np.float64)
+        if t % self.n == 0 and slot in self._last:
+            self.jumps.append(np.abs(a - self._last[slot]))
+        if t % self.n == self.n - 1:
+            self._last[slot] = a
+
+
 def chunk_jumps(policy, task: str = "lift_cube", episodes: int = 20, seed: int = 3000) -> dict:
-    """Closed-loop rollouts of `policy` (the sim task with the driver's safety layer, noise seeded per episode).
+    """Closed-loop rollouts of `policy` (the sim task with the driver's safety layer; episode i has seed `seed + i`
+    and draws its diffusion noise from its own generator seeded with it, control.runner.PolicyActor) on the episode
+    loop, actions clipped to the task's bounds.
 
     Returns per joint: the fraction of chunk boundaries whose target jump exceeds each of THRESHOLDS and the
     median jump, plus the boundaries counted and the success count."""
-    import torch
-
-    from postbc_core.control.runner import PolicyRunner
-    from postbc_core.rl.state import forked_torch_rng
+    from postbc_core.control.loop import run_episodes
+    from postbc_core.control.runner import PolicyActor, PolicyRunner
     from postbc_core.sim.registry import make
     from postbc_core.sim.task_fit import check_policy_fits_task, task_overrides_for_policy
 
@@ -45,32 +69,17 @@ def chunk_jumps(policy, task: str = "lift_cube", episodes: int = 20, seed: int =
                           "(train on cmd_joint_pos)")
     env = make(task, **task_overrides_for_policy(runner.obs_shapes), action_mode="joint")
     check_policy_fits_task(runner.obs_shapes, env)
-    lo, hi = env.action_bounds()
-    n = runner.n_action_steps
-    jumps, successes = [], 0
+    watch = _Jumps(runner.n_action_steps)
     try:
-        for ep in range(episodes):
-            with forked_torch_rng(torch.device("cpu"), seed + ep):
-                obs, last, info = env.reset(seed=seed + ep), None, {"success": False}
-                runner.reset([0])
-                for t in range(env.config.max_steps):
-                    a = runner.act({k: np.asarray(obs[k], np.float32)[None] for k in runner.obs_shapes})[0]
-                    if t % n == 0 and last is not None:
-                        jumps.append(np.abs(np.asarray(a[:6], np.float64) - last))
-                    if t % n == n - 1:
-                        last = np.asarray(a[:6], np.float64)
-                    obs, _, terminated, truncated, info = env.step(np.clip(a, lo, hi))
-                    if terminated or truncated:
-                        break
-                successes += bool(info["success"])
+        results = run_episodes([env], PolicyActor(runner), [seed + ep for ep in range(episodes)], watchers=[watch])
     finally:
         env.close()
-    j = np.asarray(jumps).reshape(-1, 6)
+    j = np.asarray(watch.jumps).reshape(-1, 6)
     per_joint = {name: {**{f"frac_above_{th}": float(np.mean(j[:, i] > th)) if len(j) else 0.0 for th in THRESHOLDS},
                         "median": float(np.median(j[:, i])) if len(j) else 0.0}
                  for i, name in enumerate(JOINT_NAMES)}
-    return {"task": task, "episodes": episodes, "seed": seed, "successes": successes, "boundaries": len(j),
-            "n_action_steps": n, "joints": per_joint}
+    return {"task": task, "episodes": episodes, "seed": seed, "successes": sum(r.success for r in results),
+            "boundaries": len(j), "n_action_steps": runner.n_action_steps, "joints": per_joint}
 
 
 def demo_max_step(store_path: str | Path) -> dict[str, float]:

@@ -9,8 +9,9 @@ environment the loop:
 2. clips each action to the environment's action bounds when `clip_actions` (counted; the action keeps the dtype the
    actor gave it) and steps the environment, whose one SafetyLayer filters the command;
 3. builds the stored row (control/rows.step_row: observation before the command, the command sent in both
-   conventions, reward, done, and `policy_action`, the action before clipping) when `record` and the environment
-   reports the command it sent (info["joint_target"], info["gripper_target"]);
+   conventions, reward, done, and the actor's action before clipping under the actor's `action_row_key`:
+   `policy_action` for a policy) when `record` and the environment reports the command it sent
+   (info["joint_target"], info["gripper_target"]);
 4. hands the step to the actor and the watchers, and at an episode's end its `EpisodeResult`; a free slot takes the
    next pending episode at once.
 
@@ -105,6 +106,11 @@ class Actor(Watcher):
     """Chooses the actions. act(slots, obs) -> (n, Da): one action per running slot, for their current
     observations (one call per loop step, so a policy can batch its inference)."""
 
+    action_row_key: str | None = "policy_action"
+    """The key under which each recorded row keeps the actor's action as chosen (float32, before clipping): a policy's
+    actions are data (finetuning learns from them). None for an actor whose action the row already holds (a scripted
+    operator's EE delta is the row's cmd_ee_delta), so its stores carry no policy key."""
+
     def act(self, slots: list[int], obs: list[dict]) -> np.ndarray:
         raise NotImplementedError
 
@@ -158,7 +164,8 @@ def run_episodes(envs: Sequence, actor: Actor, seeds: Sequence[int], *, record: 
                     ee = executed if env.config.action_mode == "ee_delta" else None
                     row = step_row(prev, info["joint_target"], info["gripper_target"], ee_delta=ee, reward=reward,
                                    done=terminated)  # a time-limit truncation is not terminal
-                    row["policy_action"] = np.asarray(a, np.float32)
+                    if actor.action_row_key is not None:
+                        row[actor.action_row_key] = np.asarray(a, np.float32)
                 step = Step(prev, a, executed, float(reward), bool(terminated), bool(truncated), info, obs[j], row)
                 for w in lookers:
                     w.observe(j, step, env)

@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# The module, not its function: control.actions imports robots.kinematics, whose package __init__ imports this module,
+# so when control.actions is imported first it is still partly initialised here; joint_target is looked up at call time.
+from postbc_core.control import actions as control_actions
 from postbc_core.errors import ConfigError, PostBCError
 from postbc_core.robots import kinematics
 from postbc_core.robots.base import JOINT_NAMES, N_JOINTS, EEDeltaAction, JointAction, SentCommand
@@ -145,14 +148,16 @@ class SafetyLayer:
         return g
 
     def command(self, action: JointAction | EEDeltaAction, current_q) -> SentCommand:
-        """Resolves a robot action against the measured joints (EE deltas through kinematics.apply_ee_delta, as
-        teleop does) and filters it: the one path every backend and the scripted operators use."""
+        """Resolves a robot action against the measured joints (EE deltas through control.actions.joint_target, the
+        one conversion teleop, the twin and the policies use) and filters it: the one path every backend uses."""
         if isinstance(action, EEDeltaAction):
             delta = np.asarray(action.delta, dtype=np.float64).reshape(6)
             if not np.all(np.isfinite(delta)):
                 self.stats.rejected += 1
                 raise PostBCError(f"EE delta {delta} has non-finite values; command rejected, nothing sent")
-            requested = kinematics.apply_ee_delta(self.check_finite(current_q, "current joint state"), delta)
+            # The gripper is filtered below (check_gripper names a bad value); here only the joints are converted.
+            requested, _ = control_actions.joint_target(np.r_[delta, 0.0], "ee_delta",
+                                                        self.check_finite(current_q, "current joint state"))
         elif isinstance(action, JointAction):
             requested = action.joint_pos
         else:

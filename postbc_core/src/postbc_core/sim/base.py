@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from postbc_core.control.actions import action_bounds, check_action, joint_target
+from postbc_core.control.observation import robot_observation
 from postbc_core.control.spec import ACTION_KEY_TO_MODE
 from postbc_core.errors import ConfigError, PostBCError
 from postbc_core.robots import kinematics
@@ -136,14 +137,9 @@ class WidowXSim:
     def observation(self) -> dict[str, np.ndarray]:
         """Robot keys of robots/robot.py: joint_pos/vel/effort (6,), gripper_pos (1,), ee_pose (7,), timestamp ()."""
         d = self.data
-        return {
-            "joint_pos": d.qpos[self._qadr].copy(),
-            "joint_vel": d.qvel[self._dadr].copy(),
-            "joint_effort": d.actuator_force[self._act].copy(),
-            "gripper_pos": np.array([d.qpos[self._left_q]]),
-            "ee_pose": self.ee_pose(),
-            "timestamp": np.array(d.time, dtype=np.float64),
-        }
+        # Copies (fancy indexing): the arrays do not change with the physics. ee_pose is the EE site's, not FK.
+        return robot_observation(d.qpos[self._qadr], d.qvel[self._dadr], d.actuator_force[self._act],
+                                 d.qpos[self._left_q], d.time, ee_pose=self.ee_pose())
 
     # -- objects ----------------------------------------------------------------------------------------------
     def scene_bodies(self, first: str | None = None) -> list[str]:

@@ -2,8 +2,10 @@
 
 A demonstrator is an "operator": every control step it looks at the scene (privileged state: object poses) and
 commands a Bridge-style end-effector delta [dx dy dz droll dpitch dyaw] (m, rad, base frame) plus a gripper opening
-target (m). That command goes through exactly the teleop path: `kinematics.apply_ee_delta` from the measured joints,
-then the robot (here `task.step` in joint mode), whose one `SafetyLayer` (the task's) filters it. Behaviour is a
+target (m). That command goes through exactly the teleop path: it is the action of a task in action_mode "ee_delta",
+run by the one episode loop (control/loop.py): the delta applies to the measured joints (control.actions, the one
+conversion) and the task's one `SafetyLayer` filters the result; the loop's row (control/rows.py) stores the command
+as cmd_ee_delta and what was sent as cmd_joint_pos. Behaviour is a
 phase script (approach above, descend, close, lift, move, place/push, release) written as a generator, with
 per-episode random modes so the demonstrations are multimodal.
 
@@ -39,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from postbc_core.control.loop import Actor, EpisodeResult, run_episodes
 from postbc_core.errors import ConfigError, StoreError
 from postbc_core.robots import kinematics
 from postbc_core.sim.base import quat_yaw
@@ -51,9 +54,6 @@ G_OPEN, G_CLOSED = float(kinematics.GRIPPER_LIMITS[1]), float(kinematics.GRIPPER
 GRASP_Z = 0.023
 TRAVEL_Z = 0.10  # m, height for moves above objects (clears the 4 cm bowl rim with the corn hanging below)
 DOWN = kinematics.euler_to_mat([0.0, np.pi / 2, 0.0])  # EE x axis pointing down (HOME orientation)
-ROBOT_KEYS = ("timestamp", "joint_pos", "joint_vel", "joint_effort", "gripper_pos", "ee_pose")
-# Observation keys that are not recorded as data: the success flag goes to the per-episode label.
-NOT_RECORDED = ("success",)
 
 Vec = np.ndarray
 Target = Vec | Callable[[], Vec]
@@ -394,50 +394,77 @@ class DemoEpisode:
     mode: dict[str, object]
 
 
-def run_demo_episode(task, demonstrator: Demonstrator, seed: int) -> DemoEpisode:
-    """Roll one episode of `demonstrator` on `task` (a Task in action_mode "joint" with its safety layer on, reset
-    here with `seed`).
+class _Operators(Actor):
+    """Scripted operators as the episode loop's actor: `make(result)` gives each episode's Demonstrator, whose (7,)
+    command is the action (float64, not clipped: the safety layer bounds what is sent). Collects each episode's
+    DemoEpisode (`episodes`, in episode order) with the EE path length and the operator's modes."""
 
-    Per step t the record holds the observation BEFORE the command, the operator's `cmd_ee_delta` (7,), the
-    command actually sent `cmd_joint_pos` (7,) (apply_ee_delta from the measured joints, then the task's safety
-    layer, exactly like teleop through the driver), the resulting `reward` and `done` (= terminated by success; a
-    time-limit truncation is not a terminal state).
-    """
-    if task.config.action_mode != "joint":
-        raise ConfigError(f"run_demo_episode drives the task in action_mode='joint' (the teleop path converts EE "
-                          f"deltas itself); got action_mode={task.config.action_mode!r}")
+    # The row keeps the command already (cmd_ee_delta): no policy_action in demonstration stores.
+    action_row_key = None
+
+    def __init__(self, make: Callable[[EpisodeResult], Demonstrator]):
+        self.make = make
+        self.ops: dict[int, Demonstrator] = {}
+        self.path: dict[int, float] = {}
+        self.last_success: dict[int, bool] = {}
+        self.episodes: dict[int, DemoEpisode] = {}
+
+    def start(self, slot: int, result: EpisodeResult, obs: dict, env) -> None:
+        self.ops[slot] = self.make(result)
+        self.ops[slot].reset(obs)
+        self.path[slot], self.last_success[slot] = 0.0, False
+
+    def act(self, slots: list[int], obs: list[dict]) -> np.ndarray:
+        return np.stack([np.asarray(self.ops[j].act(o), dtype=np.float64) for j, o in zip(slots, obs)])
+
+    def observe(self, slot: int, step, env) -> None:
+        self.path[slot] += float(np.linalg.norm(step.next_obs["ee_pose"][:3] - step.obs["ee_pose"][:3]))
+        # The outcome is the last step's: with terminate_on_success off a success that did not last is none
+        # (EpisodeResult.success holds any step's).
+        self.last_success[slot] = bool(step.info["success"])
+
+    def end(self, slot: int, result: EpisodeResult, env) -> None:
+        self.episodes[result.episode] = DemoEpisode(
+            data=result.episode_data() if result.rows else {}, success=self.last_success[slot], length=result.length,
+            path_length=self.path[slot], mode=dict(self.ops.pop(slot).mode))
+
+
+def _check_demo_task(task) -> None:
     if task.safety is None:
         raise ConfigError("run_demo_episode records what the arm would execute: build the task with its safety "
                           "layer on (safety=True)")
-    obs = task.reset(seed=seed)
-    demonstrator.reset(obs)
-    steps: dict[str, list[np.ndarray]] = {}
-    ok, path = False, 0.0
-    for _ in range(task.config.max_steps):
-        cmd = np.asarray(demonstrator.act(obs), dtype=np.float64)
-        requested = kinematics.apply_ee_delta(obs["joint_pos"], cmd[:6])  # the measured joints: nothing moved since
-        nxt, reward, terminated, truncated, info = task.step(np.r_[requested, cmd[6]])  # the task's layer filters it
-        rec = {k: v for k, v in obs.items() if k not in NOT_RECORDED}
-        rec["cmd_ee_delta"] = cmd
-        rec["cmd_joint_pos"] = np.r_[info["joint_target"], info["gripper_target"]]
-        rec["reward"] = np.float32(reward)
-        rec["done"] = np.bool_(terminated)
-        for k, v in rec.items():
-            steps.setdefault(k, []).append(v)
-        path += float(np.linalg.norm(nxt["ee_pose"][:3] - obs["ee_pose"][:3]))
-        obs, ok = nxt, bool(info["success"])
-        if terminated or truncated:
-            break
-    data = {k: _as_store_dtype(k, np.stack(v)) for k, v in steps.items()}
-    return DemoEpisode(data=data, success=ok, length=len(data["timestamp"]), path_length=path,
-                       mode=dict(demonstrator.mode))
+    if task.config.action_mode != "ee_delta":
+        raise ConfigError(f"demonstrations drive the EE-delta path (the operator's delta -> IK from the measured "
+                          f"joints -> the task's safety layer): build the task with action_mode='ee_delta'; got "
+                          f"action_mode={task.config.action_mode!r}")
 
 
-def _as_store_dtype(key: str, arr: np.ndarray) -> np.ndarray:
-    """data/README.md conventions: float64 timestamps, uint8/uint16 images, bool done, float32 for the rest."""
-    if key == "timestamp" or arr.dtype in (np.uint8, np.uint16, np.bool_):
-        return arr
-    return arr.astype(np.float32)
+def _make_demo_task(name: str, **overrides):
+    """The sim task demonstrations run on: action_mode "ee_delta" (refused as an override: the demos choose it)."""
+    from postbc_core.sim.registry import make
+
+    if "action_mode" in overrides:
+        raise ConfigError(f"action_mode={overrides['action_mode']!r}: demonstrations drive the EE-delta path (the "
+                          "operator's delta -> IK from the measured joints -> the safety layer); leave action_mode "
+                          "unset")
+    task = make(name, action_mode="ee_delta", **overrides)
+    _check_demo_task(task)
+    return task
+
+
+def run_demo_episode(task, demonstrator: Demonstrator, seed: int) -> DemoEpisode:
+    """Roll one episode of `demonstrator` on `task` (a Task in action_mode "ee_delta" with its safety layer on, reset
+    here with `seed`) through the episode loop.
+
+    Per step t the record (control.rows.step_row) holds the observation BEFORE the command, the operator's
+    `cmd_ee_delta` (7,), the command actually sent `cmd_joint_pos` (7,) (the delta applied to the measured joints,
+    then the task's safety layer, exactly like teleop through the driver), the resulting `reward` and `done`
+    (= terminated by success; a time-limit truncation is not a terminal state).
+    """
+    _check_demo_task(task)
+    actor = _Operators(lambda result: demonstrator)
+    run_episodes([task], actor, [seed], record=True, clip_actions=False)
+    return actor.episodes[0]
 
 
 @dataclass
@@ -509,9 +536,6 @@ def record_demos(task: str, episodes: int, out: Path, *, seed: int = 0, quality:
     max_attempts = 3 * episodes if max_attempts is None else int(max_attempts)
     if max_attempts < episodes:
         raise ConfigError(f"max_attempts={max_attempts} is below episodes={episodes}; raise it or leave it unset")
-    if task_overrides.get("action_mode", "joint") != "joint":
-        raise ConfigError(f"action_mode={task_overrides['action_mode']!r}: demonstrations are recorded through the "
-                          "teleop path (EE delta -> IK -> joint targets); leave action_mode unset")
     if overwrite and append:
         raise ConfigError("pass either overwrite or append, not both")
     # Everything checkable is checked before the store is touched, so a typo never leaves an empty store behind.
@@ -523,7 +547,7 @@ def record_demos(task: str, episodes: int, out: Path, *, seed: int = 0, quality:
         make(task)  # unknown task: the registry's ConfigError lists the tasks
         raise ConfigError(f"no scripted demonstrator for task {task!r}; available: {', '.join(sorted(DEMONSTRATORS))}")
     out = Path(out)
-    env = make(task, cameras=tuple(cameras), image_size=tuple(image_size), action_mode="joint", **task_overrides)
+    env = _make_demo_task(task, cameras=tuple(cameras), image_size=tuple(image_size), **task_overrides)
     if out.exists() and not (overwrite or append):
         raise StoreError(f"{out} already exists: pass overwrite=True / --overwrite (replace it) or append=True / "
                          "--append (add episodes), or pick a new path")
@@ -563,17 +587,16 @@ def record_demos(task: str, episodes: int, out: Path, *, seed: int = 0, quality:
 
 def demo_success_rate(task: str, n: int, *, seed: int = 0, quality: float = 1.0, **task_overrides) -> DemoStats:
     """Run `n` state-only attempts without recording (for tests and benchmarks); DemoStats with stored = 0."""
-    from postbc_core.sim.registry import make
-
-    env = make(task, action_mode="joint", **task_overrides)
+    env = _make_demo_task(task, **task_overrides)
+    actor = _Operators(lambda r: make_demonstrator(task, np.random.default_rng([seed, r.episode]), quality))
     stats = DemoStats(task=task)
     t0 = time.time()
     try:
-        for i in range(n):
-            ep = run_demo_episode(env, make_demonstrator(task, np.random.default_rng([seed, i]), quality), seed + i)
-            stats.add(ep)
+        run_episodes([env], actor, [seed + i for i in range(n)], clip_actions=False)  # state only: no rows
     finally:
         env.close()
+    for i in range(n):
+        stats.add(actor.episodes[i])
     stats.seconds = time.time() - t0
     return stats
 

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from postbc_core.data.paths import make_output_dir, refuse_inside_store
-from postbc_core.errors import ConfigError, StoreError
+from postbc_core.control.loop import Actor, run_episodes
 from postbc_core.control.spec import action_mode_for
+from postbc_core.errors import ConfigError, StoreError
 from postbc_core.sim.base import Task
 from postbc_core.sim.evaluation import VIDEO_CAMERA, write_video
 from postbc_core.sim.registry import list_tasks, make
@@ -97,51 +98,73 @@ def replay_episode(dataset: str | Path, episode: int, *, out: str | Path, action
     T = len(actions)
     if actions.shape[1:] != (7,):
         raise ConfigError(f"{action_key} has per-step shape {actions.shape[1:]}, expected (7,)")
-    # Replay every recorded action: no early termination, and a time limit past the episode's length.
+    # Replay every recorded action: no early termination, and the time limit at the episode's length.
     # Recorded joint targets are the commands sent after the robot's safety layer: re-execute them as sent. Recorded
     # EE deltas are the operator's, before it: they pass it again, as teleop's did.
-    sim_task = make(task_name, action_mode=mode, terminate_on_success=False, max_steps=T + 1,
+    sim_task = make(task_name, action_mode=mode, terminate_on_success=False, max_steps=T,
                     safety=mode == "ee_delta")
+    replay = _Replay(actions, {k: v[0] for k, v in ep.items()}, video_size if video else None)
     try:
-        sim_task.reset(seed=0)
-        used = restore_initial_state(sim_task, {k: v[0] for k, v in ep.items()})
-        vh, vw = video_size
-        frames = [sim_task.sim.render(VIDEO_CAMERA, vw, vh)[0]] if video else []
-        q = [sim_task.sim.joint_pos()]
-        obj = [sim_task.sim.body_pose(sim_task.object_body)[:3]]
-        success = []
-        for t in range(T):
-            _, _, _, _, info = sim_task.step(actions[t])
-            q.append(sim_task.sim.joint_pos())
-            obj.append(sim_task.sim.body_pose(sim_task.object_body)[:3])
-            success.append(bool(info["success"]))
-            if video:
-                frames.append(sim_task.sim.render(VIDEO_CAMERA, vw, vh)[0])
+        # Not clipped to the action bounds: the recorded actions are re-executed as they were.
+        run_episodes([sim_task], replay, [0], clip_actions=False)
         fps = sim_task.config.control_hz
     finally:
         sim_task.close()
-    q, obj = np.asarray(q), np.asarray(obj)  # (T + 1, 6), (T + 1, 3): states before each action + the last one
+    q, obj = np.asarray(replay.q), np.asarray(replay.obj)  # (T + 1, 6), (T + 1, 3): before each action + the last
     rec_q = np.asarray(ep["joint_pos"], np.float64)
     rec_obj = np.asarray(ep["object_pose"], np.float64)[:, :3]
     joint_err = np.abs(q[:T] - rec_q).max(axis=1)
     obj_err = np.linalg.norm(obj[:T] - rec_obj, axis=1)
     report = {
         "dataset": str(dataset), "episode": int(meta["index"]), "task": task_name, "action_key": action_key,
-        "action_mode": mode, "steps": T, "restored": used, "recorded_success": meta["success"],
-        "replay_success": any(success),
+        "action_mode": mode, "steps": T, "restored": replay.used, "recorded_success": meta["success"],
+        "replay_success": any(replay.success),
         "joint_error_rad": _stats(joint_err), "object_pos_error_m": _stats(obj_err),
         "per_step": {"joint_error_rad": joint_err.round(8).tolist(), "object_pos_error_m": obj_err.round(8).tolist()},
     }
     make_output_dir(out)
     if video:
-        plot = _PlotPanel(rec_q, q, actions, action_key, height=vh)
+        plot = _PlotPanel(rec_q, q, actions, action_key, height=video_size[0])
         report["video"] = str(write_video(out / "replay.mp4", [np.concatenate([f, plot.frame(t)], axis=1)
-                                                               for t, f in enumerate(frames)], fps))
+                                                               for t, f in enumerate(replay.frames)], fps))
     (out / "replay.json").write_text(json.dumps(report, indent=2))
     report["json"] = str(out / "replay.json")
     logger.info("replay of episode %d: joint error max %.2e rad, object error max %.2e m", report["episode"],
                 report["joint_error_rad"]["max"], report["object_pos_error_m"]["max"])
     return report
+
+
+class _Replay(Actor):
+    """The episode loop's actor for a replay: puts the sim in the recorded initial state right after the loop's reset
+    (so the loop's first observation, which it never reads, is the reset's), then returns recorded action t at step
+    t. Keeps the trajectory before each action and after the last: joint positions `q` (T + 1) x (6,) rad, object
+    positions `obj` (T + 1) x (3,) m, front-camera `frames` when video_size (H, W) is given, and `success` per step."""
+
+    def __init__(self, actions: np.ndarray, first: dict[str, np.ndarray], video_size: tuple[int, int] | None):
+        self.actions, self.first, self.video_size = actions, first, video_size
+        self.used: list[str] = []
+        self.q: list[np.ndarray] = []
+        self.obj: list[np.ndarray] = []
+        self.frames: list[np.ndarray] = []
+        self.success: list[bool] = []
+
+    def _keep(self, task: Task) -> None:
+        self.q.append(task.sim.joint_pos())
+        self.obj.append(task.sim.body_pose(task.object_body)[:3])
+        if self.video_size:
+            vh, vw = self.video_size
+            self.frames.append(task.sim.render(VIDEO_CAMERA, vw, vh)[0])
+
+    def start(self, slot: int, result, obs: dict, env) -> None:
+        self.used = restore_initial_state(env, self.first)
+        self._keep(env)
+
+    def act(self, slots: list[int], obs: list[dict]) -> np.ndarray:
+        return self.actions[len(self.success)][None]  # one environment; steps so far = len(success)
+
+    def observe(self, slot: int, step, env) -> None:
+        self.success.append(bool(step.info["success"]))
+        self._keep(env)
 
 
 class _PlotPanel:
