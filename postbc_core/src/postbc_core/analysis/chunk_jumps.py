@@ -37,13 +37,14 @@ class _Jumps(Watcher):
         self.n = n_action_steps
         self.jumps: list[np.ndarray] = []
         self._last: dict[int, np.ndarray] = {}
+        self._running: dict[int, EpisodeResult] = {}
 
     def start(self, slot: int, result: EpisodeResult, obs: dict, env) -> None:
         self._last.pop(slot, None)
-        self._result = result
+        self._running[slot] = result
 
     def observe(self, slot: int, step: Step, env) -> None:
-        t = self._result.length - 1  # the loop has counted this step
+        t = self._running[slot].length - 1  # the loop has counted this step
         a = np.asarray(step.action[:6], np.float64)
         if t % self.n == 0 and slot in self._last:
             self.jumps.append(np.abs(a - self._last[slot]))
