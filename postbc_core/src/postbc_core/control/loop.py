@@ -106,10 +106,11 @@ class Actor(Watcher):
     """Chooses the actions. act(slots, obs) -> (n, Da): one action per running slot, for their current
     observations (one call per loop step, so a policy can batch its inference)."""
 
-    action_row_key: str | None = "policy_action"
-    """The key under which each recorded row keeps the actor's action as chosen (float32, before clipping): a policy's
-    actions are data (finetuning learns from them). None for an actor whose action the row already holds (a scripted
-    operator's EE delta is the row's cmd_ee_delta), so its stores carry no policy key."""
+    action_row_key: str | None = None
+    """The key under which each recorded row keeps the actor's action as chosen (float32, before clipping):
+    "policy_action" for a policy (PolicyActor: its actions are data). None (an actor whose action the row already
+    holds: a scripted operator's EE delta is the row's cmd_ee_delta; or one that completes the row itself, the
+    finetuner) adds no key."""
 
     def act(self, slots: list[int], obs: list[dict]) -> np.ndarray:
         raise NotImplementedError

@@ -144,6 +144,8 @@ class PolicyActor(Actor):
     number of environments, on the slot that runs it, on the other episodes in the batch or on the caller's torch
     random state; two policies evaluated with the same seeds see the same initial states and the same noise."""
 
+    action_row_key = "policy_action"
+
     def __init__(self, runner: PolicyRunner):
         self.runner = runner
         self._noise_rng: list[np.random.Generator | None] = [None] * runner.num_envs

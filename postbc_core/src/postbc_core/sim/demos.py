@@ -399,9 +399,6 @@ class _Operators(Actor):
     command is the action (float64, not clipped: the safety layer bounds what is sent). Collects each episode's
     DemoEpisode (`episodes`, in episode order) with the EE path length and the operator's modes."""
 
-    # The row keeps the command already (cmd_ee_delta): no policy_action in demonstration stores.
-    action_row_key = None
-
     def __init__(self, make: Callable[[EpisodeResult], Demonstrator]):
         self.make = make
         self.ops: dict[int, Demonstrator] = {}
