@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from postbc import topics
 from postbc.conversions import joint_state_msg, pose_array_msg, to_sec, trajectory_chunk
-from postbc_core.errors import CheckpointError, ConfigError
+from postbc_core.control.actions import joint_targets
 from postbc_core.control.runner import TemporalEnsembler
+from postbc_core.errors import CheckpointError, ConfigError
 from postbc_core.robots import kinematics
 from rclpy.parameter import Parameter
 from ros_helpers import call_service, wait_for
@@ -238,7 +239,7 @@ def test_ee_delta_policies_chain_apply_ee_delta_from_the_measured_joints(ros_con
     try:
         assert node.runner.action_mode == "ee_delta"
         deltas = np.array([[0.01, 0, 0, 0, 0, 0, 0.03], [0, 0.01, 0, 0, 0, 0, 0.02]])
-        q, g = node.joint_targets(deltas, Q0)
+        q, g = joint_targets(deltas, node.runner.spec.action_mode, Q0)  # the conversion _infer publishes
         q1 = kinematics.apply_ee_delta(Q0, deltas[0, :6])
         np.testing.assert_allclose(q, [q1, kinematics.apply_ee_delta(q1, deltas[1, :6])])
         np.testing.assert_allclose(g, [0.03, 0.02])

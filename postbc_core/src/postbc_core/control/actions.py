@@ -3,11 +3,14 @@
 A 7-vector action is either absolute joint targets + gripper ("joint") or a Bridge-style end-effector delta
 [dx dy dz (m), droll dpitch dyaw (rad)] + gripper ("ee_delta"), applied with `kinematics.apply_ee_delta` (base-frame
 translation, extrinsic rpy pre-multiplied, damped-least-squares IK). `joint_targets` is that conversion for one action
-or a sequence: the first delta applies to the reference joints `q_ref` (the measured joints: teleop, the twin, the
-finetune manager), each later one to the previous target (the points of one chunk sent ahead, as the policy node
-does). The twin's tasks, the robot backends' SafetyLayer, the ROS nodes and the scripted operators all convert here.
+or a sequence: the first delta applies to the reference joints `q_ref` (the measured joints: the twin, the finetune
+manager, the policy node; teleop: `chained_reference`), each later one to the previous target (the points of one
+chunk sent ahead, as the policy node does). The twin's tasks, the robot backends' SafetyLayer, the ROS nodes and the
+scripted operators all convert here.
 
 `ee_delta_between` is the inverse used for stored rows: the delta that moves FK(q) to FK(q_target).
+`chained_reference` decides which joints an operator's next delta applies to when deltas chain from the previous
+target (teleop); GRIPPER_CLOSED / GRIPPER_OPEN are the gripper targets of a binary gripper command.
 
 Units: rad, m. Shape legend: T actions.
 """
@@ -24,6 +27,8 @@ from postbc_core.robots import kinematics
 
 # ee_delta action bounds per control step: +-5 cm and +-0.25 rad (Bridge teleop deltas are ~1-2 cm per step).
 EE_DELTA_MAX = np.array([0.05, 0.05, 0.05, 0.25, 0.25, 0.25])
+# Gripper targets (m, the left finger's slide) of a binary open / close command: the ends of its range.
+GRIPPER_CLOSED, GRIPPER_OPEN = (float(g) for g in kinematics.GRIPPER_LIMITS)
 
 
 def action_bounds(mode: ActionMode) -> tuple[np.ndarray, np.ndarray]:
@@ -79,3 +84,18 @@ def ee_delta_between(q, q_target) -> np.ndarray:
     convention of kinematics.apply_ee_delta (base-frame translation, extrinsic rpy pre-multiplied)."""
     T0, T1 = kinematics.fk_matrix(np.asarray(q, float)), kinematics.fk_matrix(np.asarray(q_target, float))
     return np.concatenate([T1[:3, 3] - T0[:3, 3], mat_to_rpy(T1[:3, :3] @ T0[:3, :3].T)])
+
+
+def chained_reference(q_prev, q_meas, max_lead_m: float, max_lead_rad: float, max_joint_rad: float) -> np.ndarray:
+    """The joints (6,) rad the next EE delta applies to when deltas chain from the previous target: `q_prev` (6,)
+    while its EE leads FK(q_meas) by at most max_lead_m (translation) and max_lead_rad (rotation angle) and no joint
+    by more than max_joint_rad, else a copy of `q_meas` (6,) (the chain is cut: the arm is blocked, clamped, reset or
+    homed, or the target is on another IK branch). q_prev None (no previous target): a copy of q_meas."""
+    if q_prev is None:
+        return q_meas.copy()
+    T_prev, T_meas = kinematics.fk_matrix(q_prev), kinematics.fk_matrix(q_meas)
+    lead_m = float(np.linalg.norm(T_prev[:3, 3] - T_meas[:3, 3]))
+    lead_rad = float(np.linalg.norm(kinematics.rotation_error(T_prev[:3, :3], T_meas[:3, :3])))
+    if lead_m > max_lead_m or lead_rad > max_lead_rad or float(np.max(np.abs(q_prev - q_meas))) > max_joint_rad:
+        return q_meas.copy()
+    return q_prev

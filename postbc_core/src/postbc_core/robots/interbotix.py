@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from postbc_core.control.observation import robot_observation
 from postbc_core.errors import ConfigError, PostBCError
 from postbc_core.robots import kinematics
 from postbc_core.robots.base import (
@@ -317,13 +318,8 @@ class InterbotixRobot(Robot):
     def get_observation(self) -> dict[str, np.ndarray]:
         js, idx = self._joint_state()
         r = joint_reading(js, idx, self._effort_scale)
-        p, quat = kinematics.fk(r.joint_pos)
         stamp = js.header.stamp.sec + js.header.stamp.nanosec * 1e-9 if js.header.stamp.sec else time.time()
-        return {
-            "joint_pos": r.joint_pos, "joint_vel": r.joint_vel, "joint_effort": r.joint_effort,
-            "gripper_pos": np.array([r.gripper], dtype=np.float64),
-            "ee_pose": np.concatenate([p, quat]), "timestamp": np.float64(stamp),
-        }
+        return robot_observation(r.joint_pos, r.joint_vel, r.joint_effort, r.gripper, stamp)
 
     # -- commanding ---------------------------------------------------------------------------------------------
     def send_action(self, action: JointAction | EEDeltaAction) -> SentCommand:

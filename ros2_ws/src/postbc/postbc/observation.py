@@ -1,13 +1,14 @@
 """The robot's observation assembled from topics, the same keys the episode store and the sim use.
 
 `ObservationSource(node, obs_shapes, cameras, task)` subscribes what a policy's keys need and `step()` returns one
-control step's observation: joint_pos, joint_vel, joint_effort, gripper_pos (from /joint_states), ee_pose
-(kinematics.fk of joint_pos), the sim's privileged object state from /postbc/sim/object_poses and <camera>_rgb (from
-/<camera>/image_raw, resized to the policy's shape with cv2.INTER_AREA). Object state: with `task` (sim backend: the
-driver's task) every key the task computes from its scene poses, postbc_core.sim.registry.task_state_keys (object_pose,
-object_pos, object_yaw_feat, bowl_pos, target_pos, ...: the task's `recommended_obs_keys` that `postbc pipeline` trains
-on); without, object_pose alone (poses[0]). Used by the policy node and the finetune manager, so both see exactly what
-`postbc eval` feeds a policy in the sim.
+control step's observation: joint_pos, joint_vel, joint_effort, gripper_pos (from /joint_states), ee_pose (FK of
+joint_pos): the robot keys of postbc_core.control.observation.robot_observation; the sim's privileged object state
+from /postbc/sim/object_poses and <camera>_rgb (from /<camera>/image_raw, resized to the policy's shape with
+control.observation.resize_image), in the dtypes the store keeps (control.spec.store_dtype). Object state: with
+`task` (sim backend: the driver's task) every key the task computes from its scene poses,
+postbc_core.sim.registry.task_state_keys (object_pose, object_pos, object_yaw_feat, bowl_pos, target_pos, ...: the
+task's `recommended_obs_keys` that `postbc pipeline` trains on); without, object_pose alone (poses[0]). Used by the
+policy node and the finetune manager, so both see exactly what `postbc eval` feeds a policy in the sim.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from geometry_msgs.msg import PoseArray
+from postbc_core.control.observation import resize_image, robot_observation
+from postbc_core.control.spec import store_dtype
 from postbc_core.errors import ConfigError, PostBCError
-from postbc_core.robots import kinematics
 from sensor_msgs.msg import Image, JointState
 
 from postbc import topics
@@ -130,11 +132,7 @@ class ObservationSource:
         except ConversionError as e:
             self.node.get_logger().error(f"{topics.image_topic(camera)} ignored: {e}", throttle_duration_sec=5.0)
             return
-        h, w = self.obs_shapes[f"{camera}_rgb"][:2]
-        if img.shape[:2] != (h, w):
-            import cv2
-
-            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        img = resize_image(img, self.obs_shapes[f"{camera}_rgb"][:2])
         with self._lock:
             self._images[camera] = img
 
@@ -163,11 +161,7 @@ class ObservationSource:
             poses = None
         if js is None or (self.pose_keys and poses is None) or any(c not in images for c in self.cameras):
             return None
-        raw = {"joint_pos": js.joint_pos, "joint_vel": js.joint_vel, "joint_effort": js.joint_effort,
-               "gripper_pos": js.gripper_pos}
-        if "ee_pose" in keys:
-            pos, quat = kinematics.fk(js.joint_pos)
-            raw["ee_pose"] = np.concatenate([pos, quat])
+        raw = robot_observation(js.joint_pos, js.joint_vel, js.joint_effort, js.gripper_pos, js.stamp)
         if self.pose_keys:
             try:
                 raw.update(object_keys(poses, self.task))
@@ -175,5 +169,4 @@ class ObservationSource:
                 self.node.get_logger().error(f"observation skipped: {e}", throttle_duration_sec=5.0)
                 return None
         raw.update({f"{c}_rgb": images[c] for c in self.cameras})
-        obs = {k: (raw[k] if k.endswith("_rgb") else np.asarray(raw[k], np.float32)) for k in keys}
-        return Step(obs=obs, stamp=js.stamp, joint_pos=js.joint_pos)
+        return Step(obs={k: store_dtype(k, raw[k]) for k in keys}, stamp=js.stamp, joint_pos=js.joint_pos)

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from postbc_core.control.actions import joint_target
+from postbc_core.control.spec import action_mode_for
 from postbc_core.errors import ConfigError
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
@@ -367,11 +369,8 @@ class FinetuneManager(Node):
             self._acted = True
 
     def _joint_target(self, a: np.ndarray, q_meas: np.ndarray) -> tuple[np.ndarray, float]:
-        if self.ft.noise_policy.action_key == "cmd_ee_delta":
-            from postbc_core.robots import kinematics
-
-            return kinematics.apply_ee_delta(q_meas, a[:6]), float(a[6])
-        return np.asarray(a[:6], np.float64), float(a[6])
+        """The policy's action (7,) -> joint target (6,) rad and gripper m (EE deltas apply to the measured joints)."""
+        return joint_target(a, action_mode_for(self.ft.noise_policy.action_key), q_meas)
 
     def _finish_running(self, why: str) -> None:
         """Lock held: the episode's actions are over; label it (sim: now) or wait for the operator."""

@@ -2,7 +2,7 @@
 graph, inference off the control thread.
 
 Control tick (control_hz, node clock, so sim time in sim): snapshot the observation from the latest messages
-(joint_pos, joint_vel, joint_effort, gripper_pos from /joint_states; ee_pose = kinematics.fk(joint_pos); the sim
+(joint_pos, joint_vel, joint_effort, gripper_pos from /joint_states; ee_pose = FK of joint_pos; the sim
 task's state keys, object_pose, object_pos, object_yaw_feat, bowl_pos, target_pos, ..., from /postbc/sim/object_poses
 (postbc_core.sim.registry.task_state_keys of the `task` parameter; object_pose = poses[0] alone without one);
 <camera>_rgb from /<camera>/image_raw resized to the policy's shape), append it
@@ -11,9 +11,9 @@ start: the padding `postbc eval` uses), and when a plan is due hand the stacked 
 through a one-slot mailbox (the newest request replaces one not yet started).
 
 Worker thread: predict_action -> chunk (Ta, Da) -> drop it (logged, counted) when now - observation stamp >
-max_action_age -> joint targets (cmd_joint_pos policies: the chunk's joints; cmd_ee_delta policies: apply_ee_delta
-chained from the measured joints of that observation) -> /postbc/command with header.stamp = the observation's
-stamp and point i due at i / control_hz:
+max_action_age -> joint targets (postbc_core.control.actions.joint_targets: cmd_joint_pos policies: the chunk's
+joints; cmd_ee_delta policies: the deltas chained from the measured joints of that observation) -> /postbc/command
+with header.stamp = the observation's stamp and point i due at i / control_hz:
   receding           PolicyRunner's schedule (n_action_steps actions of each chunk, then replan) made latency-aware:
                      when a chunk is published its first L points are already due (L = 1 + floor(age / dt), the
                      median over recent chunks; usually 1, because the observation is sampled at a control step and
@@ -39,9 +39,9 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-from postbc_core.errors import ConfigError
+from postbc_core.control.actions import joint_targets
 from postbc_core.control.runner import PolicyRunner, TemporalEnsembler
-from postbc_core.robots import kinematics
+from postbc_core.errors import ConfigError
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -297,7 +297,7 @@ class Policy(Node):
                 actions, times = action[None], np.array([lead * self.dt])
             else:
                 actions, times = chunk[: req.n_points], np.arange(req.n_points) * self.dt
-        q, g = self.joint_targets(actions, req.q)
+        q, g = joint_targets(actions, self.runner.spec.action_mode, req.q)
         msg = trajectory_msg(q, g, req.stamp, times=times)
         with self._lock:
             if req.epoch != self._epoch or not self._enabled:
@@ -309,18 +309,6 @@ class Policy(Node):
     def lead_ticks(self) -> int:
         """Median number of a chunk's first points already due when it is published (recent chunks)."""
         return int(np.median(self._leads))
-
-    def joint_targets(self, actions: np.ndarray, q_meas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Actions (T, 7) in policy units -> joint targets (T, 6) rad and gripper targets (T,) m. EE deltas chain
-        through kinematics.apply_ee_delta from the measured joints (each relative to the previous target)."""
-        actions = np.asarray(actions, np.float64)
-        if self.runner.action_mode == "joint":
-            return actions[:, :6], actions[:, 6]
-        q, out = np.asarray(q_meas, np.float64), []
-        for a in actions:
-            q = kinematics.apply_ee_delta(q, a[:6])
-            out.append(q)
-        return np.stack(out), actions[:, 6]
 
     # -- diagnostics --------------------------------------------------------------------------------------------
     def diagnostics(self) -> dict:

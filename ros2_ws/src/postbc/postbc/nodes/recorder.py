@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from geometry_msgs.msg import PoseArray, TwistStamped
+from postbc_core.control.observation import resize_image, robot_observation
+from postbc_core.control.rows import step_row
 from postbc_core.data.store import (
     DEFAULT_FLUSH_BYTES,
     SOURCES,
@@ -50,7 +52,6 @@ from postbc_core.data.store import (
     EpisodeStore,
 )
 from postbc_core.errors import ConfigError, PostBCError
-from postbc_core.robots import kinematics
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -262,16 +263,6 @@ class Episode:
     write_lock: threading.Lock = field(default_factory=threading.Lock)  # the tick's append vs commit / discard
 
 
-def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(h, w, 3) uint8 -> (H, W, 3) with cv2.INTER_AREA (the anti-aliased choice for shrinking); (0, 0) = as is."""
-    H, W = size
-    if not H or img.shape[:2] == (H, W):
-        return img
-    import cv2
-
-    return cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA)
-
-
 class Recorder(Node):
     def __init__(self, node_name: str = "recorder", *, context=None, parameter_overrides=None, namespace=""):
         super().__init__(node_name, context=context, namespace=namespace,
@@ -357,9 +348,8 @@ class Recorder(Node):
             # timer's phase, so a late tick is not a missed one, only a period that got no tick at all is.
             rec.ticks += 1
             rec.missed_ticks = max(0, math.ceil((now - rec.start) * self.params.control_hz - 1e-6) - rec.ticks)
-            row, self._pending = self._pending, None
-            if row is not None:
-                self._complete_row(rec, row)
+            obs, self._pending = self._pending, None
+            row = None if obs is None else self._complete_row(rec, obs)
         # The write may wait for the disk (a full block while the previous one is still being written): it holds
         # only the episode's write lock, so stream callbacks, status and services never wait for the disk.
         error = None
@@ -394,21 +384,19 @@ class Recorder(Node):
             self._pending_seq = {k: s.seq for k, s in self.streams.items()}
 
     def _sample(self, rec: Episode, now: float) -> dict:
-        """Observation at tick time `now`: the latest message of every recorded stream."""
+        """Observation at tick time `now` (raw: step_row casts it to store dtypes): the latest message of every
+        recorded stream, with their header stamps."""
         js = self.streams["joint_states"]
         st = cv.joint_state_arrays(js.latest)
-        p, quat = kinematics.fk(st.joint_pos)
-        row = {"timestamp": np.float64(now),
-               "joint_pos": st.joint_pos.astype(np.float32), "joint_vel": st.joint_vel.astype(np.float32),
-               "joint_effort": st.joint_effort.astype(np.float32), "gripper_pos": st.gripper_pos.astype(np.float32),
-               "ee_pose": np.r_[p, quat].astype(np.float32), "joint_states_stamp": np.float64(js.stamp)}
+        row = robot_observation(st.joint_pos, st.joint_vel, st.joint_effort, st.gripper_pos, now)
+        row["joint_states_stamp"] = js.stamp
         for cam in self.params.cameras:
             s = self.streams[f"{cam}_rgb"]
             img = cv.image_array(s.latest)
             if img.ndim != 3:
                 raise PostBCError(f"{s.topic} publishes {s.latest.encoding} images; the recorder stores rgb8")
             row[f"{cam}_rgb"] = resize_image(img, self.params.image_size)
-            row[f"{cam}_rgb_stamp"] = np.float64(s.stamp)
+            row[f"{cam}_rgb_stamp"] = s.stamp
         if rec.keys["pose"]:
             s = self.streams["object_pose"]
             poses = cv.pose_array_arrays(s.latest) if s.latest is not None else np.zeros((0, 7))
@@ -416,36 +404,38 @@ class Recorder(Node):
                 raise PostBCError(f"{s.topic} has no pose; the store records {list(rec.keys['pose'])}")
             derived = object_keys(poses, self._sim_task)  # PostBCError: poses of another task's scene
             for k in rec.keys["pose"]:
-                row[k] = np.asarray(derived[k], np.float32)
-            row["object_pose_stamp"] = np.float64(s.stamp)
+                row[k] = derived[k]
+            row["object_pose_stamp"] = s.stamp
         return row
 
-    def _complete_row(self, rec: Episode, row: dict) -> None:
-        """Add the response to observation `row`: the latest command (received before this tick), reward, done."""
+    def _complete_row(self, rec: Episode, obs: dict) -> dict:
+        """The stored row of observation `obs` (control.rows.step_row, store dtypes): the response to it, i.e. the
+        latest command received before this tick, the operator's EE delta of the step, reward and done; plus the
+        command streams' header stamps."""
         cmd = self.streams["command"]
-        q, g = row["joint_pos"].astype(np.float64), math.nan
+        q, g = obs["joint_pos"], math.nan
         if cmd.latest is not None:
             chunk = cv.trajectory_chunk(cmd.latest)
             if np.all(np.isfinite(chunk.joint_pos[0])):
                 q = chunk.joint_pos[0]
             g = float(chunk.gripper[0])
         if not math.isfinite(g):  # no gripper in the command: the driver holds its current gripper target
-            g = rec.last_gripper_cmd if math.isfinite(rec.last_gripper_cmd) else float(row["gripper_pos"][0])
+            g = rec.last_gripper_cmd if math.isfinite(rec.last_gripper_cmd) else float(obs["gripper_pos"][0])
         rec.last_gripper_cmd = g
-        row["cmd_joint_pos"] = np.r_[q, g].astype(np.float32)
-        row["command_stamp"] = np.float64(cmd.stamp)
-        if rec.keys["cmd_ee_delta"]:
-            s = self.streams["cmd_ee_delta"]
-            delta = np.zeros(6)
-            if s.latest is not None and s.new_since(self._pending_seq.get("cmd_ee_delta", -1)):
-                t = s.latest.twist
-                delta = np.array([t.linear.x, t.linear.y, t.linear.z, t.angular.x, t.angular.y, t.angular.z])
-            row["cmd_ee_delta"] = np.r_[delta, g].astype(np.float32)
-            row["cmd_ee_delta_stamp"] = np.float64(s.stamp)
+        s = self.streams["cmd_ee_delta"]
+        delta = np.zeros(6)  # the operator sent no delta during the step
+        if rec.keys["cmd_ee_delta"] and s.latest is not None and s.new_since(self._pending_seq.get("cmd_ee_delta", -1)):
+            t = s.latest.twist
+            delta = np.array([t.linear.x, t.linear.y, t.linear.z, t.angular.x, t.angular.y, t.angular.z])
         success = bool(self._success) if self.params.auto_label_success else False
         rec.success_seen |= success
-        row["reward"] = np.float32(1.0 if success else 0.0)
-        row["done"] = np.bool_(success)
+        row = step_row(obs, q, g, ee_delta=delta, reward=1.0 if success else 0.0, done=success)
+        row["command_stamp"] = np.float64(cmd.stamp)
+        if rec.keys["cmd_ee_delta"]:
+            row["cmd_ee_delta_stamp"] = np.float64(s.stamp)
+        else:  # the store records no operator delta (no teleop stream when its first episode began)
+            del row["cmd_ee_delta"]
+        return row
 
     def _image_size_mismatch(self, schema: dict) -> str:
         """The store's image size vs what this recorder writes from the latest frames (native size: known only

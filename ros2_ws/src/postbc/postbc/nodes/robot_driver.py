@@ -27,8 +27,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 from geometry_msgs.msg import PoseArray
+from postbc_core.control.actions import GRIPPER_OPEN
 from postbc_core.errors import ConfigError, PostBCError
-from postbc_core.robots import kinematics
 from postbc_core.robots.controller import ExecutorConfig, TrajectoryExecutor
 from postbc_core.robots.safety import CONTROL_HZ, MAX_JOINT_SPEED, SafetyLimits
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -330,7 +330,7 @@ class RobotDriver(Node):
             self._next_seed += 1
             self.robot.reset(seed=seed)  # arm at home, gripper open, objects from the seed
             self._episode_seed = seed
-            ex.hold_now("reset", gripper=float(kinematics.GRIPPER_LIMITS[1]))
+            ex.hold_now("reset", gripper=GRIPPER_OPEN)
         resp.success, resp.message = True, f"seed={seed}"
         self.get_logger().info(f"~/reset: new episode, seed={seed}")
         return resp

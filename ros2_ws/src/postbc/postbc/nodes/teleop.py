@@ -1,12 +1,13 @@
 """teleop: an operator's keyboard, gamepad (sensor_msgs/Joy) or SpaceMouse (geometry_msgs/Twist) -> EE velocity ->
-per-step EE delta -> kinematics.apply_ee_delta from the measured joints -> /postbc/command.
+per-step EE delta -> joint target (postbc_core.control.actions) -> /postbc/command.
 
 Every control tick (control_hz, node clock, so sim time in sim): velocity (6,) [vx vy vz (m/s), wroll wpitch wyaw
 (rad/s)] from the latest input (zero when the input is older than `input_timeout`) times dt is this step's EE delta
-[dx dy dz droll dpitch dyaw] in the arm's base frame; postbc_core.robots.kinematics.apply_ee_delta(q_ref, delta)
-gives the joint target (the same path as the scripted operators in postbc_core.sim.demos and SafetyLayer.command),
-published as a single-point JointTrajectory (due now, header.stamp = the /joint_states stamp it acted on) with the
-gripper target from the toggle (kinematics.GRIPPER_LIMITS: open / closed), and the delta itself as TwistStamped on
+[dx dy dz droll dpitch dyaw] in the arm's base frame; postbc_core.control.actions.joint_target([delta, gripper],
+"ee_delta", q_ref) gives the joint target (the same conversion as the policy node, the scripted operators in
+postbc_core.sim.demos and SafetyLayer.command), published as a single-point JointTrajectory (due now, header.stamp =
+the /joint_states stamp it acted on) with the gripper target from the toggle (control.actions.GRIPPER_OPEN /
+GRIPPER_CLOSED), and the delta itself as TwistStamped on
 /postbc/teleop/ee_delta (per step, what the recorder stores as cmd_ee_delta). The driver owns safety; teleop only
 refuses non-finite input (log line) and publishes nothing before the first /joint_states.
 
@@ -62,8 +63,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from geometry_msgs.msg import Twist, TwistStamped
+from postbc_core.control.actions import GRIPPER_CLOSED, GRIPPER_OPEN, chained_reference, joint_target
 from postbc_core.errors import ConfigError
-from postbc_core.robots import kinematics
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import JointState, Joy
@@ -287,8 +288,7 @@ class Teleop(Node):
         with self._lock:
             self._js = js
             if self._gripper_closed is None:
-                lo, hi = kinematics.GRIPPER_LIMITS
-                self._gripper_closed = bool(js.gripper_pos[0] < 0.5 * (lo + hi))
+                self._gripper_closed = bool(js.gripper_pos[0] < 0.5 * (GRIPPER_CLOSED + GRIPPER_OPEN))
 
     def _set_unit(self, unit: np.ndarray, source: str) -> bool:
         if not np.all(np.isfinite(unit)):
@@ -411,18 +411,9 @@ class Teleop(Node):
 
     def reference_joints(self, q_meas: np.ndarray) -> np.ndarray:
         """q_ref: the previous tick's target while it is close to the measured joints, else the measured joints."""
-        prev = self._hold_q
-        if prev is None:
-            return q_meas.copy()
         p = self.params
-        T_prev, T_meas = kinematics.fk_matrix(prev), kinematics.fk_matrix(q_meas)
-        lead_m = float(np.linalg.norm(T_prev[:3, 3] - T_meas[:3, 3]))
-        lead_rad = float(np.linalg.norm(kinematics.rotation_error(T_prev[:3, :3], T_meas[:3, :3])))
-        if (lead_m > max(0.01, RESYNC_STEPS * p.linear_speed * self.dt)
-                or lead_rad > max(0.05, RESYNC_STEPS * p.angular_speed * self.dt)
-                or float(np.max(np.abs(prev - q_meas))) > RESYNC_RAD):
-            return q_meas.copy()
-        return prev
+        return chained_reference(self._hold_q, q_meas, max(0.01, RESYNC_STEPS * p.linear_speed * self.dt),
+                                 max(0.05, RESYNC_STEPS * p.angular_speed * self.dt), RESYNC_RAD)
 
     def _tick(self):
         p, log = self.params, self.get_logger()
@@ -437,9 +428,10 @@ class Teleop(Node):
             return
         delta = self.velocity(self.now()) * self.dt
         q_ref = self.reference_joints(js.joint_pos)
+        gripper = GRIPPER_CLOSED if closed else GRIPPER_OPEN
         if np.any(delta != 0.0):
             try:
-                q = kinematics.apply_ee_delta(q_ref, delta)
+                q, _ = joint_target(np.r_[delta, gripper], "ee_delta", q_ref)
             except ValueError as e:
                 log.error(f"EE delta not applied: {e}")
                 return
@@ -449,7 +441,6 @@ class Teleop(Node):
             self._hold_q = None  # the next motion starts from the measured joints
             return
         self._hold_q = q
-        gripper = float(kinematics.GRIPPER_LIMITS[0] if closed else kinematics.GRIPPER_LIMITS[1])
         self._cmd_pub.publish(trajectory_msg(q, gripper, js.stamp))
         self._delta_pub.publish(twist_stamped_msg(delta, js.stamp))
         self.n_commands += 1
