@@ -313,7 +313,7 @@ def _vec(value, n: int, what: str) -> np.ndarray:
 
 
 # -- teleop EE deltas (appended by the teleop node) -----------------------------------------------------------------
-EE_FRAME = "wx250s/base_link"  # EE deltas are expressed in the arm's base frame (kinematics.apply_ee_delta)
+EE_FRAME = "wx250s/base_link"  # EE deltas are expressed in the arm's base frame (control.actions)
 
 
 def twist_stamped_msg(delta6, stamp: float, frame_id: str = EE_FRAME):
