@@ -425,8 +425,7 @@ class Recorder(Node):
         s = self.streams["cmd_ee_delta"]
         delta = np.zeros(6)  # the operator sent no delta during the step
         if rec.keys["cmd_ee_delta"] and s.latest is not None and s.new_since(self._pending_seq.get("cmd_ee_delta", -1)):
-            t = s.latest.twist
-            delta = np.array([t.linear.x, t.linear.y, t.linear.z, t.angular.x, t.angular.y, t.angular.z])
+            delta = cv.twist_array(s.latest)
         success = bool(self._success) if self.params.auto_label_success else False
         rec.success_seen |= success
         row = step_row(obs, q, g, ee_delta=delta, reward=1.0 if success else 0.0, done=success)
