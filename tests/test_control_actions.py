@@ -1,8 +1,8 @@
-"""control.actions pieces the ROS nodes use: where teleop's chained EE deltas start (chained_reference) and the
+"""robots.actions pieces the ROS nodes use: where teleop's chained EE deltas start (chained_reference) and the
 binary gripper targets."""
 
 import numpy as np
-from postbc_core.control.actions import GRIPPER_CLOSED, GRIPPER_OPEN, chained_reference, joint_target
+from postbc_core.robots.actions import GRIPPER_CLOSED, GRIPPER_OPEN, chained_reference, joint_target
 from postbc_core.robots import kinematics
 
 HOME = kinematics.HOME_QPOS

@@ -13,7 +13,7 @@ from postbc_core.errors import ConfigError, StoreError
 from postbc_core.policies.diffusion import DiffusionPolicy, PolicyConfig
 from postbc_core.control.runner import PolicyRunner
 from postbc_core.robots import kinematics
-from postbc_core.control.actions import ee_delta_between
+from postbc_core.robots.actions import ee_delta_between
 from postbc_core.sim.evaluation import evaluate_policy
 from postbc_core.stats import wilson_interval
 

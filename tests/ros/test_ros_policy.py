@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from postbc import topics
 from postbc.conversions import joint_state_msg, pose_array_msg, to_sec, trajectory_chunk
-from postbc_core.control.actions import joint_targets
+from postbc_core.robots.actions import joint_targets
 from postbc_core.control.runner import TemporalEnsembler
 from postbc_core.errors import CheckpointError, ConfigError
 from postbc_core.robots import kinematics

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from postbc_core.control.actions import ee_delta_between
+from postbc_core.robots.actions import ee_delta_between
 from postbc_core.control.spec import store_dtype
 
 NOT_RECORDED = ("success",)  # the twin's privileged success flag: the row's reward / done carry it

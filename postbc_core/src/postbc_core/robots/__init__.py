@@ -1,5 +1,6 @@
-"""Robot interface and backends. Layers, bottom up: base (joint names, actions, readings) -> kinematics -> safety
-(the layer and `make_safety_layer`) -> robot (the `Robot` interface) -> the backends. Heavy backends load on first
+"""Robot interface and backends. Layers, bottom up: base (joint names, actions, readings) -> kinematics -> actions (the
+one action -> joint-target conversion) and observation (the robot's observation keys) -> safety (the layer and
+`make_safety_layer`) -> robot (the `Robot` interface) -> the backends. Heavy backends load on first
 use: SimRobot drives a sim task its caller builds (postbc_core.sim.make, which imports mujoco), InterbotixRobot
 imports interbotix_xs_modules only in connect()."""
 

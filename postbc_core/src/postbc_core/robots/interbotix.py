@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from postbc_core.control.observation import robot_observation
+from postbc_core.robots.observation import robot_observation
 from postbc_core.errors import ConfigError, PostBCError
 from postbc_core.robots import kinematics
 from postbc_core.robots.base import (

@@ -21,11 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# The module, not its function: control.actions imports robots.kinematics, whose package __init__ imports this module,
-# so when control.actions is imported first it is still partly initialised here; joint_target is looked up at call time.
-from postbc_core.control import actions as control_actions
 from postbc_core.errors import ConfigError, PostBCError
 from postbc_core.robots import kinematics
+from postbc_core.robots.actions import joint_target
 from postbc_core.robots.base import JOINT_NAMES, N_JOINTS, EEDeltaAction, JointAction, SentCommand
 
 logger = logging.getLogger(__name__)
@@ -148,7 +146,7 @@ class SafetyLayer:
         return g
 
     def command(self, action: JointAction | EEDeltaAction, current_q) -> SentCommand:
-        """Resolves a robot action against the measured joints (EE deltas through control.actions.joint_target, the
+        """Resolves a robot action against the measured joints (EE deltas through robots.actions.joint_target, the
         one conversion teleop, the twin and the policies use) and filters it: the one path every backend uses."""
         if isinstance(action, EEDeltaAction):
             delta = np.asarray(action.delta, dtype=np.float64).reshape(6)
@@ -156,8 +154,8 @@ class SafetyLayer:
                 self.stats.rejected += 1
                 raise PostBCError(f"EE delta {delta} has non-finite values; command rejected, nothing sent")
             # The gripper is filtered below (check_gripper names a bad value); here only the joints are converted.
-            requested, _ = control_actions.joint_target(np.r_[delta, 0.0], "ee_delta",
-                                                        self.check_finite(current_q, "current joint state"))
+            requested, _ = joint_target(np.r_[delta, 0.0], "ee_delta", self.check_finite(current_q,
+                                                                                         "current joint state"))
         elif isinstance(action, JointAction):
             requested = action.joint_pos
         else:

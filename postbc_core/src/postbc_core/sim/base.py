@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from postbc_core.control.actions import action_bounds, check_action, joint_target
-from postbc_core.control.observation import robot_observation
-from postbc_core.control.spec import ACTION_KEY_TO_MODE
+from postbc_core.robots.actions import ACTION_MODES, action_bounds, check_action, joint_target
+from postbc_core.robots.observation import robot_observation
 from postbc_core.errors import ConfigError, PostBCError
 from postbc_core.robots import kinematics
 from postbc_core.robots.base import JOINT_NAMES
@@ -256,7 +255,6 @@ def model_scene_bodies(model: mujoco.MjModel, first: str | None = None) -> list[
 
 
 # ------------------------------------------------------------------------------------------------------------------
-ACTION_MODES = tuple(ACTION_KEY_TO_MODE.values())  # ("joint", "ee_delta")
 REWARD_TYPES = ("sparse", "dense")
 
 
@@ -393,12 +391,12 @@ class Task:
 
     # -- actions ----------------------------------------------------------------------------------------------
     def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """(low, high) of the (7,) action for the configured action mode (control.actions.action_bounds)."""
+        """(low, high) of the (7,) action for the configured action mode (robots.actions.action_bounds)."""
         return action_bounds(self.config.action_mode)
 
     def action_to_joint_target(self, action) -> tuple[np.ndarray, float]:
         """Action (7,) -> (joint targets (6,) rad, gripper target m) for the configured action mode: EE deltas apply
-        to the measured joints (control.actions.joint_target, the one conversion)."""
+        to the measured joints (robots.actions.joint_target, the one conversion)."""
         a = check_action(action, f"{self.name}: action")
         return joint_target(a, self.config.action_mode, self.sim.joint_pos())
 

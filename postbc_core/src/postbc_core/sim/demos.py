@@ -3,7 +3,7 @@
 A demonstrator is an "operator": every control step it looks at the scene (privileged state: object poses) and
 commands a Bridge-style end-effector delta [dx dy dz droll dpitch dyaw] (m, rad, base frame) plus a gripper opening
 target (m). That command goes through exactly the teleop path: it is the action of a task in action_mode "ee_delta",
-run by the one episode loop (control/loop.py): the delta applies to the measured joints (control.actions, the one
+run by the one episode loop (control/loop.py): the delta applies to the measured joints (robots.actions, the one
 conversion) and the task's one `SafetyLayer` filters the result; the loop's row (control/rows.py) stores the command
 as cmd_ee_delta and what was sent as cmd_joint_pos. Behaviour is a
 phase script (approach above, descend, close, lift, move, place/push, release) written as a generator, with

@@ -3,7 +3,7 @@
 Observation: Dict of the task's state keys (float32; `timestamp` float64) plus `<camera>_rgb` (H, W, 3) uint8 and
 `<camera>_depth` (H, W) uint16 mm when enabled. `success` is reported in info, not in the observation.
 Action: Box (7,) float32; "joint" = 6 absolute joint targets (rad) + gripper opening (m), "ee_delta" =
-[dx dy dz (m) droll dpitch dyaw (rad)] + gripper (m), converted by control.actions from the measured joints.
+[dx dy dz (m) droll dpitch dyaw (rad)] + gripper (m), converted by robots.actions from the measured joints.
 Out-of-range actions are clamped to the Box and logged. Works in gymnasium.vector.SyncVectorEnv/AsyncVectorEnv.
 """
 

@@ -313,7 +313,7 @@ def _vec(value, n: int, what: str) -> np.ndarray:
 
 
 # -- teleop EE deltas (appended by the teleop node) -----------------------------------------------------------------
-EE_FRAME = "wx250s/base_link"  # EE deltas are expressed in the arm's base frame (control.actions)
+EE_FRAME = "wx250s/base_link"  # EE deltas are expressed in the arm's base frame (robots.actions)
 
 
 def twist_stamped_msg(delta6, stamp: float, frame_id: str = EE_FRAME):

@@ -2,9 +2,9 @@
 
 `ObservationSource(node, obs_shapes, cameras, task)` subscribes what a policy's keys need and `step()` returns one
 control step's observation: joint_pos, joint_vel, joint_effort, gripper_pos (from /joint_states), ee_pose (FK of
-joint_pos): the robot keys of postbc_core.control.observation.robot_observation; the sim's privileged object state
+joint_pos): the robot keys of postbc_core.robots.observation.robot_observation; the sim's privileged object state
 from /postbc/sim/object_poses and <camera>_rgb (from /<camera>/image_raw, resized to the policy's shape with
-control.observation.resize_image), in the dtypes the store keeps (control.spec.store_dtype). Object state: with
+robots.observation.resize_image), in the dtypes the store keeps (control.spec.store_dtype). Object state: with
 `task` (sim backend: the driver's task) every key the task computes from its scene poses,
 postbc_core.sim.registry.task_state_keys (object_pose, object_pos, object_yaw_feat, bowl_pos, target_pos, ...: the
 task's `recommended_obs_keys` that `postbc pipeline` trains on); without, object_pose alone (poses[0]). Used by the
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from geometry_msgs.msg import PoseArray
-from postbc_core.control.observation import resize_image, robot_observation
+from postbc_core.robots.observation import resize_image, robot_observation
 from postbc_core.control.spec import store_dtype
 from postbc_core.errors import ConfigError, PostBCError
 from sensor_msgs.msg import Image, JointState

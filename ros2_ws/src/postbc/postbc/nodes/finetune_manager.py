@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from postbc_core.control.actions import joint_target
+from postbc_core.robots.actions import joint_target
 from postbc_core.control.spec import action_mode_for
 from postbc_core.errors import ConfigError
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup

@@ -11,7 +11,7 @@ start: the padding `postbc eval` uses), and when a plan is due hand the stacked 
 through a one-slot mailbox (the newest request replaces one not yet started).
 
 Worker thread: predict_action -> chunk (Ta, Da) -> drop it (logged, counted) when now - observation stamp >
-max_action_age -> joint targets (postbc_core.control.actions.joint_targets: cmd_joint_pos policies: the chunk's
+max_action_age -> joint targets (postbc_core.robots.actions.joint_targets: cmd_joint_pos policies: the chunk's
 joints; cmd_ee_delta policies: the deltas chained from the measured joints of that observation) -> /postbc/command
 with header.stamp = the observation's stamp and point i due at i / control_hz:
   receding           PolicyRunner's schedule (n_action_steps actions of each chunk, then replan) made latency-aware:
@@ -39,7 +39,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-from postbc_core.control.actions import joint_targets
+from postbc_core.robots.actions import joint_targets
 from postbc_core.control.runner import PolicyRunner, TemporalEnsembler
 from postbc_core.errors import ConfigError
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup

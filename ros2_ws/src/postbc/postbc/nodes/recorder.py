@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from geometry_msgs.msg import PoseArray, TwistStamped
-from postbc_core.control.observation import resize_image, robot_observation
+from postbc_core.robots.observation import resize_image, robot_observation
 from postbc_core.control.rows import step_row
 from postbc_core.data.store import (
     DEFAULT_FLUSH_BYTES,

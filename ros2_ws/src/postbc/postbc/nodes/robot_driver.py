@@ -27,7 +27,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 from geometry_msgs.msg import PoseArray
-from postbc_core.control.actions import GRIPPER_OPEN
+from postbc_core.robots.actions import GRIPPER_OPEN
 from postbc_core.errors import ConfigError, PostBCError
 from postbc_core.robots.controller import ExecutorConfig, TrajectoryExecutor
 from postbc_core.robots.safety import CONTROL_HZ, MAX_JOINT_SPEED, SafetyLimits

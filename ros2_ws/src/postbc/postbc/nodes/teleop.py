@@ -1,12 +1,12 @@
 """teleop: an operator's keyboard, gamepad (sensor_msgs/Joy) or SpaceMouse (geometry_msgs/Twist) -> EE velocity ->
-per-step EE delta -> joint target (postbc_core.control.actions) -> /postbc/command.
+per-step EE delta -> joint target (postbc_core.robots.actions) -> /postbc/command.
 
 Every control tick (control_hz, node clock, so sim time in sim): velocity (6,) [vx vy vz (m/s), wroll wpitch wyaw
 (rad/s)] from the latest input (zero when the input is older than `input_timeout`) times dt is this step's EE delta
-[dx dy dz droll dpitch dyaw] in the arm's base frame; postbc_core.control.actions.joint_target([delta, gripper],
+[dx dy dz droll dpitch dyaw] in the arm's base frame; postbc_core.robots.actions.joint_target([delta, gripper],
 "ee_delta", q_ref) gives the joint target (the same conversion as the policy node, the scripted operators in
 postbc_core.sim.demos and SafetyLayer.command), published as a single-point JointTrajectory (due now, header.stamp =
-the /joint_states stamp it acted on) with the gripper target from the toggle (control.actions.GRIPPER_OPEN /
+the /joint_states stamp it acted on) with the gripper target from the toggle (robots.actions.GRIPPER_OPEN /
 GRIPPER_CLOSED), and the delta itself as TwistStamped on
 /postbc/teleop/ee_delta (per step, what the recorder stores as cmd_ee_delta). The driver owns safety; teleop only
 refuses non-finite input (log line) and publishes nothing before the first /joint_states.
@@ -63,7 +63,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from geometry_msgs.msg import Twist, TwistStamped
-from postbc_core.control.actions import GRIPPER_CLOSED, GRIPPER_OPEN, chained_reference, joint_target
+from postbc_core.robots.actions import GRIPPER_CLOSED, GRIPPER_OPEN, chained_reference, joint_target
 from postbc_core.errors import ConfigError
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node

@@ -18,12 +18,16 @@ Units: rad, m. Shape legend: T actions.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 
-from postbc_core.control.spec import ENV_ACTION_DIM, ActionMode
 from postbc_core.errors import ConfigError, PostBCError
 from postbc_core.robots import kinematics
+
+ActionMode = Literal["joint", "ee_delta"]
+ACTION_MODES: tuple[ActionMode, ...] = ("joint", "ee_delta")
+ENV_ACTION_DIM = 7  # 6 joint targets (or EE delta) + gripper
 
 # ee_delta action bounds per control step: +-5 cm and +-0.25 rad (Bridge teleop deltas are ~1-2 cm per step).
 EE_DELTA_MAX = np.array([0.05, 0.05, 0.05, 0.25, 0.25, 0.25])
