@@ -5,9 +5,9 @@ commands a Bridge-style end-effector delta [dx dy dz droll dpitch dyaw] (m, rad,
 target (m). That command goes through exactly the teleop path: it is the action of a task in action_mode "ee_delta",
 run by the one episode loop (control/loop.py): the delta applies to the measured joints (robots.actions, the one
 conversion) and the task's one `SafetyLayer` filters the result; the loop's row (control/rows.py) stores the command
-as cmd_ee_delta and what was sent as cmd_joint_pos. Behaviour is a
-phase script (approach above, descend, close, lift, move, place/push, release) written as a generator, with
-per-episode random modes so the demonstrations are multimodal.
+as cmd_ee_delta and what was sent as cmd_joint_pos. Behaviour is a phase script (approach above, descend, close,
+lift, move, place/push, release) written as a generator, with per-episode random modes so the demonstrations are
+multimodal.
 
 Intended modes (drawn per episode with `choose`, recorded in `mode` / DemoStats.modes), each a distinct way to do the
 task that a multimodal policy should keep apart:
