@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 from postbc_core.robots.actions import joint_target
-from postbc_core.control.spec import action_mode_for
 from postbc_core.errors import ConfigError
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
@@ -126,6 +125,7 @@ class FinetuneManager(Node):
         try:
             self.params = p = declare(self, Params)
             self.ft = self._make_finetuner(p)
+            self.ft.noise_policy.spec.check_robot()  # a checkpoint whose action cannot drive the arm: refused here
             self.sim = p.backend == "sim"
             # sim: the task's state keys from /postbc/sim/object_poses (the driver runs p.task)
             self.source = ObservationSource(self, self.ft.policy.config.obs_shapes, p.cameras,
@@ -364,13 +364,10 @@ class FinetuneManager(Node):
                     self._finish_running("success" if success else "time limit")
                     return
             a = self.ft.act(step.obs)
-            q, g = self._joint_target(a, step.joint_pos)
+            # the policy's action (7,) -> joint target (6,) rad and gripper m (EE deltas apply to the measured joints)
+            q, g = joint_target(a, self.ft.noise_policy.spec.action_mode, step.joint_pos)
             self._cmd_pub.publish(trajectory_msg(q, g, step.stamp))
             self._acted = True
-
-    def _joint_target(self, a: np.ndarray, q_meas: np.ndarray) -> tuple[np.ndarray, float]:
-        """The policy's action (7,) -> joint target (6,) rad and gripper m (EE deltas apply to the measured joints)."""
-        return joint_target(a, action_mode_for(self.ft.noise_policy.action_key), q_meas)
 
     def _finish_running(self, why: str) -> None:
         """Lock held: the episode's actions are over; label it (sim: now) or wait for the operator."""
