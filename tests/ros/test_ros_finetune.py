@@ -208,6 +208,31 @@ def test_bad_parameters_fail_clearly(ros_context, tmp_path):
             Parameter("checkpoint", value=str(tmp_path / "nope.safetensors")), Parameter("out", value=str(tmp_path))])
 
 
+def test_a_checkpoint_whose_action_cannot_drive_the_arm_is_refused_at_startup(ros_context, tmp_path):
+    """A policy trained on another action key (here a 2-D "action") is refused when the manager starts, naming the
+    key, instead of its actions being sent as joint targets."""
+    from postbc.nodes.finetune_manager import FinetuneManager
+    from postbc_core.data.normalizer import LinearNormalizer
+    from postbc_core.errors import ConfigError
+    from postbc_core.policies.checkpoint import save_policy
+    from postbc_core.policies.diffusion import DiffusionPolicy, PolicyConfig
+    from rclpy.parameter import Parameter
+
+    rng = np.random.default_rng(0)
+    norm = LinearNormalizer()
+    norm.fit({"joint_pos": rng.normal(size=(32, 6)).astype(np.float32),
+              "action": rng.normal(size=(32, 2)).astype(np.float32)}, default_mode="gaussian")
+    cfg = PolicyConfig(obs_shapes={"joint_pos": (6,)}, action_dim=2, n_obs_steps=1, action_horizon=4,
+                       mlp_hidden=(16,), num_train_timesteps=10, num_inference_steps=3)
+    policy = DiffusionPolicy(cfg, norm)
+    policy.action_key = "action"
+    ckpt = save_policy(policy, tmp_path / "toy.safetensors")
+    with pytest.raises(ConfigError, match="policy action key 'action' cannot drive the WidowX"):
+        FinetuneManager(context=ros_context, parameter_overrides=[
+            Parameter("checkpoint", value=str(ckpt)), Parameter("out", value=str(tmp_path / "run")),
+            Parameter("device", value="cpu")])
+
+
 def test_refusals_name_only_the_managers_own_parameters(ros_context, weak_checkpoint, tmp_path):
     """A restart that cannot resume the run in `out` says which manager parameter to change: never a `postbc
     finetune` flag (--resume, --dsrl.utd, --out) or a setting the manager does not have."""
