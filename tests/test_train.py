@@ -212,3 +212,102 @@ def test_run_logger_writes_the_main_ranks_curves_only(tmp_path):
     assert rows == [{"tag": "policy", "step": 10, "loss": 0.5}, {"tag": "policy", "step": 20, "loss": 0.25, "lr": 1e-4}]
     assert list((tmp_path / "main" / TB_DIR).glob("events.out.tfevents.*"))
     assert not (tmp_path / "other").exists() and not other.progress  # a non-main rank writes and shows nothing
+
+
+# -- --image-size: the training resolution chosen at training time ---------------------------------------------------
+IMG_BUDGET = ["--action-key", "cmd_ee_delta", "--action-horizon", "2", "--n-obs-steps", "1", "--noise-net", "unet",
+              "--unet-down-dims", "16", "32", "--ensemble-size", "2", "--ensemble-hidden", "16", "--ensemble-steps",
+              "2", "--ensemble-batch-size", "4", "--steps", "2", "--batch-size", "4", "--log-every", "1",
+              "--no-progress", "--device", "cpu", "--num-inference-steps", "2"]
+IMG_KEYS = ("front_rgb", "wrist_rgb", "joint_pos", "gripper_pos")
+
+
+@pytest.fixture(scope="module")
+def store_64(tmp_path_factory):
+    """2 lift_cube demos with both cameras recorded at 64x64."""
+    from postbc_core.sim.demos import record_demos
+
+    path = tmp_path_factory.mktemp("img64") / "demos.zarr"
+    record_demos("lift_cube", 2, path, seed=0, cameras=("front", "wrist"), image_size=(64, 64))
+    return path
+
+
+def test_load_resizes_chunk_by_chunk_to_the_training_resolution(store_64, tmp_path, monkeypatch):
+    """--image-size 32 32 from a 64x64 store: the arrays the sampler holds are 32x32 (a quarter of the stored bytes),
+    the stored frames are read a bounded chunk at a time (never the whole store), and the frames equal resize_image
+    of the stored ones."""
+    from postbc_core.data import EpisodeStore
+    from postbc_core.robots.observation import resize_image
+    from postbc_core.training import train as train_mod
+    from postbc_core.training.config import TrainConfig
+
+    frame_bytes = 64 * 64 * 3
+    monkeypatch.setattr(train_mod, "FRAME_CHUNK_BYTES", 10 * frame_bytes)  # several chunks even for 2 episodes
+    reads = []
+    rows = EpisodeStore.rows
+    monkeypatch.setattr(EpisodeStore, "rows", lambda self, key, a, b: reads.append((key, b - a)) or
+                        rows(self, key, a, b))
+    cfg = TrainConfig(dataset=store_64, out=tmp_path / "x", obs_keys=IMG_KEYS, action_key="cmd_ee_delta",
+                      image_size=(32, 32), alpha=0)
+    data, _, train_ds, _, _, images = train_mod.load_training_data(cfg)
+    image_reads = [r for k, r in reads if k.endswith("_rgb")]
+    with EpisodeStore.open(store_64) as store:
+        n, stored = store.n_steps, store.rows("front_rgb", 0, store.n_steps)
+        zarr_rows = store.data("front_rgb").chunks[0]
+    assert images == {k: {"stored": [64, 64], "trained": [32, 32]} for k in ("front_rgb", "wrist_rgb")}
+    for k in ("front_rgb", "wrist_rgb"):
+        arr = train_ds.sampler.data[k]
+        assert arr.shape == (n, 32, 32, 3) and arr.dtype == np.uint8 and arr.nbytes == n * frame_bytes // 4
+    assert len(image_reads) > 2 and max(image_reads) <= max(10, zarr_rows) < n  # bounded chunks, not the store
+    assert np.array_equal(data["front_rgb"], np.stack([resize_image(f, (32, 32)) for f in stored]))
+
+
+def test_train_at_a_lower_image_size_records_it_and_evaluates_in_the_twin(store_64, tmp_path):
+    """`postbc train --image-size 32 32` on 64x64 frames: policy and ensemble take 32x32 images, the checkpoint
+    records both sizes, and `postbc eval` renders the twin's cameras at 32x32 to run it."""
+    out = tmp_path / "run"
+    r = run_cli("train", "--dataset", str(store_64), "--out", str(out), "--obs-keys", *IMG_KEYS, *IMG_BUDGET,
+                "--image-size", "32", "32")
+    assert r.returncode == 0, r.stderr[-3000:]
+    policy = load_policy(out)
+    assert policy.config.obs_shapes["front_rgb"] == policy.config.obs_shapes["wrist_rgb"] == (32, 32, 3)
+    assert policy.info["train"]["image_size"] == {k: {"stored": [64, 64], "trained": [32, 32]}
+                                                  for k in ("front_rgb", "wrist_rgb")}
+    _, meta = tensor_layout(out / "ensemble.safetensors")
+    assert meta["obs_shapes"]["front_rgb"] == [32, 32, 3]
+    assert json.loads((out / "train_config.json").read_text())["image_size"] == [32, 32]
+    r = run_cli("eval", "--checkpoint", str(out), "--task", "lift_cube", "--episodes", "1", "--max-steps", "3",
+                "--out", str(tmp_path / "eval"), "--device", "cpu")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((tmp_path / "eval" / "eval.json").read_text())["episodes"] == 1
+
+
+def test_image_size_refusals_name_the_camera_both_shapes_and_the_fix(store_64, tmp_path):
+    """A squash (64x64 into 32x48) and non-RGB frames (RGBA, grayscale) are refused before training, naming the
+    camera key, both shapes and the fix."""
+    from postbc_core.data import EpisodeStore
+    from postbc_core.errors import ConfigError
+    from postbc_core.training.config import TrainConfig
+    from postbc_core.training.train import image_sizes
+
+    r = run_cli("train", "--dataset", str(store_64), "--out", str(tmp_path / "sq"), "--obs-keys", *IMG_KEYS,
+                *IMG_BUDGET, "--image-size", "32", "48")
+    assert r.returncode == 2 and "front_rgb: frame 64x64 (HxW) and the policy's 32x48 image have different aspect" \
+        in r.stderr and "--image-size 32 32 or --image-size 48 48" in r.stderr, r.stderr
+    assert not (tmp_path / "sq").exists()
+    with pytest.raises(ConfigError, match=r"--image-size 7 7: give H W, each at least 8 px"):
+        TrainConfig(dataset=store_64, obs_keys=IMG_KEYS, image_size=(7, 7))
+    cfg = TrainConfig(dataset=store_64, obs_keys=("front_rgb",), image_size=(24, 32))
+    with pytest.raises(ConfigError, match=r"front_rgb: frames of shape \(48, 64, 4\) are RGBA, the policy takes RGB "
+                                          r"\(24, 32, 3\); publish / record rgb8"):
+        image_sizes(cfg, {"front_rgb": ((48, 64, 4), np.dtype(np.uint8))})
+    with pytest.raises(ConfigError, match=r"frames of shape \(48, 64\) are grayscale"):
+        image_sizes(cfg, {"front_rgb": ((48, 64), np.dtype(np.uint8))})
+    # rounding is not a squash: 48x64 -> 24x32 exactly, 100x133 from 480x640 within a pixel
+    assert image_sizes(cfg, {"front_rgb": ((48, 64, 3), np.dtype(np.uint8))})["front_rgb"]["trained"] == [24, 32]
+    cfg = TrainConfig(dataset=store_64, obs_keys=("front_rgb",), image_size=(100, 133))
+    assert image_sizes(cfg, {"front_rgb": ((480, 640, 3), np.dtype(np.uint8))})["front_rgb"]["stored"] == [480, 640]
+    with EpisodeStore.open(store_64) as s:  # without --image-size: the stored size, recorded as both
+        schema = s.schema()
+    cfg = TrainConfig(dataset=store_64, obs_keys=IMG_KEYS)
+    assert image_sizes(cfg, schema)["wrist_rgb"] == {"stored": [64, 64], "trained": [64, 64]}

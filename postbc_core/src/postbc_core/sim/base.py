@@ -40,6 +40,28 @@ CAMERAS = ("front", "wrist")
 GRIPPER_ACTUATOR = "gripper"
 
 
+def offscreen_size(xml_path: Path = ASSETS / "wx250s.xml") -> tuple[int, int]:
+    """(height, width) px of the offscreen framebuffer a model declares (<visual><global offheight offwidth>), the
+    largest image MuJoCo renders from it; read from the XML so the limit has one home."""
+    import xml.etree.ElementTree as ET
+
+    g = ET.parse(xml_path).getroot().find("./visual/global")
+    return int(g.get("offheight")), int(g.get("offwidth"))
+
+
+OFFSCREEN_SIZE = offscreen_size()
+"""(480, 640): every task scene includes wx250s.xml, whose buffer holds a RealSense's 640x480 colour stream."""
+
+
+def check_render_size(height: int, width: int, buffer: tuple[int, int]) -> None:
+    """ConfigError when height x width px exceeds the offscreen buffer (height, width) of the model."""
+    if height > buffer[0] or width > buffer[1]:
+        raise ConfigError(f"image size {height}x{width} (HxW) exceeds the twin's offscreen buffer of {buffer[0]}x"
+                          f"{buffer[1]} (<global offheight=\"{buffer[0]}\" offwidth=\"{buffer[1]}\"/>, the task "
+                          f"scenes' in sim/assets/wx250s.xml); render at most {buffer[0]}x{buffer[1]} or raise the "
+                          "buffer in the model")
+
+
 class WidowXSim:
     """One simulated wx250s. `step_control` runs `n_substeps = round(1 / (control_hz * 0.002))` physics steps."""
 
@@ -196,6 +218,8 @@ class WidowXSim:
         key = (int(width), int(height))
         r = self._renderers.get(key)
         if r is None:
+            check_render_size(key[1], key[0], (int(self.model.vis.global_.offheight),
+                                               int(self.model.vis.global_.offwidth)))
             r = self._renderers[key] = mujoco.Renderer(self.model, height=key[1], width=key[0])
         r.update_scene(self.data, camera=camera)
         rgb = r.render().copy()
@@ -265,7 +289,8 @@ class TaskConfig:
     control_hz: float = CONTROL_HZ
     """Control rate (Hz), 5..10 like the real WidowX; physics runs round(1 / (hz * 0.002)) steps per action."""
     image_size: tuple[int, int] = (128, 128)
-    """Rendered (height, width) in pixels."""
+    """Rendered (height, width) in pixels, 8 px up to the offscreen buffer (OFFSCREEN_SIZE: 480x640, what a RealSense
+    publishes)."""
     cameras: tuple[str, ...] = ()
     """Cameras rendered into the observation as `<name>_rgb`: any of ("front", "wrist"); () = state only."""
     depth: bool = False
@@ -289,8 +314,9 @@ class TaskConfig:
         if not 5.0 <= self.control_hz <= 10.0:
             raise ConfigError(f"control_hz={self.control_hz}: use 5..10 Hz (the WidowX's control rates)")
         self.image_size = tuple(int(v) for v in self.image_size)
-        if len(self.image_size) != 2 or min(self.image_size) < 8 or max(self.image_size) > 480:
-            raise ConfigError(f"image_size={self.image_size}: give (height, width), each 8..480 px")
+        if len(self.image_size) != 2 or min(self.image_size) < 8:
+            raise ConfigError(f"image_size={self.image_size}: give (height, width), each at least 8 px")
+        check_render_size(*self.image_size, OFFSCREEN_SIZE)
         self.cameras = tuple(self.cameras)
         bad = [c for c in self.cameras if c not in CAMERAS]
         if bad:

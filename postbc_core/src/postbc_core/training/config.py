@@ -31,6 +31,11 @@ class TrainConfig:
     """Observation keys from data/ (low-dim vectors and/or (H, W, 3) uint8 RGB). Required."""
     action_key: str = "action"
     """Action key from data/."""
+    image_size: tuple[int, int] | None = None
+    """(H, W) px every camera key (<camera>_rgb) is trained at: frames are resized as the store is read (INTER_AREA,
+    robots.observation.resize_image, what `postbc eval` and the ROS nodes apply too), so RAM holds the training
+    resolution; the checkpoint records both sizes. Keep the store's aspect ratio (640x480 -> --image-size 96 128 or
+    120 160; a squash is refused). Default: the stored resolution."""
 
     obs_std_floor: float = 0.1
     """Normalizer floor: each low-dim observation feature's std is raised to at least this fraction of the largest std
@@ -115,6 +120,11 @@ class TrainConfig:
         if not self.obs_keys:
             raise ConfigError("--obs-keys is required (e.g. --obs-keys joint_pos gripper_pos); "
                               "`postbc data info DATASET` lists the keys")
+        if self.image_size is not None:
+            self.image_size = tuple(int(v) for v in self.image_size)
+            if len(self.image_size) != 2 or min(self.image_size) < 8:
+                raise ConfigError(f"--image-size {' '.join(map(str, self.image_size))}: give H W, each at least 8 px "
+                                  "(e.g. --image-size 96 128 for 640x480 cameras)")
         repeated = [k for k, n in Counter(self.obs_keys).items() if n > 1]
         if repeated:
             raise ConfigError(f"--obs-keys names {', '.join(map(repr, repeated))} more than once (the policy would "

@@ -27,6 +27,7 @@ from postbc_core.policies.checkpoint import ENSEMBLE_FILE, POLICY_FILE, save_che
 from postbc_core.models.obs_encoder import is_rgb_shape
 from postbc_core.policies.diffusion import DiffusionPolicy, PolicyConfig
 from postbc_core.policies.settings import PolicySettings
+from postbc_core.robots.observation import check_frame, resize_image
 from postbc_core.runlog import METRICS_FILE, TB_DIR, RunLogger
 from postbc_core.training.config import TrainConfig
 from postbc_core.training.diffusion_fit import fit_policy
@@ -38,9 +39,10 @@ log = logging.getLogger(__name__)
 
 
 def load_training_data(cfg: TrainConfig):
-    """Loads the needed keys into memory and builds train/val window datasets (split by episode). Also returns the
-    task names the store's per-episode metadata records (sorted; empty for stores without that metadata, e.g. a
-    diffusion_policy ReplayBuffer store with only data/ and meta/episode_ends)."""
+    """Loads the needed keys into memory (camera keys at --image-size, resized as they are read) and builds train/val
+    window datasets (split by episode). Also returns the task names the store's per-episode metadata records (sorted;
+    empty for stores without that metadata, e.g. a diffusion_policy ReplayBuffer store with only data/ and
+    meta/episode_ends) and the camera keys' stored and trained sizes (image_sizes)."""
     from postbc_core.data import EpisodeStore, WindowDataset, get_val_mask
 
     with EpisodeStore.open(cfg.dataset, mode="r") as store:
@@ -55,11 +57,10 @@ def load_training_data(cfg: TrainConfig):
         check_split(cfg, store.n_episodes)
         tasks = store_tasks(store)
         warn_uncovered_randomization(cfg, tasks)
-        data = store.load(wanted)
+        images = image_sizes(cfg, store.schema())
+        data = store.load([k for k in wanted if k not in images])
+        data.update({k: load_frames(store, k, tuple(sizes["trained"])) for k, sizes in images.items()})
         episode_ends = np.asarray(store.episode_ends)
-    for k in cfg.obs_keys:
-        if is_rgb_shape(data[k].shape[1:]) and data[k].dtype != np.uint8:
-            raise ConfigError(f"image key {k!r} has dtype {data[k].dtype}; RGB observations must be uint8")
     n_ep = len(episode_ends)
     val_mask = get_val_mask(n_ep, cfg.val_ratio, seed=cfg.seed) if cfg.val_ratio > 0 else np.zeros(n_ep, bool)
     check_window_fits(cfg, np.diff(episode_ends, prepend=0)[~val_mask])
@@ -75,7 +76,45 @@ def load_training_data(cfg: TrainConfig):
     # Normalizer statistics from training episodes only.
     starts = np.concatenate([[0], episode_ends[:-1]])
     train_steps = np.concatenate([np.arange(s, e) for s, e, v in zip(starts, episode_ends, val_mask) if not v])
-    return data, train_steps, train_ds, val_ds, tasks
+    return data, train_steps, train_ds, val_ds, tasks, images
+
+
+def image_sizes(cfg: TrainConfig, schema: dict) -> dict[str, dict[str, list[int]]]:
+    """{camera key: {"stored": [h, w], "trained": [H, W]}} for the policy's camera keys (<camera>_rgb, or any (h, w, C)
+    key), the record the checkpoint keeps; trained = --image-size or the stored size. Refused before any frame is
+    read: a key that is not uint8 RGB, or whose aspect ratio --image-size would change (resize_image's one rule)."""
+    out = {}
+    for k in cfg.obs_keys:
+        shape, dtype = schema[k]
+        if not (k.endswith("_rgb") or is_rgb_shape(shape)):
+            continue
+        size = cfg.image_size or tuple(shape[:2])
+        check_frame(shape, (*size, 3), camera=k)
+        if dtype != np.uint8:
+            raise ConfigError(f"image key {k!r} has dtype {dtype}; RGB observations must be uint8")
+        out[k] = {"stored": [int(v) for v in shape[:2]], "trained": [int(v) for v in size]}
+    return out
+
+
+FRAME_CHUNK_BYTES = 64 << 20
+"""Stored frames read at once while resizing at load time: RAM holds the training resolution plus this."""
+
+
+def load_frames(store, key: str, size: tuple[int, int]) -> np.ndarray:
+    """(T_total, H, W, 3) uint8 frames of image key `key` at `size` (H, W): read a chunk of stored frames at a time
+    (whole zarr chunks, about FRAME_CHUNK_BYTES) and resized with resize_image, so the full-resolution store is never
+    in memory at once. At the stored size, read as is."""
+    shape = store.schema()[key][0]
+    n = store.n_steps
+    if tuple(shape[:2]) == tuple(size):
+        return store.rows(key, 0, n)
+    zarr_rows = max(1, int(store.data(key).chunks[0]))
+    rows = max(1, FRAME_CHUNK_BYTES // (math.prod(shape) * zarr_rows)) * zarr_rows
+    out = np.empty((n, *size, 3), np.uint8)
+    for start in range(0, n, rows):
+        for i, frame in enumerate(store.rows(key, start, min(n, start + rows)), start):
+            out[i] = resize_image(frame, size)
+    return out
 
 
 def store_tasks(store) -> list[str]:
@@ -214,7 +253,7 @@ def _train(cfg: TrainConfig, dist) -> Path:
     torch.manual_seed(cfg.seed)
     run_dir = cfg.out
     # The data is loaded and checked before anything is written, so bad input leaves no half run behind.
-    data, train_steps, train_ds, val_ds, tasks = load_training_data(cfg)
+    data, train_steps, train_ds, val_ds, tasks, images = load_training_data(cfg)
     if len(train_ds) == 0:
         raise ConfigError(f"{cfg.dataset}: no training windows (episodes too short for To={cfg.policy.n_obs_steps}?)")
     if dist.is_main:
@@ -261,6 +300,8 @@ def _train(cfg: TrainConfig, dist) -> Path:
     info = {"train": {"alpha": cfg.alpha, "perturbation": cfg.perturbation if not cfg.is_bc else "none",
                       "dataset": str(cfg.dataset), "tasks": tasks, "seed": cfg.seed, "steps": cfg.steps,
                       "world_size": dist.world_size, **ensemble_info}}
+    if images:  # the resolution the store holds and the one the policy sees (its obs_shapes)
+        info["train"]["image_size"] = images
 
     def save(ema_model, step_no: int) -> Path:
         return save_policy(ema_model, run_dir / "checkpoints" / f"step_{step_no:07d}.safetensors",

@@ -4,7 +4,8 @@
 control step's observation: joint_pos, joint_vel, joint_effort, gripper_pos (from /joint_states), ee_pose (FK of
 joint_pos): the robot keys of postbc_core.robots.observation.robot_observation; the sim's privileged object state
 from /postbc/sim/object_poses and <camera>_rgb (from /<camera>/image_raw, resized to the policy's shape with
-robots.observation.resize_image), in the dtypes the store keeps (control.spec.store_dtype). Object state: with
+robots.observation.resize_image, which refuses a frame that is not RGB or not at the policy's aspect ratio: logged,
+and named by `missing()`), in the dtypes the store keeps (control.spec.store_dtype). Object state: with
 `task` (sim backend: the driver's task) every key the task computes from its scene poses,
 postbc_core.sim.registry.task_state_keys (object_pose, object_pos, object_yaw_feat, bowl_pos, target_pos, ...: the
 task's `recommended_obs_keys` that `postbc pipeline` trains on); without, object_pose alone (poses[0]). Used by the
@@ -19,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from geometry_msgs.msg import PoseArray
-from postbc_core.robots.observation import resize_image, robot_observation
 from postbc_core.control.spec import store_dtype
 from postbc_core.errors import ConfigError, PostBCError
+from postbc_core.robots.observation import resize_image, robot_observation
 from sensor_msgs.msg import Image, JointState
 
 from postbc import topics
@@ -109,6 +110,7 @@ class ObservationSource:
         self._js: JointState | None = None
         self._object: PoseArray | None = None
         self._images: dict[str, np.ndarray] = {}
+        self._refused: dict[str, str] = {}  # camera -> why its latest frame could not become the policy's image
         node.create_subscription(JointState, topics.JOINT_STATES, self._on_joint_states, topics.STATE_QOS)
         if self.pose_keys:
             node.create_subscription(PoseArray, topics.OBJECT_POSES, self._on_objects, topics.STATE_QOS)
@@ -132,17 +134,27 @@ class ObservationSource:
         except ConversionError as e:
             self.node.get_logger().error(f"{topics.image_topic(camera)} ignored: {e}", throttle_duration_sec=5.0)
             return
-        img = resize_image(img, self.obs_shapes[f"{camera}_rgb"][:2])
+        key = f"{camera}_rgb"
+        try:  # RGB at the policy's aspect ratio (resize_image's rule, the one training and `postbc eval` apply)
+            img = resize_image(img, self.obs_shapes[key], camera=key)
+        except ConfigError as e:  # the camera's settings, not one bad frame: said until a frame fits
+            self.node.get_logger().error(f"{topics.image_topic(camera)} refused: {e}", throttle_duration_sec=5.0)
+            with self._lock:
+                self._images.pop(camera, None)
+                self._refused[camera] = str(e)
+            return
         with self._lock:
             self._images[camera] = img
+            self._refused.pop(camera, None)
 
     def missing(self) -> list[str]:
-        """Topics that have not delivered a message yet."""
+        """Topics that have not delivered a message yet (a camera whose frames are refused: with the reason)."""
         with self._lock:
             out = [] if self._js is not None else [topics.JOINT_STATES]
             if self.pose_keys and self._object is None:
                 out.append(topics.OBJECT_POSES)
-            out += [topics.image_topic(c) for c in self.cameras if c not in self._images]
+            out += [f"{topics.image_topic(c)} (refused: {self._refused[c]})" if c in self._refused else
+                    topics.image_topic(c) for c in self.cameras if c not in self._images]
         return out
 
     def step(self) -> Step | None:
