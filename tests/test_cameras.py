@@ -210,5 +210,10 @@ def test_sim_camera_intrinsics_and_frames():
         assert f2.index == f1.index + 1
         with pytest.raises(ConfigError, match="available"):
             SimCamera(sim, "nope")
+        with SimCamera(sim, "wrist", width=640, height=480) as big:  # what a RealSense (and the camera node) gives
+            assert big.read().color.shape == (480, 640, 3)
+        with SimCamera(sim, "front", width=641, height=480) as too_big:
+            with pytest.raises(ConfigError, match="offscreen buffer of 480x640"):
+                too_big.read()
     finally:
         sim.close()

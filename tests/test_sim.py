@@ -52,6 +52,23 @@ def test_task_config_validation(kw, field):
         make("lift_cube", **kw)
 
 
+def test_twin_renders_what_a_realsense_publishes_and_refuses_beyond_its_buffer():
+    """480x640 (HxW), a RealSense's colour stream, is the offscreen buffer wx250s.xml declares: the task renders it;
+    one pixel more in either direction is refused naming the buffer and where it is set."""
+    from postbc_core.sim.base import OFFSCREEN_SIZE
+
+    assert OFFSCREEN_SIZE == (480, 640)
+    task = make("lift_cube", cameras=("front", "wrist"), image_size=(480, 640))
+    try:
+        obs = task.reset(seed=0)
+        assert obs["front_rgb"].shape == obs["wrist_rgb"].shape == (480, 640, 3) and obs["front_rgb"].std() > 0
+    finally:
+        task.close()
+    for size in ((481, 640), (480, 641)):
+        with pytest.raises(ConfigError, match=r"exceeds the twin's offscreen buffer of 480x640 .*wx250s\.xml"):
+            make("lift_cube", cameras=("front",), image_size=size)
+
+
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_task_random_rollout_finite_and_deterministic(name):
     task = make(name)

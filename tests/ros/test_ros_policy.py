@@ -208,7 +208,9 @@ def test_stale_chunks_are_dropped_and_counted(graph, feed, tiny_ckpt):
 
 
 def test_image_policy_gets_resized_camera_frames(graph, feed, tmp_path):
-    """A front_rgb policy subscribes /front/image_raw and acts once frames arrive (32x32 resized to its 16x16)."""
+    """A front_rgb policy subscribes /front/image_raw and acts once frames arrive (32x32 resized to its 16x16).
+    Frames it cannot take without distortion are refused as training refuses them (resize_image's check: another
+    aspect ratio, grayscale), logged and named by missing(), and nothing is acted on until a frame fits."""
     from postbc.conversions import image_msg
 
     ckpt = tiny_checkpoint(tmp_path / "img.safetensors", {"front_rgb": (16, 16, 3), "joint_pos": (6,)})
@@ -218,13 +220,23 @@ def test_image_policy_gets_resized_camera_frames(graph, feed, tmp_path):
     assert feed.n_commands() == 0  # no frame yet: nothing to act on
     pub = feed.node.create_publisher(type(image_msg(np.zeros((2, 2, 3), np.uint8), 0.0)), topics.image_topic("front"),
                                      topics.SENSOR_QOS)
+    for bad, why in (((24, 32, 3), "frame 24x32 (HxW) and the policy's 16x16 image have different aspect ratios"),
+                     ((32, 32), "frames of shape (32, 32) are grayscale")):
+        for _ in range(50):
+            pub.publish(image_msg(np.zeros(bad, np.uint8), time.time()))
+            if any(why in m for m in node.source.missing()):
+                break
+            time.sleep(0.05)
+        assert any(why in m and m.startswith("/front/image_raw (refused: front_rgb: ") for m in node.source.missing()), \
+            node.source.missing()
+        assert node.source.step() is None and feed.n_commands() == 0
     frame = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
     for _ in range(50):
         pub.publish(image_msg(frame, time.time()))
         if feed.n_commands() >= 2:
             break
         time.sleep(0.05)
-    assert feed.n_commands() >= 2
+    assert feed.n_commands() >= 2 and node.source.missing() == []
     obs, _, _ = node.observation()
     assert obs["front_rgb"].shape == (1, 16, 16, 3) and obs["front_rgb"].dtype == np.uint8
     with pytest.raises(ConfigError, match=r"\['front_rgb'\].*'wrist_rgb'"):
