@@ -93,6 +93,9 @@ def image_sizes(cfg: TrainConfig, schema: dict) -> dict[str, dict[str, list[int]
         if dtype != np.uint8:
             raise ConfigError(f"image key {k!r} has dtype {dtype}; RGB observations must be uint8")
         out[k] = {"stored": [int(v) for v in shape[:2]], "trained": [int(v) for v in size]}
+    if cfg.image_size and not out:
+        log.warning("--image-size %d %d has nothing to resize: --obs-keys %s name no camera key", *cfg.image_size,
+                    " ".join(cfg.obs_keys))
     return out
 
 
