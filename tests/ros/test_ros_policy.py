@@ -227,8 +227,8 @@ def test_image_policy_gets_resized_camera_frames(graph, feed, tmp_path):
             if any(why in m for m in node.source.missing()):
                 break
             time.sleep(0.05)
-        assert any(why in m and m.startswith("/front/image_raw (refused: front_rgb: ") for m in node.source.missing()), \
-            node.source.missing()
+        refused = [m for m in node.source.missing() if m.startswith("/front/image_raw (refused: front_rgb: ")]
+        assert refused and why in refused[0], node.source.missing()
         assert node.source.step() is None and feed.n_commands() == 0
     frame = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
     for _ in range(50):
