@@ -14,8 +14,8 @@ processes start with):
   files' behaviour before config/fastdds_profile.xml, the baseline every ratio is taken against;
 - reliable: the same transports with RELIABLE image QoS (depth 5) on both sides;
 - shm_profile: the package's config/fastdds_profile.xml (what `ros2 launch postbc ...` sets), best-effort QoS.
-Images are stored at the native 640x480 in every run, plus one run at 128x128 (image_size, the training resolution
-of the sim tasks) on the shipped profile. Absolute times depend on the machine and its load; compare the ratios to
+Images are stored at the native 640x480 in every run, plus one run at 96x128 (image_size: a training
+resolution of the cameras' aspect) on the shipped profile. Absolute times depend on the machine and its load; compare the ratios to
 the baseline measured in the same invocation.
 
     python benchmarks/bench_ros_recorder.py [--quick] [--seconds 20] [--transports default,shm_profile]
@@ -219,7 +219,7 @@ def main(argv=None) -> int:
 
     plan = [(t, (0, 0)) for t in transports]
     if "shm_profile" in transports:
-        plan.append(("shm_profile", (128, 128)))
+        plan.append(("shm_profile", (96, 128)))
     runs = []
     for transport, size in plan:
         load = os.getloadavg()

@@ -113,12 +113,12 @@ def test_recorder_config_errors_and_single_writer(ros_context, tmp_path):
 
 
 def test_recorder_refuses_to_start_on_a_store_of_other_image_size(graph, tmp_path):
-    """A store whose front_rgb images are 16x16 and a recorder writing the camera's native 24x32 frames: the start
+    """A store whose front_rgb images are 12x16 and a recorder writing the camera's native 24x32 frames: the start
     is refused naming both sizes and the fix (it used to start, then abort the episode at its first step)."""
     from postbc.nodes.recorder import OPTIONAL_KEYS, ROW_KEYS
 
     store = tmp_path / "small.zarr"
-    spec = {**ROW_KEYS, **OPTIONAL_KEYS, "front_rgb": ((16, 16, 3), np.uint8), "front_rgb_stamp": ((), np.float64)}
+    spec = {**ROW_KEYS, **OPTIONAL_KEYS, "front_rgb": ((12, 16, 3), np.uint8), "front_rgb_stamp": ((), np.float64)}
     spec.pop("object_pose_stamp")
     with EpisodeStore.open(store, "a") as s:
         s.add_episode({k: np.zeros((2, *shape), dtype) for k, (shape, dtype) in spec.items()})
@@ -128,14 +128,14 @@ def test_recorder_refuses_to_start_on_a_store_of_other_image_size(graph, tmp_pat
     streams = Streams(helper)
     r = call_service(helper, Trigger, "/recorder/start")
     streams.stop()
-    assert not r.success and "the store's front_rgb images are 16x16 (HxW) but this recorder writes 24x32" in \
-        r.message and "image_size:=[16, 16]" in r.message, r.message
+    assert not r.success and "the store's front_rgb images are 12x16 (HxW) but this recorder writes 24x32" in \
+        r.message and "image_size:=[12, 16]" in r.message, r.message
     assert rec.store.n_episodes == 1 and rec.status()["recording"] is False
 
 
 def test_recorder_services_labels_time_limit_and_resume(graph, tmp_path):
     store = tmp_path / "demos.zarr"
-    kw = {"store": str(store), "control_hz": 10.0, "cameras": ["front"], "image_size": [16, 16],
+    kw = {"store": str(store), "control_hz": 10.0, "cameras": ["front"], "image_size": [12, 16],
           "max_episode_s": 1.5, "task": "lift the cube", "operator": "tester", "start_timeout": 0.3}
     rec = graph.add(Recorder("recorder", context=graph.context, parameter_overrides=_params(**kw)))
     helper = graph.node("helper")
@@ -184,7 +184,7 @@ def test_recorder_services_labels_time_limit_and_resume(graph, tmp_path):
     assert limited["duration_s"] >= 1.5 and lengths[0] >= 8, (lengths, limited)
     assert abs(lengths[2] + limited["missed_ticks"] + 1 - periods) <= 1.0, (lengths, limited)
     ep = s.episode(0)
-    assert ep["front_rgb"].shape[1:] == (16, 16, 3) and ep["front_rgb"].dtype == np.uint8
+    assert ep["front_rgb"].shape[1:] == (12, 16, 3) and ep["front_rgb"].dtype == np.uint8
     assert ep["ee_pose"].shape[1:] == (7,) and ep["cmd_ee_delta"].shape[1:] == (7,)
     assert "object_pose" not in ep  # never published here
     ts = ep["timestamp"]

@@ -395,7 +395,8 @@ class Recorder(Node):
             img = cv.image_array(s.latest)
             if img.ndim != 3:
                 raise PostBCError(f"{s.topic} publishes {s.latest.encoding} images; the recorder stores rgb8")
-            row[f"{cam}_rgb"] = resize_image(img, self.params.image_size)
+            # resize_image's one rule (RGB, the same aspect: no squash), as training and the policy nodes apply it
+            row[f"{cam}_rgb"] = resize_image(img, self.params.image_size, camera=f"{cam}_rgb")
             row[f"{cam}_rgb_stamp"] = s.stamp
         if rec.keys["pose"]:
             s = self.streams["object_pose"]
