@@ -16,10 +16,12 @@ from postbc_core.errors import CheckpointError, ConfigError, PostBCError
 from postbc_core.models import (
     BatchedLinear,
     ConditionalUnet1D,
+    ConvKeypointEncoder,
     EnsembleRegressor,
     MLPNoiseNet,
     ObsEncoder,
     SinusoidalPosEmb,
+    SpatialSoftmax,
     gaussian_nll,
     load_torchvision_weights,
     resnet18,
@@ -309,6 +311,83 @@ def test_rgb_ensemble_forward_backward_and_own_encoders(tmp_path):
     for m in range(k):
         torch.testing.assert_close(ens.encoder.rgb_encoders["cam"].layer3[1].conv2.weight[m],
                                    src.layer3[1].conv2.weight)
+
+
+# ---------------------------------------------------------------- conv encoder
+
+def test_spatial_softmax_keypoint_is_where_the_bright_pixel_is():
+    ss = SpatialSoftmax(1, num_keypoints=1)
+    with torch.no_grad():  # one keypoint map = 50 x the input: a single bright pixel takes all the softmax mass
+        ss.keypoints.weight.fill_(50.0)
+        ss.keypoints.bias.zero_()
+    x = torch.zeros(3, 1, 9, 17)  # non-square, so x and y cannot be swapped unnoticed
+    x[0, 0, 0, 0] = x[1, 0, 8, 16] = x[2, 0, 2, 12] = 1.0
+    out = ss(x)
+    assert out.shape == (3, 2)
+    # (x, y) on a [-1, 1] grid: column 12 of 17 -> 0.5, row 2 of 9 -> -0.5
+    torch.testing.assert_close(out, torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.5, -0.5]]), atol=1e-4, rtol=0)
+    with pytest.raises(ConfigError):
+        SpatialSoftmax(4, num_keypoints=0)
+
+
+def test_obs_encoder_conv_backbone(tmp_path):
+    from typing import get_args
+
+    from postbc_core.models.obs_encoder import IMAGE_ENCODERS
+    from postbc_core.policies.settings import ImageEncoder
+
+    assert set(IMAGE_ENCODERS) == set(get_args(ImageEncoder)), "the setting and the builder must name the same"
+    torch.manual_seed(0)
+    shapes = {"front": (24, 24, 3), "wrist": (24, 24, 3), "q": (2,)}
+    enc = ObsEncoder(shapes, 1, rgb_feature_dim=16, image_encoder="conv")
+    assert isinstance(enc.rgb_encoders["front"], ConvKeypointEncoder)
+    assert set(enc.rgb_proj) == {"front", "wrist"} and enc.rgb_proj["front"].in_features == 64  # 32 keypoints (x, y)
+    assert enc.output_dim == 16 + 16 + 2
+    g = torch.Generator().manual_seed(1)
+    img = torch.randint(0, 256, (3, 1, 24, 24, 3), dtype=torch.uint8, generator=g)
+    nobs = {"front": img, "wrist": img.flip(2), "q": torch.randn(3, 1, 2, generator=g)}
+    enc.eval()
+    out = enc(nobs)
+    assert out.shape == (3, enc.output_dim) and torch.isfinite(out).all()
+    # uint8 frames are scaled inside: the same values as float give the same features.
+    torch.testing.assert_close(enc({**nobs, "front": img.float()}), out)
+    enc.train()
+    enc(nobs).sum().backward()
+    assert all(p.grad is not None and torch.count_nonzero(p.grad) > 0 for p in enc.rgb_encoders.parameters())
+    shared = ObsEncoder(shapes, 1, share_rgb_encoder=True, image_encoder="conv")
+    assert list(shared.rgb_encoders) == ["shared"]
+    with pytest.raises(ConfigError, match="image_encoder"):
+        ObsEncoder(shapes, 1, image_encoder="vit")
+    torch.save(resnet18().state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(ConfigError, match="torchvision"):
+        enc.load_torchvision_weights(tmp_path / "r18.pth")
+
+
+def test_ensemble_with_conv_encoders_keeps_members_apart(tmp_path):
+    k, b = 2, 5
+    torch.manual_seed(0)
+    ens = EnsembleRegressor(k, {"cam": (24, 24, 3), "state": (3,)}, 1, 4, hidden_dims=(16,), image_encoder="conv")
+    conv = ens.encoder.rgb_encoders["cam"].conv[0].weight
+    assert conv.shape == (k, 64, 3, 7, 7) and not torch.allclose(conv[0], conv[1])
+    g = torch.Generator().manual_seed(1)
+    nobs = {"cam": torch.randint(0, 256, (b, 1, 24, 24, 3), dtype=torch.uint8, generator=g),
+            "state": torch.randn(b, 1, 3, generator=g)}
+    ens.loss(nobs, torch.randn(b, 4, generator=g))[0].backward()
+    for name, p in ens.encoder.named_parameters():
+        assert torch.count_nonzero(p.grad[1]) == 0, name
+    assert torch.count_nonzero(conv.grad[0]) > 0
+    with torch.no_grad():  # identical members: eval features agree, train-mode crops are drawn per member
+        for p in ens.encoder.parameters():
+            p[1] = p[0]
+        ens.eval()
+        f_eval = ens.features(nobs)
+        ens.train()
+        f_train = ens.features(nobs)
+    torch.testing.assert_close(f_eval[0], f_eval[1])
+    assert not torch.allclose(f_train[0], f_train[1])
+    torch.save(resnet18().state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(ConfigError, match="torchvision"):
+        ens.load_torchvision_weights(tmp_path / "r18.pth")
 
 
 # ---------------------------------------------------------------- ObsEncoder

@@ -1,5 +1,6 @@
-"""Neural network modules: batched ensemble heads, diffusion noise nets (MLP, 1-D U-Net), image encoder."""
+"""Neural network modules: batched ensemble heads, diffusion noise nets (MLP, 1-D U-Net), image encoders."""
 
+from postbc_core.models.conv_encoder import ConvKeypointEncoder, SpatialSoftmax
 from postbc_core.models.ensemble import (
     BatchedLinear,
     BatchedMLP,
@@ -12,6 +13,7 @@ from postbc_core.models.obs_encoder import ObsEncoder
 from postbc_core.models.resnet import ResNet, load_torchvision_weights, resnet18
 
 __all__ = [
-    "BatchedLinear", "BatchedMLP", "ConditionalUnet1D", "EnsembleOutput", "EnsembleRegressor", "MLPNoiseNet",
-    "ObsEncoder", "ResNet", "SinusoidalPosEmb", "gaussian_nll", "load_torchvision_weights", "resnet18",
+    "BatchedLinear", "BatchedMLP", "ConditionalUnet1D", "ConvKeypointEncoder", "EnsembleOutput", "EnsembleRegressor",
+    "MLPNoiseNet", "ObsEncoder", "ResNet", "SinusoidalPosEmb", "SpatialSoftmax", "gaussian_nll",
+    "load_torchvision_weights", "resnet18",
 ]

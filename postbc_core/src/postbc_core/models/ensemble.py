@@ -3,7 +3,7 @@
 Shapes: K members, B batch, To observation steps, Ds low-dim obs size, F feature size, D out_dim.
 - Low-dim observations are flattened to (To * Ds) and fed to a batched MLP whose every layer is a single
   `torch.baddbmm` over K, so one forward/backward/optimizer step trains all members at once.
-- RGB observations: every member owns a full ResNet-18 encoder (ObsEncoder). The K encoders' parameters are
+- RGB observations: every member owns a full image encoder (ObsEncoder: ResNet-18 or the small conv one). The K encoders' parameters are
   stacked into (K, ...) tensors once at construction and the encoder is run with
   `torch.func.vmap(functional_call)`: GroupNorm has no running statistics, so vmapping it is safe (BatchNorm's
   in-place buffer updates would not be).
@@ -149,7 +149,7 @@ class EnsembleRegressor(nn.Module):
 
     def __init__(self, num_members: int, obs_shapes: dict[str, tuple[int, ...]], n_obs_steps: int, out_dim: int,
                  hidden_dims: tuple[int, ...] = (512, 512, 512), head: Head = "mse", activation: str = "relu",
-                 rgb_feature_dim: int = 512, crop_ratio: float = 0.9):
+                 rgb_feature_dim: int = 512, crop_ratio: float = 0.9, image_encoder: str = "resnet18"):
         super().__init__()
         if num_members < 1:
             raise ConfigError(f"EnsembleRegressor: num_members={num_members} must be >= 1 (paper: 5-100)")
@@ -169,10 +169,12 @@ class EnsembleRegressor(nn.Module):
         self.out_dim = out_dim
         self.head_type: Head = head
         self.has_rgb = any(is_rgb_shape(s) for s in self.obs_shapes.values())
+        self.image_encoder = image_encoder
         if self.has_rgb:
-            # K independently initialised encoders (GroupNorm: vmap-safe), stacked into one module.
+            # K independently initialised encoders (GroupNorm or no norm: vmap-safe), stacked into one module.
             encoders = [ObsEncoder(self.obs_shapes, n_obs_steps, rgb_feature_dim=rgb_feature_dim,
-                                   crop_ratio=crop_ratio, norm="group") for _ in range(num_members)]
+                                   crop_ratio=crop_ratio, norm="group", image_encoder=image_encoder)
+                        for _ in range(num_members)]
             feat_dim = encoders[0].output_dim
             self.encoder: nn.Module | None = _stack_into_template(encoders)
         else:
@@ -238,6 +240,9 @@ class EnsembleRegressor(nn.Module):
         """
         if self.encoder is None:
             raise ConfigError("EnsembleRegressor: no RGB keys, so there is no ResNet to load weights into")
+        if self.image_encoder != "resnet18":
+            raise ConfigError(f"EnsembleRegressor: image_encoder={self.image_encoder!r} has no torchvision weights; "
+                              "use image_encoder='resnet18' to start from a torchvision resnet18")
         for name, stacked in self.encoder.rgb_encoders.items():
             ref = resnet18(norm="group")
             load_torchvision_weights(ref, path)

@@ -1,4 +1,7 @@
-"""Observation encoder: RGB cameras through ResNet-18, low-dim keys flattened, everything concatenated.
+"""Observation encoder: RGB cameras through an image backbone, low-dim keys flattened, everything concatenated.
+
+Backbones (`image_encoder`, the policy's setting): "resnet18", the paper's (models/resnet.py), or "conv", a shallow
+conv stack with spatial-softmax keypoints that trains on a CPU (models/conv_encoder.py).
 
 Shapes: B batch, To observation steps, H/W pixels. Per-step shapes come from `obs_shapes`: a 3-dim shape
 (H, W, 3) is an RGB camera (channel-last, as stored in the episode store), anything else is low-dim.
@@ -7,7 +10,8 @@ Shapes: B batch, To observation steps, H/W pixels. Per-step shapes come from `ob
 Output (B, output_dim), keys in sorted order so the layout does not depend on dict construction order.
 
 Images follow diffusion_policy's CropRandomizer: an independent random crop per image in train mode, the center
-crop in eval mode, then ImageNet mean/std (what pretrained ResNet weights expect).
+crop in eval mode, then ImageNet mean/std (what pretrained ResNet weights expect; the conv backbone gets the same
+scaling, so both see inputs of about unit scale).
 """
 
 from __future__ import annotations
@@ -21,12 +25,28 @@ from torch import nn
 
 from postbc_core.errors import ConfigError, PostBCError
 from postbc_core.models import resnet as resnet_mod
+from postbc_core.models.conv_encoder import ConvKeypointEncoder
 
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _SHARED = "shared"
+IMAGE_ENCODERS = ("resnet18", "conv")
+"""The backbones `make_backbone` builds (PolicySettings.image_encoder declares the same names; a test checks)."""
+
+
+def make_backbone(image_encoder: str, norm: str = "group") -> tuple[nn.Module, int]:
+    """(backbone, its feature size) for one camera: (B, 3, H, W) float -> (B, feature size).
+
+    image_encoder: "resnet18" (the paper's; `norm` picks GroupNorm or BatchNorm) or "conv" (ConvKeypointEncoder, no
+    norm layers). The policy setting `PolicySettings.image_encoder` names the same choices."""
+    if image_encoder == "resnet18":
+        return resnet_mod.resnet18(norm=norm), resnet_mod.FEATURE_DIM
+    if image_encoder == "conv":
+        enc = ConvKeypointEncoder()
+        return enc, enc.feature_dim
+    raise ConfigError(f"image_encoder={image_encoder!r} is not one of {IMAGE_ENCODERS}")
 
 
 def is_rgb_shape(shape: tuple[int, ...]) -> bool:
@@ -58,7 +78,8 @@ class ObsEncoder(nn.Module):
     """Encodes an observation dict into one feature vector per sample: (B, output_dim)."""
 
     def __init__(self, obs_shapes: dict[str, tuple[int, ...]], n_obs_steps: int, *, rgb_feature_dim: int = 512,
-                 crop_ratio: float = 0.9, norm: str = "group", share_rgb_encoder: bool = False):
+                 crop_ratio: float = 0.9, norm: str = "group", share_rgb_encoder: bool = False,
+                 image_encoder: str = "resnet18"):
         super().__init__()
         if not obs_shapes:
             raise ConfigError("ObsEncoder: obs_shapes is empty; name at least one observation key")
@@ -68,11 +89,14 @@ class ObsEncoder(nn.Module):
             raise ConfigError(f"ObsEncoder: crop_ratio={crop_ratio} must be in (0, 1] (1 disables cropping)")
         if rgb_feature_dim < 1:
             raise ConfigError(f"ObsEncoder: rgb_feature_dim={rgb_feature_dim} must be >= 1")
+        if image_encoder not in IMAGE_ENCODERS:
+            raise ConfigError(f"ObsEncoder: image_encoder={image_encoder!r} is not one of {IMAGE_ENCODERS}")
         self.obs_shapes = {k: tuple(int(d) for d in obs_shapes[k]) for k in sorted(obs_shapes)}
         self.n_obs_steps = n_obs_steps
         self.crop_ratio = crop_ratio
         self.rgb_feature_dim = rgb_feature_dim
         self.share_rgb_encoder = share_rgb_encoder
+        self.image_encoder = image_encoder
         self.rgb_keys = [k for k, s in self.obs_shapes.items() if is_rgb_shape(s)]
         self.lowdim_keys = [k for k in self.obs_shapes if k not in self.rgb_keys]
         for k in self.rgb_keys:
@@ -84,11 +108,13 @@ class ObsEncoder(nn.Module):
                 raise ConfigError(f"ObsEncoder: camera key {k!r} contains '.', which torch module names forbid; "
                                   "rename the key (e.g. replace '.' with '_')")
         names = ([_SHARED] if share_rgb_encoder else self.rgb_keys) if self.rgb_keys else []
-        self.rgb_encoders = nn.ModuleDict({n: resnet_mod.resnet18(norm=norm) for n in names})
-        # A projection only when asked for a feature size other than ResNet's 512 (keeps torchvision names intact).
+        backbones = {n: make_backbone(image_encoder, norm) for n in names}
+        self.rgb_encoders = nn.ModuleDict({n: b for n, (b, _) in backbones.items()})
+        # A projection only when asked for a feature size other than the backbone's (ResNet: 512, so torchvision's
+        # names stay intact; the conv backbone's 64 keypoint coordinates always go through it, as robomimic's
+        # VisualCore projects them with a Linear).
         self.rgb_proj = nn.ModuleDict(
-            {n: nn.Linear(resnet_mod.FEATURE_DIM, rgb_feature_dim) for n in names}
-            if rgb_feature_dim != resnet_mod.FEATURE_DIM else {})
+            {n: nn.Linear(dim, rgb_feature_dim) for n, (_, dim) in backbones.items() if dim != rgb_feature_dim})
         # Fold /255 and ImageNet mean/std into one affine map; non-persistent: constants, not state.
         std = torch.tensor(IMAGENET_STD)
         self.register_buffer("_img_scale", (1.0 / (255.0 * std)).view(1, 3, 1, 1), persistent=False)
@@ -140,5 +166,8 @@ class ObsEncoder(nn.Module):
         """Loads a torchvision resnet18 state-dict file into every RGB encoder (see resnet.load_torchvision_weights)."""
         if not self.rgb_encoders:
             raise ConfigError("ObsEncoder: no RGB keys, so there is no ResNet to load weights into")
+        if self.image_encoder != "resnet18":
+            raise ConfigError(f"ObsEncoder: image_encoder={self.image_encoder!r} has no torchvision weights; "
+                              "use image_encoder='resnet18' to start from a torchvision resnet18")
         for enc in self.rgb_encoders.values():
             resnet_mod.load_torchvision_weights(enc, path)

@@ -46,7 +46,7 @@ class PolicyConfig(PolicySettings):
     action_dim: int
     """Da: flattened per-step action size."""
     rgb_feature_dim: int = 512
-    """Feature size of each camera's ResNet-18."""
+    """Feature size of each camera's image encoder (`image_encoder`)."""
     crop_ratio: float = 0.9
     """Random-crop fraction for image augmentation during training (center crop at inference)."""
     beta_schedule: str = "squaredcos_cap_v2"
@@ -124,7 +124,7 @@ class DiffusionPolicy(nn.Module):
         self.config = config
         self.normalizer = normalizer if normalizer is not None else LinearNormalizer()
         self.obs_encoder = ObsEncoder(config.obs_shapes, config.n_obs_steps, rgb_feature_dim=config.rgb_feature_dim,
-                                      crop_ratio=config.crop_ratio)
+                                      crop_ratio=config.crop_ratio, image_encoder=config.image_encoder)
         cond_dim = self.obs_encoder.output_dim
         if config.noise_net == "mlp":
             self.noise_net = MLPNoiseNet(config.action_dim, config.action_horizon, cond_dim,

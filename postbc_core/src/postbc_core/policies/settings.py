@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from postbc_core.errors import ConfigError
+
+ImageEncoder = Literal["resnet18", "conv"]
 
 
 @dataclass(kw_only=True)
@@ -36,6 +38,10 @@ class PolicySettings:
     """U-Net widths (paper, WidowX: 256, 512, 1024)."""
     unet_kernel_size: int = 5
     """U-Net kernel size."""
+    image_encoder: ImageEncoder = "resnet18"
+    """Per-camera image backbone: 'resnet18' (the paper's; for a GPU) or 'conv' (robomimic's shallow conv stack with
+    spatial-softmax keypoints, after Finn et al.'s deep spatial autoencoder: trains on a CPU, see
+    benchmarks/results/image_training_cpu.json). Recorded in the checkpoint; the ensemble uses the same."""
     num_train_timesteps: int = 100
     """DDPM training steps (paper: 100)."""
     num_inference_steps: int = 8
@@ -66,5 +72,8 @@ class PolicySettings:
                               f"{name('num_train_timesteps')} ({self.num_train_timesteps})")
         if self.noise_net not in ("mlp", "unet"):
             raise ConfigError(f"{name('noise_net')} must be 'mlp' or 'unet', got {self.noise_net!r}")
+        if self.image_encoder not in get_args(ImageEncoder):
+            raise ConfigError(f"{name('image_encoder')} must be one of {get_args(ImageEncoder)}, got "
+                              f"{self.image_encoder!r}")
         if not self.obs_clip >= 0:  # (also refuses NaN)
             raise ConfigError(f"{name('obs_clip')} must be >= 0 (0 disables clipping), got {self.obs_clip}")

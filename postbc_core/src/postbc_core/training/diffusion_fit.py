@@ -79,6 +79,7 @@ def fit_policy(policy, dataset, posterior: Posterior | None, cfg, dist: DistInfo
             save_fn(ema.model, step_no)
 
     loop = LoopConfig(steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                      warmup_steps=min(cfg.warmup_steps, cfg.steps // 10), log_every=cfg.log_every)
+                      warmup_steps=min(cfg.warmup_steps, cfg.steps // 10), log_every=cfg.log_every,
+                      fused_adam=bool(policy.config.rgb_keys))
     run_loop(policy.parameters(), step, loop, logger, tag="policy", after_step=after_step)
     return ema

@@ -65,7 +65,8 @@ def fit_ensemble(dataset, policy, cfg, dist: DistInfo, logger: RunLogger):
     model = EnsembleRegressor(len(members), policy.config.obs_shapes, policy.config.n_obs_steps, D,
                               hidden_dims=cfg.ensemble_hidden, head=cfg.ensemble_head,
                               rgb_feature_dim=policy.config.rgb_feature_dim,
-                              crop_ratio=policy.config.crop_ratio).to(dist.device)
+                              crop_ratio=policy.config.crop_ratio,
+                              image_encoder=policy.config.image_encoder).to(dist.device)
     weights = torch.from_numpy(counts[members.start:members.stop])
     gen = torch.Generator().manual_seed(cfg.seed + 7919 * (members.start + 1))
     Kr = len(members)
@@ -81,7 +82,8 @@ def fit_ensemble(dataset, policy, cfg, dist: DistInfo, logger: RunLogger):
 
     model.train()
     loop = LoopConfig(steps=cfg.ensemble_steps, lr=cfg.ensemble_lr, weight_decay=cfg.weight_decay,
-                      warmup_steps=min(cfg.warmup_steps, cfg.ensemble_steps // 10), log_every=cfg.log_every)
+                      warmup_steps=min(cfg.warmup_steps, cfg.ensemble_steps // 10), log_every=cfg.log_every,
+                      fused_adam=model.has_rgb)
     run_loop(model.parameters(), step, loop, logger, tag="ensemble")
     return model.eval(), members
 

@@ -289,7 +289,7 @@ def _train(cfg: TrainConfig, dist) -> Path:
             save_checkpoint(run_dir / ENSEMBLE_FILE, "ensemble", full_state, {
                 "num_members": cfg.ensemble_size, "obs_shapes": {k: list(v) for k, v in
                                                                   policy.config.obs_shapes.items()},
-                "n_obs_steps": policy.config.n_obs_steps,
+                "n_obs_steps": policy.config.n_obs_steps, "image_encoder": policy.config.image_encoder,
                 "out_dim": policy.config.action_horizon * policy.config.action_dim,
                 "hidden_dims": list(cfg.ensemble_hidden), "head": cfg.ensemble_head, "bootstrap": cfg.bootstrap,
                 "dataset": str(cfg.dataset)})
