@@ -18,13 +18,14 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from common import run_worker
 
 OBS_DIM, OUT_DIM, HIDDEN = 23, 28, (512, 512, 512)
 N_BATCHES = 4  # distinct pre-generated batches, cycled, so data generation is outside the timed region
@@ -184,10 +185,7 @@ def main() -> None:
                        str(args.members), "--threads", str(threads), "--adam", args.adam,
                        "--min-steps", str(args.min_steps), "--min-seconds", str(args.min_seconds),
                        "--max-steps", str(args.max_steps), "--warmup", str(args.warmup)]
-                proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-                if proc.returncode != 0:
-                    sys.exit(f"bench_ensemble: worker {variant} B={b} threads={threads} failed:\n{proc.stderr}")
-                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                r = run_worker(cmd, f"bench_ensemble: worker {variant} B={b} threads={threads}")
                 runs.append(r)
                 print(f"  threads={r['torch_threads']} {variant:8s} B={b:<4d} {r['steps_per_s']:.3f} steps/s "
                       f"({r['steps_timed']} steps, 1-min load {r['loadavg_1min_before']:.1f})", flush=True)

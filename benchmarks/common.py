@@ -48,3 +48,15 @@ def percentiles(samples_s: list[float]) -> dict:
     a = np.asarray(samples_s) * 1e3
     return {"p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)),
             "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean()), "n": int(a.size)}
+
+
+def run_worker(cmd: list[str], what: str) -> dict:
+    """Runs one benchmark variant in a fresh interpreter (so its peak RSS is its own) and returns the JSON object
+    it printed last; exits naming `what` and the worker's stderr if it failed."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"{what} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
