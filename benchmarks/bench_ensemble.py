@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from common import run_worker
+from common import run_worker, time_steps
 
 OBS_DIM, OUT_DIM, HIDDEN = 23, 28, (512, 512, 512)
 N_BATCHES = 4  # distinct pre-generated batches, cycled, so data generation is outside the timed region
@@ -110,16 +110,7 @@ def worker(args: argparse.Namespace) -> dict:
     for i in range(1, args.warmup):
         step(i)
     load_before = os.getloadavg()[0]
-    times = []
-    t_start = time.perf_counter()
-    i = args.warmup
-    while len(times) < args.max_steps and (len(times) < args.min_steps
-                                           or time.perf_counter() - t_start < args.min_seconds):
-        t0 = time.perf_counter()
-        step(i)
-        times.append(time.perf_counter() - t0)
-        i += 1
-    total = time.perf_counter() - t_start
+    times, total = time_steps(step, args.warmup, args.min_steps, args.min_seconds, args.max_steps)
     return {
         "variant": args.variant, "members": k, "batch_per_member": b, "adam": args.adam,
         "steps_timed": len(times),

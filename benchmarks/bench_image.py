@@ -29,9 +29,8 @@ import os
 import resource
 import statistics
 import sys
-import time
 
-from common import machine, run_worker, write_result
+from common import machine, run_worker, time_steps, write_result
 
 MODELS = ("policy_unet", "policy_mlp", "ensemble")
 VARIANTS = (("resnet18", False), ("resnet18", True), ("conv", True))  # (encoder, fused AdamW)
@@ -104,15 +103,7 @@ def worker(args: argparse.Namespace) -> dict:
     rss_before = rss_mib()
     step(0)  # untimed: Adam allocates its state, oneDNN picks its kernels
     load_before = os.getloadavg()[0]
-    times = []
-    t_start = time.perf_counter()
-    i = 1
-    while len(times) < args.max_steps and (len(times) < args.min_steps
-                                           or time.perf_counter() - t_start < args.min_seconds):
-        t0 = time.perf_counter()
-        step(i)
-        times.append(time.perf_counter() - t0)
-        i += 1
+    times, _ = time_steps(step, 1, args.min_steps, args.min_seconds, args.max_steps)
     return {
         "model": args.model, "encoder": args.encoder, "fused_adam": args.fused, "size": size,
         "batch": args.ensemble_batch if args.model == "ensemble" else args.policy_batch,

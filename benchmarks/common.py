@@ -60,3 +60,19 @@ def run_worker(cmd: list[str], what: str) -> dict:
     if proc.returncode != 0:
         sys.exit(f"{what} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def time_steps(step, first: int, min_steps: int, min_seconds: float, max_steps: int) -> tuple[list[float], float]:
+    """Calls step(i) for i = first, first + 1, ... until at least `min_steps` calls and `min_seconds` have passed
+    (at most `max_steps` calls); returns (each call's seconds, total seconds)."""
+    import time
+
+    times: list[float] = []
+    t_start = time.perf_counter()
+    i = first
+    while len(times) < max_steps and (len(times) < min_steps or time.perf_counter() - t_start < min_seconds):
+        t0 = time.perf_counter()
+        step(i)
+        times.append(time.perf_counter() - t0)
+        i += 1
+    return times, time.perf_counter() - t_start
