@@ -243,6 +243,74 @@ def test_image_policy_gets_resized_camera_frames(graph, feed, tmp_path):
         _policy(graph, ckpt, cameras=["wrist"])
 
 
+def test_frames_received_used_dropped_per_camera(graph, feed, tmp_path):
+    """ObservationSource.frames() and the diagnostics' "frames": a frame an observation took is used (once, however
+    many ticks reuse it), one replaced before any observation took it is dropped, a refused one is counted apart,
+    and received = used + dropped + refused + pending. Deterministic part on a disabled node (no ticks: step() called
+    here), then a 40 Hz camera under a 10 Hz control rate drops frames while a 4 Hz one drops none."""
+    from postbc.conversions import image_msg
+
+    ckpt = tiny_checkpoint(tmp_path / "img.safetensors", {"front_rgb": (12, 16, 3), "wrist_rgb": (12, 16, 3),
+                                                          "joint_pos": (6,)})
+    node = _policy(graph, ckpt, control_hz=10.0, enabled_on_start=False)
+    src = node.source
+    pubs = {c: feed.node.create_publisher(type(image_msg(np.zeros((2, 2, 3), np.uint8), 0.0)), topics.image_topic(c),
+                                          topics.SENSOR_QOS) for c in ("front", "wrist")}
+    wait_for(lambda: all(p.get_subscription_count() for p in pubs.values()), what="camera subscriptions")
+    frame = np.random.default_rng(0).integers(0, 255, (24, 32, 3), dtype=np.uint8)
+
+    def send(cam, img=frame):  # one frame, waited for, so the counts below are exact
+        n = src.frames()[cam]["received"]
+        for _ in range(20):
+            pubs[cam].publish(image_msg(img, time.time()))
+            if wait_for_count(cam, n + 1):
+                return
+        raise AssertionError(f"{cam}: frame not received")
+
+    def wait_for_count(cam, n, timeout=0.5):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if src.frames()[cam]["received"] >= n:
+                return True
+            time.sleep(0.01)
+        return False
+
+    wait_for(lambda: topics.JOINT_STATES not in src.missing(), what="/joint_states")
+    assert src.frames() == {c: dict(received=0, used=0, dropped=0, refused=0, pending=0) for c in ("front", "wrist")}
+    for _ in range(3):
+        send("front")
+    send("wrist")
+    assert src.frames()["front"] == dict(received=3, used=0, dropped=2, refused=0, pending=1)
+    assert src.step() is not None and src.step() is not None  # the second step reuses the same frames
+    assert src.frames()["front"] == dict(received=3, used=1, dropped=2, refused=0, pending=0)
+    assert src.frames()["wrist"] == dict(received=1, used=1, dropped=0, refused=0, pending=0)
+    send("wrist")
+    send("wrist", np.zeros((24, 32), np.uint8))  # grayscale: refused, and the frame before it never taken
+    assert src.frames()["wrist"] == dict(received=3, used=1, dropped=1, refused=1, pending=0)
+    assert src.step() is None  # no wrist image until one fits: nothing used
+    assert src.frames()["front"]["used"] == 1
+
+    # Running: front at ~40 Hz, wrist at ~4 Hz, control at 10 Hz.
+    helper = graph.node("policy_client")
+    assert call_service(helper, SetBool, "/policy/enable", SetBool.Request(data=True)).success
+    for i in range(80):
+        pubs["front"].publish(image_msg(frame, time.time()))
+        if i % 10 == 0:
+            pubs["wrist"].publish(image_msg(frame, time.time()))
+        time.sleep(0.025)
+    time.sleep(0.5)  # ticks take the last frames: nothing pending
+    counts = src.frames()
+    for c, n in counts.items():
+        assert n["received"] == n["used"] + n["dropped"] + n["refused"] + n["pending"], (c, n)
+        assert n["pending"] == 0, (c, n)
+    front, wrist = counts["front"], counts["wrist"]
+    assert front["received"] >= 3 + 40 and front["dropped"] >= 2 + 20, front  # >= 2 of every 4 frames between ticks
+    assert wrist["received"] >= 3 + 6 and wrist["dropped"] == 1, wrist  # slower than the ticks: every frame used
+    assert front["used"] <= node.counts["ticks"] + 1 and wrist["used"] < node.counts["ticks"]
+    wait_for(lambda: feed.diags and feed.diags[-1]["frames"] == src.frames(), timeout=3.0,
+             what="the frame counts in /postbc/policy/diagnostics")
+
+
 def test_ee_delta_policies_chain_apply_ee_delta_from_the_measured_joints(ros_context, tmp_path):
     from postbc.nodes.policy import Policy
 

@@ -5,7 +5,9 @@ control step's observation: joint_pos, joint_vel, joint_effort, gripper_pos (fro
 joint_pos): the robot keys of postbc_core.robots.observation.robot_observation; the sim's privileged object state
 from /postbc/sim/object_poses and <camera>_rgb (from /<camera>/image_raw, resized to the policy's shape with
 robots.observation.resize_image, which refuses a frame that is not RGB or not at the policy's aspect ratio: logged,
-and named by `missing()`), in the dtypes the store keeps (control.spec.store_dtype). Object state: with
+and named by `missing()`), in the dtypes the store keeps (control.spec.store_dtype). `frames()` counts, per camera,
+the frames received and what became of them: used by an observation, dropped (replaced before any observation took
+it), refused, or pending (the latest, not taken yet). Object state: with
 `task` (sim backend: the driver's task) every key the task computes from its scene poses,
 postbc_core.sim.registry.task_state_keys (object_pose, object_pos, object_yaw_feat, bowl_pos, target_pos, ...: the
 task's `recommended_obs_keys` that `postbc pipeline` trains on); without, object_pose alone (poses[0]). Used by the
@@ -111,6 +113,15 @@ class ObservationSource:
         self._object: PoseArray | None = None
         self._images: dict[str, np.ndarray] = {}
         self._refused: dict[str, str] = {}  # camera -> why its latest frame could not become the policy's image
+        # Frame accounting (frames()): plain counters under the lock, so a camera-rate callback pays two increments.
+        # _seq numbers a camera's accepted frames; a step that returns an observation marks the frame it took as used
+        # once (_taken: the newest seq so taken), so "dropped" = accepted - used - pending needs no per-frame state.
+        self._received = dict.fromkeys(self.cameras, 0)
+        self._rejected = dict.fromkeys(self.cameras, 0)  # not convertible or refused by resize_image's check
+        self._seq = dict.fromkeys(self.cameras, 0)
+        self._img_seq: dict[str, int] = {}  # camera -> seq of the frame in _images
+        self._taken = dict.fromkeys(self.cameras, 0)
+        self._used = dict.fromkeys(self.cameras, 0)
         node.create_subscription(JointState, topics.JOINT_STATES, self._on_joint_states, topics.STATE_QOS)
         if self.pose_keys:
             node.create_subscription(PoseArray, topics.OBJECT_POSES, self._on_objects, topics.STATE_QOS)
@@ -133,6 +144,9 @@ class ObservationSource:
             img = image_array(msg)
         except ConversionError as e:
             self.node.get_logger().error(f"{topics.image_topic(camera)} ignored: {e}", throttle_duration_sec=5.0)
+            with self._lock:
+                self._received[camera] += 1
+                self._rejected[camera] += 1
             return
         key = f"{camera}_rgb"
         try:  # RGB at the policy's aspect ratio (resize_image's rule, the one training and `postbc eval` apply)
@@ -140,12 +154,34 @@ class ObservationSource:
         except ConfigError as e:  # the camera's settings, not one bad frame: said until a frame fits
             self.node.get_logger().error(f"{topics.image_topic(camera)} refused: {e}", throttle_duration_sec=5.0)
             with self._lock:
+                self._received[camera] += 1
+                self._rejected[camera] += 1
                 self._images.pop(camera, None)
+                self._img_seq.pop(camera, None)
                 self._refused[camera] = str(e)
             return
         with self._lock:
+            self._received[camera] += 1
+            self._seq[camera] += 1
             self._images[camera] = img
+            self._img_seq[camera] = self._seq[camera]
             self._refused.pop(camera, None)
+
+    def frames(self) -> dict[str, dict[str, int]]:
+        """Per camera {received, used, dropped, refused, pending} frame counts since start: used = frames an
+        observation (a `step()` that returned one) took, each counted once however many steps reused it; dropped =
+        frames replaced (or refused over) before any observation took them; refused = not convertible or refused by
+        resize_image's check; pending = 1 while the latest frame waits for a step. received = used + dropped +
+        refused + pending."""
+        with self._lock:
+            out = {}
+            for c in self.cameras:
+                pending = int(self._img_seq.get(c, 0) > self._taken[c])
+                accepted = self._seq[c]
+                out[c] = {"received": self._received[c], "used": self._used[c],
+                          "dropped": accepted - self._used[c] - pending, "refused": self._rejected[c],
+                          "pending": pending}
+        return out
 
     def missing(self) -> list[str]:
         """Topics that have not delivered a message yet (a camera whose frames are refused: with the reason)."""
@@ -161,7 +197,7 @@ class ObservationSource:
         """The current observation (policy keys only, float32 low-dim, uint8 images), or None while a stream has
         not published yet."""
         with self._lock:
-            js_msg, obj_msg, images = self._js, self._object, dict(self._images)
+            js_msg, obj_msg, images, seqs = self._js, self._object, dict(self._images), dict(self._img_seq)
         keys = self.obs_shapes
         try:
             js = None if js_msg is None else joint_state_arrays(js_msg)
@@ -181,4 +217,9 @@ class ObservationSource:
                 self.node.get_logger().error(f"observation skipped: {e}", throttle_duration_sec=5.0)
                 return None
         raw.update({f"{c}_rgb": images[c] for c in self.cameras})
+        with self._lock:  # the frames this observation took are used (a frame reused by a later step counts once)
+            for c in self.cameras:
+                if seqs[c] > self._taken[c]:
+                    self._taken[c] = seqs[c]
+                    self._used[c] += 1
         return Step(obs={k: store_dtype(k, raw[k]) for k in keys}, stamp=js.stamp, joint_pos=js.joint_pos)

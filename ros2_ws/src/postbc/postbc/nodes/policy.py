@@ -25,8 +25,10 @@ with header.stamp = the observation's stamp and point i due at i / control_hz:
   temporal_ensemble  plan every tick; publish one point: the ACT-weighted mean of every stored prediction for the
                      first control step still ahead (runner.TemporalEnsembler, weights exp(-k i), i = 0 oldest).
 Diagnostics JSON on /postbc/policy/diagnostics (~1 Hz): inference ms and obs->command ms (observation stamp to
-publish, node clock) p50/p99, chunks published, stale drops, device. ~/enable (SetBool): false publishes nothing (the
-driver's watchdog holds); true starts afresh (history and ensemble cleared, as at an episode start).
+publish, node clock) p50/p99, chunks published, stale drops, device, and per camera the frames received / used /
+dropped / refused / pending (ObservationSource.frames: a 30 Hz camera under a 10 Hz control rate uses about one frame
+in three). ~/enable (SetBool): false publishes nothing (the driver's watchdog holds); true starts afresh (history and
+ensemble cleared, as at an episode start).
 Shape legend: To obs steps, Ta action steps, Da action dim (7).
 """
 
@@ -319,6 +321,7 @@ class Policy(Node):
             "n_obs_steps": self.runner.n_obs_steps, "action_horizon": self.Ta,
             "inference_ms": percentile_summary(list(self._inference_s)),
             "obs_to_command_ms": percentile_summary(list(self._latency_s)),
+            "frames": self.source.frames(),
             **self.counts,
         }
 
