@@ -137,18 +137,19 @@ def main() -> None:
     frame_age = {c: [] for c in CAMERAS}
     last_frame = {}  # camera -> stamp of the newest frame the node's callback has finished with
 
-    # predict_action timed where the worker calls it (the same call, same thread, same run).
-    inner = policy.policy.predict_action
+    def timed(fn, samples: list):
+        """fn, its wall time appended to `samples` while measuring (same call, same thread, same run)."""
+        def wrapper(*a, **kw):
+            t0 = time.perf_counter()
+            out = fn(*a, **kw)
+            if measuring.is_set():
+                with lock:
+                    samples.append(time.perf_counter() - t0)
+            return out
+        return wrapper
 
-    def timed_predict(*a, **kw):
-        t0 = time.perf_counter()
-        out = inner(*a, **kw)
-        if measuring.is_set():
-            with lock:
-                predict.append(time.perf_counter() - t0)
-        return out
-
-    policy.policy.predict_action = timed_predict
+    # predict_action timed where the worker calls it.
+    policy.policy.predict_action = timed(policy.policy.predict_action, predict)
     inner_obs = policy.observation
 
     def timed_observation():
@@ -164,27 +165,15 @@ def main() -> None:
     policy.observation = timed_observation
 
     if args.images:  # the node's resize (a module-level call in its image callback) and the whole callback
-        inner_resize, inner_cb = observation.resize_image, policy.source._on_image
+        observation.resize_image = timed(observation.resize_image, resize)
+        inner_cb = timed(policy.source._on_image, callback)
 
-        def timed_resize(*a, **kw):
-            t0 = time.perf_counter()
-            out = inner_resize(*a, **kw)
-            if measuring.is_set():
-                with lock:
-                    resize.append(time.perf_counter() - t0)
-            return out
-
-        def timed_callback(camera, msg):
-            t0 = time.perf_counter()
+        def on_image(camera, msg):
             inner_cb(camera, msg)
-            if measuring.is_set():
-                with lock:
-                    callback.append(time.perf_counter() - t0)
             with lock:
                 last_frame[camera] = to_sec(msg.header.stamp)
 
-        observation.resize_image = timed_resize
-        policy.source._on_image = timed_callback
+        policy.source._on_image = on_image
 
     def on_command(msg: JointTrajectory):
         now = sink.get_clock().now().nanoseconds * 1e-9
