@@ -288,7 +288,8 @@ def main() -> None:
                   f"{f['dropped']}, refused {f['refused']}")
     name = "ros_policy_latency_cpu"
     if args.images:
-        name = "ros_policy_image_latency_cpu" + ("" if args.noise_net == "mlp" else f"_{args.noise_net}")
+        name = ("ros_policy_image_latency_cpu" + ("" if args.noise_net == "mlp" else f"_{args.noise_net}")
+                + (f"_{args.image_encoder}" if args.image_encoder else ""))
     write_result(name, result, quick=args.quick)
 
 
