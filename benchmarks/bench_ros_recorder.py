@@ -15,8 +15,8 @@ processes start with):
 - reliable: the same transports with RELIABLE image QoS (depth 5) on both sides;
 - shm_profile: the package's config/fastdds_profile.xml (what `ros2 launch postbc ...` sets), best-effort QoS.
 Images are stored at the native 640x480 in every run, plus one run at 96x128 (image_size: a training
-resolution of the cameras' aspect) on the shipped profile. Absolute times depend on the machine and its load; compare the ratios to
-the baseline measured in the same invocation.
+resolution of the cameras' aspect) on the shipped profile. Absolute times depend on the machine and its load; compare
+the ratios to the baseline measured in the same invocation.
 
     python benchmarks/bench_ros_recorder.py [--quick] [--seconds 20] [--transports default,shm_profile]
 """

@@ -1,9 +1,9 @@
 """The pipeline's results and report: per-seed runs -> pooled statistics (`aggregate`), then the summary line, the
 success-vs-episodes figure and report.md rendered from that results dict (what results.json holds).
 
-Pure functions of the runs / results (nothing is trained or simulated), so a finished run's results.json can be re-aggregated
-or re-rendered without rerunning it (benchmarks/results/pipeline_lift_cube_full/README.md). The statistics are
-described in analysis/pipeline.py's docstring.
+Pure functions of the runs / results (nothing is trained or simulated), so a finished run's results.json can be
+re-aggregated or re-rendered without rerunning it (benchmarks/results/pipeline_lift_cube_full/README.md). The
+statistics are described in analysis/pipeline.py's docstring.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """What a policy reads and commands, derived once from its config: the observation / action specification.
 
 `ControlSpec.from_policy(policy)` gives the observation keys and per-step shapes, the history length To, the action
-key, its action mode and bounds ("joint": absolute joint targets + gripper; "ee_delta": a Bridge-style end-effector delta +
-gripper), the chunk length Ta and how many of its actions run before replanning. `store_dtype` is the one rule for
+key, its action mode and bounds ("joint": absolute joint targets + gripper; "ee_delta": a Bridge-style end-effector
+delta + gripper), the chunk length Ta and how many of its actions run before replanning. `store_dtype` is the one rule for
 the dtypes the episode store keeps (data/README.md), used for stored rows and for policy inputs alike, so a feature
 computed live equals one recomputed from the store.
 

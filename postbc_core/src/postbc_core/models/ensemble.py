@@ -3,8 +3,8 @@
 Shapes: K members, B batch, To observation steps, Ds low-dim obs size, F feature size, D out_dim.
 - Low-dim observations are flattened to (To * Ds) and fed to a batched MLP whose every layer is a single
   `torch.baddbmm` over K, so one forward/backward/optimizer step trains all members at once.
-- RGB observations: every member owns a full image encoder (ObsEncoder: ResNet-18 or the small conv one). The K encoders' parameters are
-  stacked into (K, ...) tensors once at construction and the encoder is run with
+- RGB observations: every member owns a full image encoder (ObsEncoder: ResNet-18 or the small conv one). The K
+  encoders' parameters are stacked into (K, ...) tensors once at construction and the encoder is run with
   `torch.func.vmap(functional_call)`: GroupNorm has no running statistics, so vmapping it is safe (BatchNorm's
   in-place buffer updates would not be).
 Inputs may be shared by all members, nobs[key] (B, To, ...), or per member, (K, B, To, ...): bootstrap training

@@ -99,7 +99,8 @@ class ReplayBuffer:
     # -- index ---------------------------------------------------------------------------------------------------
     def _transitions(self, i: int) -> dict[str, torch.Tensor]:
         keys = [*RL_KEYS, *self.noise_policy.obs_keys]
-        return {k: v.to(self.device) for k, v in episode_transitions(self.store.episode(i, keys), self.noise_policy).items()}
+        rows = episode_transitions(self.store.episode(i, keys), self.noise_policy)
+        return {k: v.to(self.device) for k, v in rows.items()}
 
     @property
     def n_episodes(self) -> int:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from postbc_core.data.paths import make_output_dir, refuse_inside_store
 from postbc_core.control.loop import Actor, run_episodes
 from postbc_core.control.spec import action_mode_for
+from postbc_core.data.paths import make_output_dir, refuse_inside_store
 from postbc_core.errors import ConfigError, StoreError
 from postbc_core.sim.base import Task
 from postbc_core.sim.evaluation import VIDEO_CAMERA, write_video
