@@ -56,17 +56,6 @@ class ObsHistory:
         else:
             hist.append(step)
 
-    def last(self, env_id: int) -> Mapping[str, np.ndarray]:
-        """The latest step observation of `env_id`."""
-        return self.steps(env_id)[-1]
-
-    def steps(self, env_id: int) -> list[Mapping[str, np.ndarray]]:
-        hist = self._hist[self.ids([env_id])[0]]
-        if not hist:
-            raise ConfigError(f"environment {env_id} has no observation yet: observe the episode's first "
-                              "observation before acting")
-        return list(hist)
-
     def stacked(self, env_ids: Sequence[int] | None = None, extra: Mapping[int, Mapping] | None = None
                 ) -> dict[str, np.ndarray]:
         """The policy input of `env_ids`: {key: (n, To, *shape)}, oldest first. extra[env_id]: one more step

@@ -80,7 +80,6 @@ class PolicyRunner:
         Returns (n, Da) float32 actions in the policy's action units (see `action_mode`)."""
         ids = self.history.ids(env_ids)
         n = len(ids)
-        self.spec.check_batch(obs, n)
         if noise is not None and tuple(np.shape(noise)) != (n, *self.spec.noise_shape):
             raise ConfigError(f"noise has shape {tuple(np.shape(noise))}, expected {(n, *self.spec.noise_shape)}")
         self.observe(obs, ids)

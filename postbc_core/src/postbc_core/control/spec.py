@@ -1,7 +1,7 @@
 """What a policy reads and commands, derived once from its config: the observation / action specification.
 
 `ControlSpec.from_policy(policy)` gives the observation keys and per-step shapes, the history length To, the action
-key, its action mode and bounds ("joint": absolute joint targets + gripper; "ee_delta": a Bridge-style end-effector
+key, its action mode ("joint": absolute joint targets + gripper; "ee_delta": a Bridge-style end-effector
 delta + gripper), the chunk length Ta and how many of its actions run before replanning. `store_dtype` is the one rule for
 the dtypes the episode store keeps (data/README.md), used for stored rows and for policy inputs alike, so a feature
 computed live equals one recomputed from the store.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from postbc_core.errors import ConfigError
-from postbc_core.robots.actions import ENV_ACTION_DIM, ActionMode, action_bounds
+from postbc_core.robots.actions import ENV_ACTION_DIM, ActionMode
 
 # Policy action key -> the action mode it commands (sim.base.TaskConfig.action_mode, the real driver's modes).
 ACTION_KEY_TO_MODE: dict[str, ActionMode] = {"cmd_joint_pos": "joint", "cmd_ee_delta": "ee_delta"}
@@ -96,11 +96,6 @@ class ControlSpec:
     @property
     def action_mode(self) -> ActionMode:
         return action_mode_for(self.action_key)
-
-    @property
-    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """(low, high) of the (7,) action the policy commands (robots.actions.action_bounds of its mode)."""
-        return action_bounds(self.action_mode)
 
     @property
     def noise_shape(self) -> tuple[int, int]:
