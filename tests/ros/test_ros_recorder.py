@@ -203,7 +203,7 @@ def test_recorder_services_labels_time_limit_and_resume(graph, tmp_path):
     assert last["reason"] == "time limit" and last["committed"] and last["steps"] == lengths[2]
     front = last["streams"]["front_rgb"]
     # Wall-clock publishers on a shared machine: rates and counts are checked loosely here; the sim test below
-    # asserts zero late/dropped frames.
+    # checks the late counts against the stored stamps.
     assert 15 <= front["rate_hz"] <= 36 and front["received"] > 25
     assert 50 <= last["streams"]["joint_states"]["rate_hz"] <= 115
     assert _validate_cli(store).startswith(f"{store}: OK (3 episodes")
