@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from _data_helpers import read_until_stalled
 from _paths import BIN
-from _policies import weak_lift_policy
+from _policies import weak_lift_image_policy, weak_lift_policy
 from postbc import runner
 from postbc_core.data.store import EpisodeStore
 from postbc_core.data.validate import validate_store
@@ -39,12 +39,15 @@ def weak_checkpoint(tmp_path_factory):
     return weak_lift_policy(tmp_path_factory.mktemp("ft_ckpt"), steps=60)
 
 
-def _run_profile(ros_context, ckpt, out, episodes: int, timeout: float):
-    specs = runner.build("finetune", [f"checkpoint={ckpt}", f"finetune_out={out}", "cameras=[]",
-                                      f"finetune_manager.episodes={episodes}", "finetune_manager.warmup_episodes=1",
-                                      "finetune_manager.max_episode_s=1.2", "finetune_manager.device=cpu",
-                                      "finetune_manager.utd=2", "finetune_manager.torch_threads=1"])
-    assert [s.name for s in specs] == ["robot_driver", "finetune_manager"]
+def _run_profile(ros_context, ckpt, out, episodes: int, timeout: float, cameras: tuple[str, ...] = ()):
+    # With cameras: the sim cameras render at twice the image policy's 24x32 and the manager resizes each frame, as
+    # it does a RealSense's 640x480 for a policy trained at a lower resolution.
+    sets = [f"checkpoint={ckpt}", f"finetune_out={out}", f"cameras=[{', '.join(cameras)}]",
+            f"finetune_manager.episodes={episodes}", "finetune_manager.warmup_episodes=1",
+            "finetune_manager.max_episode_s=1.2", "finetune_manager.device=cpu", "finetune_manager.utd=2",
+            "finetune_manager.torch_threads=1", *(("image_width=64", "image_height=48") if cameras else ())]
+    specs = runner.build("finetune", sets)
+    assert [s.name for s in specs] == ["robot_driver", *(f"camera_{c}" for c in cameras), "finetune_manager"]
     statuses: list[dict] = []
     with runner.Composition(specs, context=ros_context) as comp:
         from postbc import topics
@@ -83,6 +86,32 @@ def test_finetune_profile_runs_episodes_updates_and_resumes(ros_context, weak_ch
         for k, v in s.episode(0).items():  # earlier episodes untouched
             np.testing.assert_array_equal(v, first[k])
 
+
+@pytest.fixture(scope="module")
+def weak_image_checkpoint(tmp_path_factory):
+    """A weak lift_cube image policy (cameras + arm state, conv encoder, trained at 24x32): seconds to train."""
+    return weak_lift_image_policy(tmp_path_factory.mktemp("ft_img_ckpt"), steps=20)
+
+
+def test_finetune_profile_runs_an_image_policy_and_resumes(ros_context, weak_image_checkpoint, tmp_path):
+    """The real-robot case: the policy sees only the cameras and the arm. The profile adds the two sim camera nodes;
+    DSRL's replay stores the frames at the policy's resolution; a restarted manager continues after episode 2."""
+    out = tmp_path / "ft"
+    final, _ = _run_profile(ros_context, weak_image_checkpoint, out, episodes=2, timeout=180, cameras=("front", "wrist"))
+    assert final["state"] == "done" and final["episode"] == 2 and final["updates"] > 0, final
+    with EpisodeStore.open(out / "replay.zarr") as s:
+        ep = s.episode(0)
+        assert ep["front_rgb"].shape[1:] == (24, 32, 3) and ep["wrist_rgb"].shape[1:] == (24, 32, 3)
+        assert ep["front_rgb"].dtype == np.uint8 and ep["front_rgb"].std() > 0  # rendered scenes, not blanks
+        assert "object_pose" not in ep and ep["noise"].shape[1] == 28
+        first = {k: v.copy() for k, v in ep.items()}
+    final2, _ = _run_profile(ros_context, weak_image_checkpoint, out, episodes=3, timeout=180,
+                             cameras=("front", "wrist"))
+    assert final2["state"] == "done" and final2["episode"] == 3 and final2["updates"] > final["updates"], final2
+    with EpisodeStore.open(out / "replay.zarr") as s:
+        assert s.n_episodes == 3
+        for k, v in s.episode(0).items():
+            np.testing.assert_array_equal(v, first[k])
 
 def test_ctrl_c_during_the_updates_keeps_the_committed_episode(ros_context, weak_checkpoint, tmp_path):
     """`postbc ros run finetune` (a real process) gets Ctrl-C while episode 0's updates run: it says what the stop
