@@ -367,3 +367,21 @@ def test_scene_bodies_cover_free_and_mocap_bodies_and_mirror_a_scene():
     np.testing.assert_allclose(dst.target_pos(), src.target_pos(), atol=1e-9)
     with pytest.raises(PostBCError, match="neither free nor mocap"):
         src.sim.scene_bodies("base_link")
+
+
+def test_rendering_then_training_in_one_process():
+    """Render the twin, then build an optimizer, in one process (what `postbc finetune` on an image policy and the
+    finetune graph with sim cameras do). With torch's CUDA wheels (the robot environment) torch then imports Triton,
+    whose LLVM clashed with Mesa's software OpenGL and segfaulted; sim.base loads Triton before the first context.
+    A subprocess, so a crash fails this test instead of the whole run."""
+    import subprocess
+
+    script = ("import torch\n"
+              "from postbc_core.sim import make\n"
+              "t = make('lift_cube', cameras=('front',), image_size=(24, 32))\n"
+              "img = t.reset(seed=0)['front_rgb']\n"
+              "torch.optim.AdamW([torch.nn.Parameter(torch.zeros(3))], lr=1e-3)\n"
+              "print('rendered', img.shape, int(img.std() > 0))\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.returncode, r.stderr[-3000:])
+    assert "rendered (24, 32, 3) 1" in r.stdout

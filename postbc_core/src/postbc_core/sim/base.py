@@ -53,6 +53,33 @@ OFFSCREEN_SIZE = offscreen_size()
 """(480, 640): every task scene includes wx250s.xml, whose buffer holds a RealSense's 640x480 colour stream."""
 
 
+_triton_loaded = False
+
+
+def load_triton_before_gl() -> None:
+    """Loads Triton, when installed, before the process's first OpenGL context (once per process).
+
+    Why: torch's CUDA wheels ship Triton, whose libtriton.so carries its own LLVM, and Mesa's software OpenGL
+    (llvmpipe, what EGL / OSMesa render with on a machine without a GPU driver) loads the system's libLLVM. When
+    Triton loads second (torch imports it the first time an optimizer is built or a model compiled), the process
+    segfaults; loaded first, both work and the images are bit-identical. Measured in the robot environment (Python
+    3.10, torch 2.13+cu130): rendering the twin and then creating AdamW crashed `postbc finetune` on an image policy
+    and the `postbc ros run finetune` graph (a sim camera node beside the manager). Costs ~0.25 s once; a machine
+    without Triton (torch's CPU wheels) skips it."""
+    global _triton_loaded
+    if _triton_loaded:
+        return
+    _triton_loaded = True
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is None:
+        return
+    try:
+        import triton  # noqa: F401
+    except Exception as e:  # a broken Triton install: torch would fail on it too, later, with its own error
+        logger.debug("triton not loaded before OpenGL: %s", e)
+
+
 def check_render_size(height: int, width: int, buffer: tuple[int, int]) -> None:
     """ConfigError when height x width px exceeds the offscreen buffer (height, width) of the model."""
     if height > buffer[0] or width > buffer[1]:
@@ -220,6 +247,7 @@ class WidowXSim:
         if r is None:
             check_render_size(key[1], key[0], (int(self.model.vis.global_.offheight),
                                                int(self.model.vis.global_.offwidth)))
+            load_triton_before_gl()
             r = self._renderers[key] = mujoco.Renderer(self.model, height=key[1], width=key[0])
         r.update_scene(self.data, camera=camera)
         rgb = r.render().copy()
