@@ -115,6 +115,39 @@ def test_pipeline_tiny_end_to_end(tmp_path):
     assert h.returncode == 0 and "--finetune-episodes" in h.stdout and "--full" in h.stdout
 
 
+def test_pipeline_from_images_tiny(tmp_path):
+    """`--obs images`: the same pipeline on what a real WidowX gives a policy (two cameras + the arm's state, no object
+    state): the demos render both cameras at --image-size, both methods train the conv encoder on them, DSRL and the
+    Best-of-N recipe finetune from pixels, and the summary line says what the policies saw."""
+    from postbc_core import load_policy
+    from postbc_core.analysis.pipeline_config import IMAGE_OBS_KEYS
+    from postbc_core.data.store import EpisodeStore
+
+    out = tmp_path / "run"
+    i = TINY.index("--seeds")
+    args = [*TINY[:i], "--seeds", "0", *TINY[i + 3:]]  # one seed
+    assert TINY[i + 1:i + 3] == ["0", "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", POSTBC_LOG="WARNING")
+    r = subprocess.run([str(BIN / "postbc"), "pipeline", "--out", str(out), "--obs", "images", "--image-size", "24",
+                        "32", "--no-coverage", *args], check=False, capture_output=True, text=True, timeout=900,
+                       env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    line = r.stdout.strip().splitlines()[-1]
+    assert line == res["summary_line"]
+    assert ("lift_cube from images (front_rgb wrist_rgb joint_pos gripper_pos at 24x32, conv encoder), 2 demos, "
+            "seeds 0 x 2 eval episodes") in line
+    with EpisodeStore.open(out / "seed_0" / "demos.zarr") as s:
+        ep = s.episode(0)
+        assert ep["front_rgb"].shape[1:] == (24, 32, 3) and ep["wrist_rgb"].shape[1:] == (24, 32, 3)
+    for name in ("bc", "postbc"):
+        policy = load_policy(out / "seed_0" / name, device="cpu")
+        assert tuple(policy.config.obs_shapes) == IMAGE_OBS_KEYS and policy.config.image_encoder == "conv"
+        assert policy.config.obs_shapes["front_rgb"] == (24, 32, 3)
+        with EpisodeStore.open(out / "seed_0" / f"finetune_{name}" / "replay.zarr") as s:
+            assert s.episode(0)["wrist_rgb"].shape[1:] == (24, 32, 3)
+    assert res["recipe"]["postbc"]["best_of_3"]["n"] == 3
+
 def test_training_budget_defaults_reach_the_measured_plateau():
     """Under-training was the main cause of weak pretrained policies (2k steps: 3-7 / 50 with the old inputs). The
     pipeline's, `postbc sim curve`'s and `postbc train`'s defaults must reach the budget where the committed learning
@@ -163,6 +196,10 @@ def test_pipeline_full_switches_budget():
     ({"demos": 0}, "demos=0"),
     ({"ensemble_size": 1}, "ensemble_size=1"),
     ({"quality": 2.0}, "quality=2.0"),
+    ({"obs": "images", "obs_keys": ("joint_pos",)}, "give at least one camera key"),
+    ({"obs": "pixels"}, "obs='pixels': choose state or images"),
+    ({"obs": "images", "image_size": (4, 4)}, "each at least 8 px"),
+    ({"obs": "images", "image_size": (600, 800)}, "600"),
 ])
 def test_pipeline_config_validation(kwargs, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):

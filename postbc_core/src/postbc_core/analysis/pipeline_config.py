@@ -14,6 +14,8 @@ from postbc_core.rl.best_of_n import BestOfNConfig
 from postbc_core.rl.dsrl import DSRLConfig
 
 RECIPE_METHODS = ("bc", "postbc", "sigma_bc")  # the paper's WidowX recipe also runs the sigma-BC baseline
+# --obs images: what a real WidowX gives a policy (the README's real-robot recipe), no object state.
+IMAGE_OBS_KEYS = ("front_rgb", "wrist_rgb", "joint_pos", "gripper_pos")
 
 # Budgets. The full run (--full: 5 seeds, 150 online episodes, points every 10 x 30 episodes, 100 paired episodes,
 # the paper's 100 rollouts for the Best-of-N recipe) is the convincing one: ~2 CPU-hours, so `make demo` runs a
@@ -57,8 +59,16 @@ class PipelineConfig:
     PostBC alpha 0.5): 5 demos 15 % / 15 %, 7: 69 % / 47 %, 10: 75 % / 66 %, 20: 87 % / 82 % (pipeline_notes.md)."""
     quality: float = 1.0
     """Scripted operator quality in [0, 1] (lower: noisier, more hesitant demonstrations)."""
+    obs: Literal["state", "images"] = "state"
+    """What the policies see by default: "state" (the task's recommended keys, `sim.registry.recommended_obs_keys`,
+    object state included) or "images" (front_rgb wrist_rgb joint_pos gripper_pos, as on the real arm: the demos
+    render both cameras at --image-size, the policies train with --image-encoder). --obs-keys overrides the keys."""
     obs_keys: tuple[str, ...] = ()
-    """Policy observations (default: the task's recommended keys, `sim.registry.recommended_obs_keys`)."""
+    """Policy observations (default: per --obs)."""
+    image_size: tuple[int, int] = (96, 128)
+    """Camera keys: (height, width) px the demos are rendered and the policies trained at."""
+    image_encoder: Literal["conv", "resnet18"] = "conv"
+    """Camera keys: conv (robomimic's small conv stack, trains on a CPU) or resnet18 (the paper's, for a GPU)."""
     action_key: str = "cmd_ee_delta"
     """Policy action: cmd_ee_delta (end-effector deltas, the Bridge/WidowX convention) or cmd_joint_pos."""
     alpha: float = 0.5
@@ -124,6 +134,15 @@ class PipelineConfig:
             if getattr(self, name) is None:
                 setattr(self, name, value)
         self.seeds = tuple(int(s) for s in self.seeds)
+        if self.obs not in ("state", "images"):
+            raise ConfigError(f"obs={self.obs!r}: choose state or images")
+        self.obs_keys = tuple(self.obs_keys)
+        if self.obs == "images":
+            self.obs_keys = self.obs_keys or IMAGE_OBS_KEYS
+            if not any(k.endswith("_rgb") for k in self.obs_keys):
+                raise ConfigError(f"--obs images with --obs-keys {' '.join(self.obs_keys)}: give at least one camera "
+                                  "key (front_rgb, wrist_rgb), or leave --obs-keys out for "
+                                  f"{' '.join(IMAGE_OBS_KEYS)}")
         if not self.seeds:
             raise ConfigError("seeds is empty: give at least one seed (e.g. --seeds 0 1 2)")
         if len(set(self.seeds)) != len(self.seeds):
@@ -172,7 +191,8 @@ class PipelineConfig:
         from postbc_core.analysis.sim_demo import SimDemoConfig
 
         return SimDemoConfig(out=self.out / f"seed_{seed}", task=self.task, demos=self.demos, quality=self.quality,
-                             obs_keys=self.obs_keys, action_key=self.action_key, alpha=self.alpha,
+                             obs_keys=self.obs_keys, image_size=self.image_size, image_encoder=self.image_encoder,
+                             action_key=self.action_key, alpha=self.alpha,
                              ensemble_size=self.ensemble_size, ensemble_steps=self.ensemble_steps, steps=self.steps,
                              policy_hidden=self.policy_hidden, eval_episodes=0, videos=0, seed=seed,
                              device=self.device, progress=self.progress)

@@ -127,7 +127,12 @@ def summary_line(r: dict) -> str:
     the paired final evaluation's successes with McNemar p."""
     pre, fin = r["pretrained"], r["final"]
     reduced = "" if r["config"]["full"] else f"reduced run (the full one: --full, report {FULL_REPORT}): "
-    line = (f"{reduced}{r['task']}, {r['demos']} demos, seeds {' '.join(map(str, r['seeds']))} x "
+    cfg = r["config"]
+    # --obs images: the keys and resolution say what was learned from (a state run's line stays as it always was)
+    task = r["task"] if cfg.get("obs", "state") == "state" else (
+        f"{r['task']} from images ({' '.join(cfg['obs_keys'])} at {cfg['image_size'][0]}x{cfg['image_size'][1]}, "
+        f"{cfg['image_encoder']} encoder)")
+    line = (f"{reduced}{task}, {r['demos']} demos, seeds {' '.join(map(str, r['seeds']))} x "
             f"{r['eval_episodes']} eval episodes: pretrained BC {_rate(pre['bc'])} vs PostBC {_rate(pre['postbc'])}; after "
             f"{r['finetune_episodes']} online episodes ({r['algorithm']}) BC {_rate(fin['bc'])} vs PostBC "
             f"{_rate(fin['postbc'])}; episodes to {r['target_success']:.0%} success: BC {_reach(r, 'bc')}, "

@@ -37,7 +37,14 @@ class SimDemoConfig:
     quality: float = 1.0
     """Scripted operator quality in [0, 1] (lower: noisier, more hesitant)."""
     obs_keys: tuple[str, ...] = ()
-    """Policy observations (default: the task's recommended keys, `sim.registry.recommended_obs_keys`)."""
+    """Policy observations (default: the task's recommended keys, `sim.registry.recommended_obs_keys`). Camera keys
+    (`front_rgb`, `wrist_rgb`) make the demos render those cameras at `image_size`."""
+    image_size: tuple[int, int] = (96, 128)
+    """Camera keys: (height, width) px the demos are rendered at and the policy trains at (the cameras' 3:4 aspect,
+    the README's real-robot training size)."""
+    image_encoder: str = "conv"
+    """Camera keys: the image encoder (conv: robomimic's small conv stack, trains on a CPU; resnet18: the paper's,
+    for a GPU)."""
     action_key: str = "cmd_ee_delta"
     """Policy action: cmd_ee_delta (Bridge-style end-effector deltas + gripper, the WidowX community's convention) or
     cmd_joint_pos (absolute joint targets + gripper). With joint targets PostBC's perturbation is a position error
@@ -76,6 +83,12 @@ class SimDemoConfig:
         self.out = Path(self.out)
         self.obs_keys = tuple(self.obs_keys) or recommended_obs_keys(self.task)
         self.policy_hidden = tuple(int(h) for h in self.policy_hidden)
+        self.image_size = tuple(int(v) for v in self.image_size)
+        if len(self.image_size) != 2 or min(self.image_size) < 8:
+            raise ConfigError(f"image_size={self.image_size}: give (height, width), each at least 8 px")
+        from postbc_core.sim.base import OFFSCREEN_SIZE, check_render_size
+
+        check_render_size(*self.image_size, OFFSCREEN_SIZE)  # before any demo is recorded: the twin's largest frame
         if not self.policy_hidden or min(self.policy_hidden) < 1:
             raise ConfigError(f"policy_hidden={self.policy_hidden}: give layer widths >= 1 (e.g. 512 512 512)")
         for name in ("demos", "ensemble_size", "ensemble_steps", "steps", "action_horizon", "num_envs"):
@@ -94,6 +107,11 @@ class SimDemoConfig:
                               "and cmd_joint_pos (joint targets)")
 
 
+def camera_names(obs_keys) -> tuple[str, ...]:
+    """The cameras whose images `obs_keys` hold: ("front", "wrist") for front_rgb and wrist_rgb."""
+    return tuple(k[: -len("_rgb")] for k in obs_keys if k.endswith("_rgb"))
+
+
 def train_policy(cfg: SimDemoConfig, dataset: Path, name: str, alpha: float,
                  perturbation: str = "posterior") -> Path:
     """One policy from the demos (alpha 0 = BC, > 0 = PostBC, or sigma-BC with perturbation "isotropic"; everything
@@ -101,11 +119,16 @@ def train_policy(cfg: SimDemoConfig, dataset: Path, name: str, alpha: float,
     from postbc_core.training.config import TrainConfig
     from postbc_core.training.train import train
 
+    # Images: diffusion_policy's image batch (64) and 32 windows per ensemble member (bench_image.py's setting);
+    # state: the batches every state result in this project was measured with.
+    images = bool(camera_names(cfg.obs_keys))
     return train(TrainConfig(
         dataset=dataset, out=cfg.out / name, obs_keys=cfg.obs_keys, action_key=cfg.action_key,
-        policy=PolicySettings(action_horizon=cfg.action_horizon, mlp_hidden=cfg.policy_hidden), alpha=alpha,
+        policy=PolicySettings(action_horizon=cfg.action_horizon, mlp_hidden=cfg.policy_hidden,
+                              image_encoder=cfg.image_encoder), alpha=alpha,
         perturbation=perturbation, ensemble_size=cfg.ensemble_size, ensemble_hidden=(256, 256),
-        ensemble_steps=cfg.ensemble_steps, ensemble_batch_size=128, steps=cfg.steps, batch_size=256, lr=3e-4,
+        ensemble_steps=cfg.ensemble_steps, ensemble_batch_size=32 if images else 128, steps=cfg.steps,
+        batch_size=64 if images else 256, lr=3e-4,
         warmup_steps=min(200, cfg.steps // 10), seed=cfg.seed, device=cfg.device, log_every=250,
         progress=cfg.progress, overwrite=True))  # run_sim_demo owns cfg.out
 
@@ -120,7 +143,9 @@ def run_sim_demo(cfg: SimDemoConfig) -> dict:
 
     make_output_dir(cfg.out)
     demos = cfg.out / "demos.zarr"
-    stats = record_demos(cfg.task, cfg.demos, demos, seed=cfg.seed, quality=cfg.quality, overwrite=True)
+    cameras = camera_names(cfg.obs_keys)
+    stats = record_demos(cfg.task, cfg.demos, demos, seed=cfg.seed, quality=cfg.quality, overwrite=True,
+                         cameras=cameras, image_size=cfg.image_size)
     results = {"task": cfg.task, "demos": cfg.demos, "demo_success_rate": stats.success_rate,
                "eval_episodes": cfg.eval_episodes, "seed": cfg.seed, "alpha": cfg.alpha, "policies": {}}
     for name in POLICIES:
