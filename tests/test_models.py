@@ -551,3 +551,41 @@ def test_modules_are_deterministic_under_seed():
     for a, b in ((m1, m2), (u1, u2)):
         for (na, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):
             assert torch.equal(pa, pb), na
+
+
+def test_ensemble_with_a_shared_image_encoder():
+    """--ensemble-encoder shared: one encoder's parameters for all K members (not K), one batch for all, and each
+    member's bootstrap as loss weights: integer weights give exactly the member's loss on the batch with every window
+    repeated that many times (its resample)."""
+    torch.manual_seed(0)
+    shapes, K, D = {"cam_rgb": (16, 16, 3), "q": (2,)}, 4, 3
+    per = EnsembleRegressor(K, shapes, 1, D, hidden_dims=(16,), rgb_feature_dim=8, image_encoder="conv")
+    shared = EnsembleRegressor(K, shapes, 1, D, hidden_dims=(16,), rgb_feature_dim=8, image_encoder="conv",
+                               shared_encoder=True)
+    n_enc = sum(p.numel() for p in shared.encoder.parameters())
+    assert sum(p.numel() for p in per.encoder.parameters()) == K * n_enc
+    g = torch.Generator().manual_seed(1)
+    B = 6
+    nobs = {"cam_rgb": torch.randint(0, 256, (B, 1, 16, 16, 3), dtype=torch.uint8, generator=g),
+            "q": torch.randn(B, 1, 2, generator=g)}
+    target = torch.randn(B, D, generator=g)
+    shared.eval()  # center crops: the same features on every call
+    assert shared(nobs).mean.shape == (K, B, D)
+    w = torch.randint(0, 3, (K, B), generator=g).float()
+    w[0] = 0.0
+    w[0, 2] = 1.0  # member 0 drew one window of the batch
+    got = shared.loss(nobs, target, weights=w)
+    for k in range(K):
+        rep = torch.repeat_interleave(torch.arange(B), w[k].long())
+        if len(rep) == 0:
+            assert got[k] == 0
+            continue
+        ref = shared.loss({key: v[rep] for key, v in nobs.items()}, target[rep])[k]
+        torch.testing.assert_close(got[k], ref)
+    assert torch.equal(shared.loss(nobs, target, weights=torch.ones(K, B)), shared.loss(nobs, target))
+    with pytest.raises(PostBCError, match="one batch for all members"):
+        shared({k: v.unsqueeze(0).expand(K, *v.shape) for k, v in nobs.items()})
+    with pytest.raises(PostBCError, match="weights have shape"):
+        shared.loss(nobs, target, weights=torch.ones(K, B + 1))
+    with pytest.raises(ConfigError, match="no camera"):
+        EnsembleRegressor(K, {"q": (2,)}, 1, D, shared_encoder=True)

@@ -1,6 +1,7 @@
 """`postbc train` end to end (subprocess, tiny budgets), single process and under torchrun; ensemble behaviour."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -329,3 +330,27 @@ def test_image_size_refusals_name_the_camera_both_shapes_and_the_fix(store_64, t
         schema = s.schema()
     cfg = TrainConfig(dataset=store_64, obs_keys=IMG_KEYS)
     assert image_sizes(cfg, schema)["wrist_rgb"] == {"stored": [64, 64], "trained": [64, 64]}
+
+
+def test_postbc_with_a_shared_image_encoder(store_64, tmp_path):
+    """--ensemble-encoder shared: the ensemble holds one encoder (not K), its metadata and the checkpoint say so, the
+    posterior is computed as usual; a state-only run and a run under several ranks are refused with the reason."""
+    out = tmp_path / "run"
+    r = run_cli("train", "--dataset", str(store_64), "--out", str(out), "--obs-keys", *IMG_KEYS, *IMG_BUDGET,
+                "--image-size", "32", "32", "--image-encoder", "conv", "--ensemble-encoder", "shared")
+    assert r.returncode == 0, r.stderr[-3000:]
+    layout, meta = tensor_layout(out / "ensemble.safetensors")
+    assert meta["shared_encoder"] is True
+    from postbc_core.models.obs_encoder import ObsEncoder
+
+    policy = load_policy(out)
+    one = ObsEncoder(policy.config.obs_shapes, 1, rgb_feature_dim=policy.config.rgb_feature_dim, norm="group",
+                     image_encoder="conv")
+    stored = sum(math.prod(shape) for k, shape in layout.items() if k.startswith("encoder."))
+    assert stored == sum(p.numel() for p in one.parameters()), "the K members must share one encoder's weights"
+    assert layout["head.layers.0.weight"][0] == meta["num_members"] == 2  # K heads
+    assert policy.info["train"]["ensemble_encoder"] == "shared"
+    assert (out / "posterior.json").is_file()
+    r = run_cli("train", "--dataset", str(store_64), "--out", str(tmp_path / "state"), "--obs-keys", "joint_pos",
+                "gripper_pos", *IMG_BUDGET, "--ensemble-encoder", "shared")
+    assert r.returncode == 2 and "--ensemble-encoder shared applies to image policies" in r.stderr, r.stderr[-2000:]

@@ -7,6 +7,9 @@ Shapes: K members, B batch, To observation steps, Ds low-dim obs size, F feature
   encoders' parameters are stacked into (K, ...) tensors once at construction and the encoder is run with
   `torch.func.vmap(functional_call)`: GroupNorm has no running statistics, so vmapping it is safe (BatchNorm's
   in-place buffer updates would not be).
+- shared_encoder=True: one image encoder for all members, trained by every member's loss; the members are K heads
+  on its features. An image step then costs one encoder pass instead of K. Inputs must be shared (one batch); each
+  member's bootstrap becomes per-sample weights (`loss(..., weights)`: its resample's multiplicities).
 Inputs may be shared by all members, nobs[key] (B, To, ...), or per member, (K, B, To, ...): bootstrap training
 feeds each member its own resampled batch.
 """
@@ -122,12 +125,14 @@ class BatchedMLP(nn.Module):
         return nn.Sequential(*layers)
 
 
-def gaussian_nll(mean: torch.Tensor, log_var: torch.Tensor, ntarget: torch.Tensor) -> torch.Tensor:
-    """Per-member Gaussian NLL without the constant: (K, B, D) x3 -> (K,).
+def gaussian_nll(mean: torch.Tensor, log_var: torch.Tensor, ntarget: torch.Tensor,
+                 reduce: bool = True) -> torch.Tensor:
+    """Per-member Gaussian NLL without the constant: (K, B, D) x3 -> (K,), or per sample (K, B) with reduce=False.
 
     Equals F.gaussian_nll_loss(mean[k], ntarget[k], log_var[k].exp(), full=False) for each k.
     """
-    return 0.5 * (log_var + (ntarget - mean).square() * torch.exp(-log_var)).mean(dim=(1, 2))
+    per = 0.5 * (log_var + (ntarget - mean).square() * torch.exp(-log_var)).mean(dim=2)
+    return per.mean(dim=1) if reduce else per
 
 
 def _stack_into_template(modules: list[nn.Module]) -> nn.Module:
@@ -149,7 +154,8 @@ class EnsembleRegressor(nn.Module):
 
     def __init__(self, num_members: int, obs_shapes: dict[str, tuple[int, ...]], n_obs_steps: int, out_dim: int,
                  hidden_dims: tuple[int, ...] = (512, 512, 512), head: Head = "mse", activation: str = "relu",
-                 rgb_feature_dim: int = 512, crop_ratio: float = 0.9, image_encoder: str = "resnet18"):
+                 rgb_feature_dim: int = 512, crop_ratio: float = 0.9, image_encoder: str = "resnet18",
+                 shared_encoder: bool = False):
         super().__init__()
         if num_members < 1:
             raise ConfigError(f"EnsembleRegressor: num_members={num_members} must be >= 1 (paper: 5-100)")
@@ -170,13 +176,23 @@ class EnsembleRegressor(nn.Module):
         self.head_type: Head = head
         self.has_rgb = any(is_rgb_shape(s) for s in self.obs_shapes.values())
         self.image_encoder = image_encoder
+        if shared_encoder and not self.has_rgb:
+            raise ConfigError("EnsembleRegressor: shared_encoder applies to image observations; these keys "
+                              f"{sorted(self.obs_shapes)} have no camera (each member is a plain MLP already)")
+        self.shared_encoder = bool(shared_encoder)
         if self.has_rgb:
-            # K independently initialised encoders (GroupNorm or no norm: vmap-safe), stacked into one module.
-            encoders = [ObsEncoder(self.obs_shapes, n_obs_steps, rgb_feature_dim=rgb_feature_dim,
-                                   crop_ratio=crop_ratio, norm="group", image_encoder=image_encoder)
-                        for _ in range(num_members)]
-            feat_dim = encoders[0].output_dim
-            self.encoder: nn.Module | None = _stack_into_template(encoders)
+            def make():
+                return ObsEncoder(self.obs_shapes, n_obs_steps, rgb_feature_dim=rgb_feature_dim,
+                                  crop_ratio=crop_ratio, norm="group", image_encoder=image_encoder)
+
+            if self.shared_encoder:
+                self.encoder: nn.Module | None = make()
+                feat_dim = self.encoder.output_dim
+            else:
+                # K independently initialised encoders (GroupNorm or no norm: vmap-safe), stacked into one module.
+                encoders = [make() for _ in range(num_members)]
+                feat_dim = encoders[0].output_dim
+                self.encoder = _stack_into_template(encoders)
         else:
             self.encoder = None
             feat_dim = n_obs_steps * sum(math.prod(s) for s in self.obs_shapes.values())
@@ -211,6 +227,11 @@ class EnsembleRegressor(nn.Module):
     def features(self, nobs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Observation features: (K, B, F), or (B, F) when every key is shared and low-dim."""
         per_member = self._member_axes(nobs)
+        if self.encoder is not None and self.shared_encoder:
+            if any(per_member.values()):
+                raise PostBCError("EnsembleRegressor: a shared encoder takes one batch for all members (B, To, ...); "
+                                  "give each member's bootstrap as loss weights instead of its own batch")
+            return self.encoder({k: nobs[k] for k in self.obs_shapes})  # (B, F): the heads broadcast it over K
         if self.encoder is not None:
             params = dict(self.encoder.named_parameters())
             obs = {k: nobs[k] for k in self.obs_shapes}
@@ -244,6 +265,9 @@ class EnsembleRegressor(nn.Module):
             raise ConfigError(f"EnsembleRegressor: image_encoder={self.image_encoder!r} has no torchvision weights; "
                               "use image_encoder='resnet18' to start from a torchvision resnet18")
         for name, stacked in self.encoder.rgb_encoders.items():
+            if self.shared_encoder:
+                load_torchvision_weights(stacked, path)
+                continue
             ref = resnet18(norm="group")
             load_torchvision_weights(ref, path)
             with torch.no_grad():
@@ -262,10 +286,14 @@ class EnsembleRegressor(nn.Module):
         log_var = LOG_VAR_MIN + F.softplus(log_var - LOG_VAR_MIN)
         return EnsembleOutput(mean, log_var)
 
-    def loss(self, nobs: dict[str, torch.Tensor], ntarget: torch.Tensor) -> torch.Tensor:
+    def loss(self, nobs: dict[str, torch.Tensor], ntarget: torch.Tensor,
+             weights: torch.Tensor | None = None) -> torch.Tensor:
         """Per-member mean MSE or Gaussian NLL, (K,); ntarget (K, B, D) per member or (B, D) shared.
 
-        Sum it (not mean) before backward so every member sees the gradient of its own mean loss.
+        weights (K, B), optional: member k's loss is the weighted mean over the batch, sum_b w_kb l_kb / sum_b w_kb
+        (a member's bootstrap multiplicities of a shared batch: in expectation its loss on its own resample; a
+        member that drew none of the batch gets 0). Sum it (not mean) before backward so every member sees the
+        gradient of its own mean loss.
         """
         out = self(nobs)
         k, b, d = out.mean.shape
@@ -276,8 +304,15 @@ class EnsembleRegressor(nn.Module):
         if t.dim() == 2:
             t = t.unsqueeze(0)
         if out.log_var is None:
-            return (out.mean - t).square().mean(dim=(1, 2))
-        return gaussian_nll(out.mean, out.log_var, t.expand_as(out.mean))
+            per = (out.mean - t).square().mean(dim=2)  # (K, B)
+        else:
+            per = gaussian_nll(out.mean, out.log_var, t.expand_as(out.mean), reduce=False)
+        if weights is None:
+            return per.mean(dim=1)
+        if tuple(weights.shape) != (k, b):
+            raise PostBCError(f"EnsembleRegressor.loss: weights have shape {tuple(weights.shape)}, expected ({k}, {b})")
+        w = weights.to(per.dtype)
+        return (w * per).sum(dim=1) / w.sum(dim=1).clamp_min(1e-12)
 
     @torch.no_grad()
     def predict(self, nobs: dict[str, torch.Tensor], batch_size: int = 256) -> torch.Tensor:

@@ -65,6 +65,11 @@ class TrainConfig:
     """Windows per member per step."""
     ensemble_lr: float = 1e-3
     """Ensemble learning rate (AdamW)."""
+    ensemble_encoder: Literal["per_member", "shared"] = "per_member"
+    """Image policies: every member owns an image encoder (the paper's ensemble: K encoders trained) or all members
+    share one, trained by every member's loss, each member a head on its features (one encoder pass per step instead
+    of K). Shared: each step draws one batch of --ensemble-batch-size windows and weights it by each member's
+    bootstrap multiplicities; single process only."""
 
     # Diffusion policy
     policy: Annotated[PolicySettings, tyro.conf.OmitArgPrefixes] = field(default_factory=PolicySettings)
@@ -135,6 +140,8 @@ class TrainConfig:
             raise ConfigError(f"--alpha must be >= 0 (0 = BC; paper: 0.25..4), got {self.alpha}")
         if self.alpha > 0 and self.ensemble_size < 2:
             raise ConfigError(f"--ensemble-size must be >= 2 to estimate a covariance, got {self.ensemble_size}")
+        if self.ensemble_encoder not in ("per_member", "shared"):
+            raise ConfigError(f"--ensemble-encoder {self.ensemble_encoder!r}: choose per_member or shared")
         if not 0.0 <= self.val_ratio < 1.0:
             raise ConfigError(f"--val-ratio must be in [0, 1), got {self.val_ratio}")
         if not 0.0 <= self.ema_max_decay < 1.0:

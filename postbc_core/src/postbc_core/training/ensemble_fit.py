@@ -1,7 +1,8 @@
 """Fit the PostBC bootstrap ensemble and predict with it over every training window.
 
 All K members train at once as one batched module; member k draws its batches from its own bootstrap resample
-(trajectory level: resample whole demonstrations; state-action level: resample windows). Under torchrun each rank
+(trajectory level: resample whole demonstrations; state-action level: resample windows); with a shared image
+encoder (--ensemble-encoder shared) all members see one batch, weighted by their resamples. Under torchrun each rank
 trains a contiguous block of members; resamples are drawn for all K from the run seed, so member k sees the same
 data whatever the world size.
 
@@ -55,6 +56,13 @@ def fit_ensemble(dataset, policy, cfg, dist: DistInfo, logger: RunLogger):
     from postbc_core.models.ensemble import EnsembleRegressor
 
     K, B = cfg.ensemble_size, cfg.ensemble_batch_size
+    shared = cfg.ensemble_encoder == "shared"
+    if shared and not policy.config.rgb_keys:
+        raise ConfigError("--ensemble-encoder shared applies to image policies; these --obs-keys "
+                          f"{' '.join(policy.config.obs_shapes)} have no camera key (leave it at per_member)")
+    if shared and dist.world_size > 1:
+        raise ConfigError("--ensemble-encoder shared trains one encoder for all members in one process; run it "
+                          f"without torchrun (world size {dist.world_size}), or use --ensemble-encoder per_member")
     rng = np.random.default_rng(cfg.seed)
     counts = bootstrap_counts(dataset.episode_index, int(dataset.episode_index.max()) + 1, K, cfg.bootstrap, rng)
     members = shard_range(K, dist.rank, dist.world_size)
@@ -66,10 +74,20 @@ def fit_ensemble(dataset, policy, cfg, dist: DistInfo, logger: RunLogger):
                               hidden_dims=cfg.ensemble_hidden, head=cfg.ensemble_head,
                               rgb_feature_dim=policy.config.rgb_feature_dim,
                               crop_ratio=policy.config.crop_ratio,
-                              image_encoder=policy.config.image_encoder).to(dist.device)
+                              image_encoder=policy.config.image_encoder, shared_encoder=shared).to(dist.device)
     weights = torch.from_numpy(counts[members.start:members.stop])
     gen = torch.Generator().manual_seed(cfg.seed + 7919 * (members.start + 1))
     Kr = len(members)
+    # Shared encoder: one batch, uniform over the windows any member resampled, each member's loss weighted by its
+    # multiplicities (the online bootstrap: in expectation each member's loss on its own resample).
+    pool = torch.from_numpy(np.flatnonzero(counts.sum(axis=0) > 0))
+
+    def shared_step(_: int) -> dict[str, torch.Tensor]:
+        idx = pool[torch.randint(len(pool), (B,), generator=gen)]
+        batch = to_torch(dataset.get_batch(idx.numpy()), dist.device)
+        nobs, naction = normalize_for_ensemble(policy, batch)
+        per_member = model.loss(nobs, naction, weights=weights[:, idx].to(dist.device))  # (Kr,)
+        return {"loss": per_member.sum(), "member_loss_mean": per_member.mean().detach()}
 
     def step(_: int) -> dict[str, torch.Tensor]:
         idx = torch.multinomial(weights, B, replacement=True, generator=gen)  # (Kr, B)
@@ -84,7 +102,7 @@ def fit_ensemble(dataset, policy, cfg, dist: DistInfo, logger: RunLogger):
     loop = LoopConfig(steps=cfg.ensemble_steps, lr=cfg.ensemble_lr, weight_decay=cfg.weight_decay,
                       warmup_steps=min(cfg.warmup_steps, cfg.ensemble_steps // 10), log_every=cfg.log_every,
                       fused_adam=model.has_rgb)
-    run_loop(model.parameters(), step, loop, logger, tag="ensemble")
+    run_loop(model.parameters(), shared_step if shared else step, loop, logger, tag="ensemble")
     return model.eval(), members
 
 

@@ -283,6 +283,7 @@ def _train(cfg: TrainConfig, dist) -> Path:
         log.info("DDIM clip range widened to +-%.3f (normalized action units) to cover the perturbed targets",
                  policy.config.clip_sample_range)
         ensemble_info = {"ensemble_size": cfg.ensemble_size, "bootstrap": cfg.bootstrap, "head": cfg.ensemble_head,
+                         "ensemble_encoder": cfg.ensemble_encoder if images else "none",
                          "covariance": cfg.covariance, "posterior": posterior.summary()}
         full_state = gather_ensemble_state(model, dist)
         if dist.is_main:
@@ -292,6 +293,7 @@ def _train(cfg: TrainConfig, dist) -> Path:
                 "n_obs_steps": policy.config.n_obs_steps, "image_encoder": policy.config.image_encoder,
                 "out_dim": policy.config.action_horizon * policy.config.action_dim,
                 "hidden_dims": list(cfg.ensemble_hidden), "head": cfg.ensemble_head, "bootstrap": cfg.bootstrap,
+                "shared_encoder": cfg.ensemble_encoder == "shared",
                 "dataset": str(cfg.dataset)})
             with storage_errors(f"writing {run_dir / 'posterior.json'}"):
                 (run_dir / "posterior.json").write_text(json.dumps(posterior.summary(), indent=2))
