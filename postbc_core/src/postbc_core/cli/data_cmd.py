@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Annotated, Literal, get_args
 
 import tyro
 
@@ -16,6 +17,8 @@ from postbc_core.data import tools
 from postbc_core.data.validate import validate_store
 
 Positional = tyro.conf.Positional
+ExportFormat = Literal["zarr", "mcap", "lerobot"]
+EXPORT_FORMATS = get_args(ExportFormat)
 
 
 def _fmt_bytes(n: int) -> str:
@@ -119,19 +122,66 @@ def drop(src: Positional[str], episodes: tuple[int, ...], out: str | None = None
     return 0
 
 
-def export(src: Positional[str], out: Positional[str], keys: tuple[str, ...] | None = None,
-           rename: tuple[str, ...] = ()) -> int:
-    """Export to a plain diffusion_policy ReplayBuffer store (OUT ending in .zarr.zip gives a zip store).
+def export(src: Positional[str], out_path: Annotated[Positional[str | None], tyro.conf.arg(metavar="OUT")] = None,
+           out: str | None = None, format: ExportFormat = "zarr", episodes: tuple[int, ...] = (),
+           overwrite: bool = False, keys: tuple[str, ...] | None = None, rename: tuple[str, ...] = (),
+           fps: float | None = None, images: Literal["raw", "jpeg"] = "raw", jpeg_quality: int = 90,
+           action_key: str | None = None, gop: int = 2, crf: int = 23) -> int:
+    """Export a store: a plain diffusion_policy ReplayBuffer store (--format zarr; OUT ending in .zarr.zip gives a
+    zip store), an MCAP file of ROS 2 messages for Foxglove / Lichtblick (--format mcap), or a LeRobot v3.0 dataset
+    directory (--format lerobot).
 
     Args:
         src: The postbc store.
-        out: The exported store (directory, or .zarr.zip).
-        keys: Data keys to export (default: all).
-        rename: Key renames as OLD=NEW (e.g. cmd_joint_pos=action).
+        out_path: The output (or give it as --out).
+        out: The output: a store (zarr), a .mcap file (mcap) or a directory (lerobot).
+        format: zarr (diffusion_policy), mcap, or lerobot.
+        episodes: Episode indices to export (negative from the end; default all). mcap and lerobot only.
+        overwrite: Replace an existing output of the same kind (mcap and lerobot; zarr never overwrites).
+        keys: zarr: data keys to export (default: all).
+        rename: zarr: key renames as OLD=NEW (e.g. cmd_joint_pos=action).
+        fps: Steps per second (lerobot: a whole number; default from the stored timestamps; mcap: only for a store
+            without timestamps).
+        images: mcap: camera frames as raw sensor_msgs/Image (exact) or jpeg sensor_msgs/CompressedImage.
+        jpeg_quality: mcap --images jpeg: JPEG quality 1..100.
+        action_key: lerobot: the store key exported as `action` (default cmd_joint_pos, else cmd_ee_delta).
+        gop: lerobot: keyframe interval of the H.264 videos (LeRobot's default 2).
+        crf: lerobot: H.264 quality (0 lossless .. 51; lower is larger).
     """
-    path = tools.export_diffusion_policy(src, out, keys=list(keys) if keys is not None else None, rename=rename)
-    print(f"exported {src} to {path}")
-    return 0
+    from postbc_core.errors import ConfigError
+
+    if out_path is not None and out is not None and out_path != out:
+        raise ConfigError(f"two outputs given ({out_path} and --out {out}): give one")
+    dest = out if out is not None else out_path
+    if dest is None:
+        raise ConfigError("no output given: pass --out PATH (a .mcap file, a LeRobot directory or a store)")
+    zarr_only = {"--keys": keys is not None, "--rename": bool(rename)}
+    if format != "zarr" and any(zarr_only.values()):
+        raise ConfigError(f"{', '.join(k for k, v in zarr_only.items() if v)} apply to --format zarr only")
+    if format == "zarr":
+        if episodes or overwrite:
+            raise ConfigError("--episodes and --overwrite apply to --format mcap / lerobot; for a diffusion_policy "
+                              "store drop episodes with `postbc data drop --out` first, and remove an old output")
+        path = tools.export_diffusion_policy(src, dest, keys=list(keys) if keys is not None else None, rename=rename)
+        print(f"exported {src} to {path}")
+        return 0
+    if format == "mcap":
+        from postbc_core.interchange.mcap_export import export_mcap
+
+        r = export_mcap(src, dest, episodes=episodes or None, images=images, jpeg_quality=jpeg_quality, fps=fps,
+                        overwrite=overwrite)
+        print(f"exported {len(r['episodes'])} episode(s), {r['steps']} steps of {src} to {r['path']}: "
+              + ", ".join(f"{t} {n}" for t, n in sorted(r["messages"].items())))
+        return 0
+    if format == "lerobot":
+        from postbc_core.interchange.lerobot import export_lerobot
+
+        r = export_lerobot(src, dest, episodes=episodes or None, fps=fps, action_key=action_key, gop=gop, crf=crf,
+                           overwrite=overwrite)
+        print(f"exported {len(r['episodes'])} episode(s), {r['frames']} frames at {r['fps']} fps of {src} to "
+              f"{r['path']} (LeRobot v3.0; features {', '.join(r['features'])})")
+        return 0
+    raise ConfigError(f"--format {format!r} is not one of {EXPORT_FORMATS}")
 
 
 def import_(src: Positional[str], out: Positional[str], rename: tuple[str, ...] = (), task: str = "",
@@ -151,6 +201,32 @@ def import_(src: Positional[str], out: Positional[str], rename: tuple[str, ...] 
     return 0
 
 
+# -- viewers (issue 24): Rerun ---------------------------------------------------------------------------------------
+def view(src: Positional[str], episode: tuple[int, ...] = (0,), checkpoint: str | None = None, save: str | None = None,
+         spawn: bool | None = None, overwrite: bool = False, n_action_steps: int | None = None, seed: int = 0) -> int:
+    """Show episodes in Rerun: cameras, joints, commands, reward / done, labels, and a policy's predicted chunks.
+    Without a display (or with --save) the recording is written to an .rrd file; open it with `rerun FILE.rrd`.
+
+    Args:
+        src: The store.
+        episode: Episode indices to show (negative from the end).
+        checkpoint: A policy checkpoint or run directory: show the chunks it predicts from the recorded observations.
+        save: Write the recording to this .rrd file instead of opening a viewer.
+        spawn: Open the Rerun viewer (default: when a display is there and no --save).
+        overwrite: Replace an existing --save file.
+        n_action_steps: Actions of each chunk run before the policy replans (default its chunk length).
+        seed: Seed of the policy's diffusion noise.
+    """
+    from postbc_core.interchange.rerun_view import view as _view
+
+    r = _view(src, episodes=episode, checkpoint=checkpoint, save=save, spawn=spawn, overwrite=overwrite,
+              n_action_steps=n_action_steps, seed=seed)
+    chunks = f", {r['chunks']} predicted chunks" if checkpoint else ""
+    where = f"wrote {r['path']} (open it with `rerun {r['path']}`)" if r["path"] else "sent to the Rerun viewer"
+    print(f"episode(s) {', '.join(map(str, r['episodes']))}: {r['steps']} steps{chunks}; {where}")
+    return 0
+
+
 DATA_COMMANDS: dict[str, Callable[..., int]] = {
     "info": info,
     "validate": validate,
@@ -159,4 +235,5 @@ DATA_COMMANDS: dict[str, Callable[..., int]] = {
     "drop": drop,
     "export": export,
     "import": import_,
+    "view": view,
 }
