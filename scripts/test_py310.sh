@@ -123,16 +123,16 @@ if [ "$selects" = 1 ]; then
 else
   # The default subset: the suites whose code depends on the versions that differ on the robot (store/zarr and the
   # data tools, training/torch, policy, posterior, RL finetuning in the twin, sim/mujoco, calibration/OpenCV, cameras,
-  # CLI, ROS), not slow-marked. Left to the 3.11 run: the statistical / end-to-end suites (coverage, scripted demos'
-  # success rates, RL on toy problems, the pipeline), about as long again, and the suites on the upstream harness
-  # (`ros2 launch`, `ros2` CLI, Interbotix SDK + xs_sdk_sim: scripts/ros_upstream.sh), which is built for the 3.11
-  # venv's Kilted wheels.
+  # CLI, ROS, the interchange formats: rerun-sdk / pyarrow / PyAV on numpy 1), not slow-marked. Left to the 3.11
+  # run: the statistical / end-to-end suites (coverage, scripted demos' success rates, RL on toy problems, the
+  # pipeline), about as long again, and the suites on the upstream harness (`ros2 launch`, `ros2` CLI, Interbotix
+  # SDK + xs_sdk_sim: scripts/ros_upstream.sh), which is built for the 3.11 venv's Kilted wheels.
   ARGS=(-m "not slow" tests/ros --ignore=tests/ros/test_ros_launch.py --ignore=tests/ros/test_interbotix_upstream.py
         tests/test_data_store.py tests/test_data_sampler.py tests/test_data_tools.py
         tests/test_models.py tests/test_policy.py tests/test_posterior.py tests/test_schedulers.py tests/test_train.py
         tests/test_rl_sim.py tests/test_eval.py tests/test_sim.py tests/test_kinematics.py tests/test_safety.py
         tests/test_robots.py tests/test_calibration.py tests/test_cameras.py tests/test_cli.py tests/test_bad_input.py
-        "$@")
+        tests/test_interchange.py "$@")
 fi
 
 # -p no:cacheprovider: leave .pytest_cache (the 3.11 run's last-failed state) alone.
