@@ -48,6 +48,8 @@ if [ ! -f "$STAMP" ]; then
     || { rm -rf "$VENV"; skip "pip could not install $(grep -v '^#' "$REQS" | xargs) (offline, or no wheel for $("$PY" -V))"; }
   touch "$STAMP"
   echo "lerobot venv: ready in $((SECONDS - start)) s"
+  # venvs of older requirements: ~6 GB each, never used again
+  for old in "$CACHE"/venv-lerobot-*; do [ "$old" = "$VENV" ] || rm -rf "$old"; done
 fi
 [ "${1:-}" = "--setup-only" ] && exit 0
 DIR=${1:?usage: scripts/check_lerobot_export.sh DIR}

@@ -510,3 +510,30 @@ def test_cli_export_and_view(store, tmp_path):
     assert p.returncode == 0, p.stderr
     assert (env_cwd / "demos.rrd").is_file() and "rerun " in p.stdout  # no display: an .rrd, and how to open it
     assert list(tmp_path.glob("x*")) == [] and not (tmp_path / "y.mcap").exists()
+
+
+def test_lerobot_import_restores_the_store(store, lerobot_export, tmp_path):
+    """export -> import gives the original keys, shapes, dtypes, values and episode metadata back; only the frames
+    went through H.264 (close, not equal)."""
+    from postbc_core.interchange.lerobot import import_lerobot
+
+    back = tmp_path / "back.zarr"
+    r = import_lerobot(lerobot_export, back)
+    assert r["episodes"] == len(T_EPISODES) and r["steps"] == sum(T_EPISODES)
+    with EpisodeStore.open(store) as a, EpisodeStore.open(back) as b:
+        sa, sb = a.schema(), b.schema()
+        assert sb == {k: v for k, v in sa.items() if k != "front_depth"}  # depth is not exported
+        for i in range(len(T_EPISODES)):
+            ea, eb = a.episode(i), b.episode(i)
+            for k in sb:
+                if k == "front_rgb":
+                    assert np.abs(ea[k].astype(int) - eb[k].astype(int)).mean() < 4
+                else:
+                    np.testing.assert_array_equal(eb[k], ea[k], err_msg=k)
+            ma, mb = a.episode_meta(i), b.episode_meta(i)
+            for f in ("success", "task", "source", "operator", "length"):
+                assert ma[f] == mb[f], f
+    with pytest.raises(ConfigError, match="already exists"):
+        import_lerobot(lerobot_export, back)
+    with pytest.raises(ConfigError, match="not a LeRobot dataset"):
+        import_lerobot(tmp_path, tmp_path / "x.zarr")

@@ -185,16 +185,27 @@ def export(src: Positional[str], out_path: Annotated[Positional[str | None], tyr
 
 
 def import_(src: Positional[str], out: Positional[str], rename: tuple[str, ...] = (), task: str = "",
-            source: str = "import") -> int:
-    """Import a diffusion_policy ReplayBuffer store (directory or .zarr.zip) as a new postbc store.
+            source: str = "import", format: Literal["zarr", "lerobot"] = "zarr") -> int:
+    """Import a diffusion_policy ReplayBuffer store (directory or .zarr.zip; --format zarr) or a LeRobot v3 dataset
+    directory (--format lerobot) as a new postbc store.
 
     Args:
-        src: The diffusion_policy store.
+        src: The diffusion_policy store, or the LeRobot dataset directory.
         out: The new postbc store (must not exist).
-        rename: Key renames as OLD=NEW (e.g. action=cmd_joint_pos).
-        task: Task name recorded for every episode.
-        source: Source label recorded for every episode.
+        rename: zarr: key renames as OLD=NEW (e.g. action=cmd_joint_pos).
+        task: Task name recorded for every episode (lerobot: default each episode's own task).
+        source: Source label recorded for every episode (lerobot: unless a postbc export recorded its own).
+        format: zarr (diffusion_policy) or lerobot.
     """
+    if format == "lerobot":
+        from postbc_core.errors import ConfigError
+        from postbc_core.interchange.lerobot import import_lerobot
+
+        if rename:
+            raise ConfigError("--rename applies to --format zarr only")
+        r = import_lerobot(src, out, task=task or None, source=source)
+        print(f"imported {src} into {r['path']}: {r['episodes']} episodes, {r['steps']} steps, keys {r['keys']}")
+        return 0
     path = tools.import_diffusion_policy(src, out, rename=rename, task=task, source=source)
     d = tools.info(path)
     print(f"imported {src} into {path}: {d['episodes']} episodes, {d['steps']} steps, keys {sorted(d['keys'])}")

@@ -379,3 +379,160 @@ def _write_tasks(pa, pq, tasks: dict[str, int], path: Path) -> None:
         "creator": {"library": "pyarrow", "version": pa.__version__}, "pandas_version": "2.2.3"}
     table = table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
     pq.write_table(table, str(path))
+
+
+# -- import -----------------------------------------------------------------------------------------------------------
+def _generic_key(feature: str) -> str:
+    """A LeRobot feature name as a store key when no meta/postbc.json says better: observation.images.X -> X_rgb,
+    observation.state -> state, next.reward -> reward, next.done -> done, other dots -> underscores."""
+    if feature.startswith("observation.images."):
+        return feature.removeprefix("observation.images.") + "_rgb"
+    special = {"observation.state": "state", "next.reward": "reward", "next.done": "done"}
+    return special.get(feature, feature.replace(".", "_"))
+
+
+def import_lerobot(src: str | os.PathLike, out: str | os.PathLike, *, task: str | None = None,
+                   source: str = "import") -> dict:
+    """Convert a LeRobot v3.x dataset directory `src` into a new episode store `out` (refused if it exists).
+
+    A postbc export (meta/postbc.json) comes back under its original keys, shapes, dtypes and per-episode metadata
+    (success, source, operator, times); the frames are the H.264-decoded ones (lossy). Any other LeRobot dataset maps
+    features by name (`_generic_key`), takes each episode's first task (or `task`) and `source`, success unknown;
+    LeRobot's own timestamp becomes `timestamp` (s from the episode start). Depth videos are skipped.
+    Returns {"path", "episodes", "steps", "keys"}.
+    """
+    pq = require("pyarrow.parquet", "lerobot", "LeRobot import")
+    src, out = Path(src), Path(out)
+    info_path = src / "meta/info.json"
+    if not info_path.is_file():
+        raise ConfigError(f"{src} is not a LeRobot dataset directory: {info_path} is missing")
+    info = json.loads(info_path.read_text())
+    version = str(info.get("codebase_version", ""))
+    if not version.startswith("v3."):
+        raise ConfigError(f"{src} is a LeRobot {version or 'unversioned'} dataset; only v3.x is read: convert it with "
+                          "LeRobot's own v2.1 -> v3.0 conversion first")
+    if out.exists() or out.is_symlink():
+        raise ConfigError(f"output {out} already exists: choose a new store path (an import never replaces a store)")
+    check_output(out, src, overwrite=False)
+    features: dict = info["features"]
+    ours = json.loads((src / "meta/postbc.json").read_text()) if (src / "meta/postbc.json").is_file() else None
+    episodes = _read_all(pq, sorted((src / "meta/episodes").glob("*/*.parquet")))
+    videos = [k for k, f in features.items() if f["dtype"] == "video"
+              and not (f.get("info") or {}).get("is_depth_map", False)]
+    images = [k for k, f in features.items() if f["dtype"] == "image"]
+    av = require("av", "lerobot", "LeRobot import (videos)") if videos else None
+    skip = set(DEFAULT_FEATURES) - {"timestamp"}
+    columns = [k for k, f in features.items() if f["dtype"] not in ("video", "string", "language") and k not in skip]
+    ep_meta = {m["episode_index"]: m for m in ours["episodes"]} if ours else {}
+    data_files: dict[tuple[int, int], object] = {}
+    steps = 0
+    keys: list[str] = []
+    with atomic_output(out) as tmp, EpisodeStore.create(tmp) as store:
+        for row in sorted(episodes, key=lambda r: r["episode_index"]):
+            e = int(row["episode_index"])
+            where = (int(row["data/chunk_index"]), int(row["data/file_index"]))
+            if where not in data_files:
+                data_files[where] = pq.read_table(src / info["data_path"].format(chunk_index=where[0],
+                                                                                file_index=where[1]))
+            table = data_files[where]
+            mask = np.asarray(table.column("episode_index").to_numpy()) == e
+            rows = {k: _column_numpy(table.column(k), mask) for k in columns + images}
+            T = int(mask.sum())
+            if T != int(row["length"]):
+                raise StoreError(f"{src}: episode {e} has {T} rows in its data file but length {row['length']}")
+            ep = _to_store_keys(rows, columns, ours, T)
+            for k in images:
+                ep[_store_key(k, ours)] = np.stack([_decode_image(b) for b in rows[k]])
+            for k in videos:
+                vk = f"videos/{k}"
+                path = src / info["video_path"].format(video_key=k, chunk_index=int(row[f"{vk}/chunk_index"]),
+                                                       file_index=int(row[f"{vk}/file_index"]))
+                ep[_store_key(k, ours)] = _decode_video(av, path, float(row[f"{vk}/from_timestamp"]), T,
+                                                        int(info["fps"]))
+            m = ep_meta.get(e, {})
+            name = task if task is not None else (m.get("task") if ours else (row.get("tasks") or [""])[0])
+            store.add_episode(ep, success=m.get("success"), task=name or "", source=m.get("source", source) or source,
+                              operator=m.get("operator", "") or "", start_time=m.get("start_time"),
+                              end_time=m.get("end_time"))
+            steps += T
+            keys = sorted(ep)
+    log.info("imported %s (%d episodes, %d steps) into %s", src, len(episodes), steps, out)
+    return {"path": str(out), "episodes": len(episodes), "steps": steps, "keys": keys}
+
+
+def _read_all(pq, paths: list[Path]) -> list[dict]:
+    if not paths:
+        raise ConfigError("the dataset has no meta/episodes/chunk-*/file-*.parquet")
+    return [r for p in paths for r in pq.read_table(p).to_pylist()]
+
+
+def _column_numpy(col, mask: np.ndarray) -> np.ndarray | list:
+    import pyarrow as pa
+
+    col = col.combine_chunks()
+    typ = col.type
+    if pa.types.is_fixed_size_list(typ) or pa.types.is_list(typ):
+        values = np.asarray(col.flatten().to_numpy(zero_copy_only=False))
+        return values.reshape(len(col), -1)[mask]
+    if pa.types.is_struct(typ):  # an `image` feature: {bytes, path}
+        return [v["bytes"] for v, keep in zip(col.to_pylist(), mask) if keep]
+    return np.asarray(col.to_numpy(zero_copy_only=False))[mask]
+
+
+def _store_key(feature: str, ours: dict | None) -> str:
+    if ours and isinstance(ours["features"].get(feature), str):
+        return ours["features"][feature]
+    return _generic_key(feature)
+
+
+def _to_store_keys(rows: dict, columns: list[str], ours: dict | None, T: int) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    shapes = ours["shapes"] if ours else {}
+    for f in columns:
+        target = ours["features"].get(f) if ours else None
+        if f == "timestamp" and ours and "timestamp" in shapes:
+            continue  # the store's own timestamp came back as postbc.timestamp
+        if isinstance(target, list):  # observation.state = the concatenation of these keys
+            at = 0
+            for k in target:
+                shape, dtype = shapes[k]
+                n = int(np.prod(shape)) if shape else 1
+                out[k] = rows[f][:, at:at + n].reshape(T, *shape).astype(dtype)
+                at += n
+            continue
+        key = _store_key(f, ours) if target is not None or not ours else _generic_key(f)
+        a = np.asarray(rows[f])
+        if key in shapes:
+            shape, dtype = shapes[key]
+            a = a.reshape(T, *shape).astype(dtype)
+        elif f == "timestamp":
+            a = a.astype(np.float64)
+        out[key] = a
+    return out
+
+
+def _decode_image(data: bytes) -> np.ndarray:
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise StoreError("an `image` feature holds bytes that are not an image OpenCV decodes")
+    return img[..., ::-1].copy()
+
+
+def _decode_video(av, path: Path, start: float, T: int, fps: int) -> np.ndarray:
+    """The T frames of an episode that starts `start` s into the file `path` ((T, H, W, 3) uint8 RGB), found by
+    timestamp as LeRobot finds them (within half a frame)."""
+    frames = []
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        c.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
+        for f in c.decode(stream):
+            if f.time is None or f.time < start - 0.5 / fps:
+                continue
+            frames.append(f.to_ndarray(format="rgb24"))
+            if len(frames) == T:
+                break
+    if len(frames) != T:
+        raise StoreError(f"{path}: found {len(frames)} frames from {start:.3f} s on, the episode has {T} steps")
+    return np.stack(frames)
