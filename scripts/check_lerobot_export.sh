@@ -45,7 +45,8 @@ if [ ! -f "$STAMP" ]; then
   rm -rf "$VENV"
   "$PY" -m venv "$VENV" || skip "$PY -m venv failed"
   "$VENV/bin/python" -m pip install -q -r "$REQS" 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2) \
-    || { rm -rf "$VENV"; skip "pip could not install $(grep -v '^#' "$REQS" | xargs) (offline, or no wheel for $("$PY" -V))"; }
+    || { rm -rf "$VENV"
+         skip "pip could not install $(grep -v '^#' "$REQS" | xargs) (offline, or no wheel for $("$PY" -V))"; }
   touch "$STAMP"
   echo "lerobot venv: ready in $((SECONDS - start)) s"
   # venvs of older requirements: ~6 GB each, never used again

@@ -258,6 +258,9 @@ def test_rerun_recording_reads_back(store, tmp_path):
     np.testing.assert_allclose(q, ep["joint_pos"].astype(np.float64))
     cmd = np.array(_col(table, "/action/cmd_joint_pos:Scalar"))
     np.testing.assert_allclose(cmd, ep["cmd_joint_pos"].astype(np.float64))
+    assert [r[0] for r in _col(table, "/reward:Scalar")] == ep["reward"].tolist()
+    assert [r[0] for r in _col(table, "/done:Scalar")] == ep["done"].astype(float).tolist()
+    np.testing.assert_allclose(np.array(_col(table, "/data/noise:Scalar")), ep["noise"].reshape(-1, 14).astype(float))
     buf = [np.array(b[0], np.uint8) for b in _col(table, "/cameras/front:ImageBuffer")]
     np.testing.assert_array_equal(np.stack(buf).reshape(-1, H, W, 3), ep["front_rgb"])
     fmt = _col(table, "/cameras/front:ImageFormat")[0][0]

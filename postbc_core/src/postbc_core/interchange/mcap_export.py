@@ -2,17 +2,23 @@
 with the message types the live graph uses (ros2_ws/src/postbc/postbc/topics.py, conversions.py), so Foxglove or
 Lichtblick show a recording and a live bag alike.
 
-| store key | topic | type |
-|---|---|---|
-| `<camera>_rgb` | `/<camera>/image_raw` (`--images jpeg`: `/<camera>/image_raw/compressed`) | sensor_msgs/Image rgb8 (CompressedImage jpeg) |
-| `<camera>_depth` | `/<camera>/depth/image_raw` | sensor_msgs/Image 16UC1 (mm) |
-| `joint_pos` (+ `joint_vel`, `joint_effort`, `gripper_pos`) | `/joint_states` | sensor_msgs/JointState (6 joints + left_finger, right_finger = -left) |
-| `cmd_joint_pos` | `/postbc/command` | trajectory_msgs/JointTrajectory, one point due now |
-| `cmd_ee_delta` | `/postbc/teleop/ee_delta` (+ `/postbc/teleop/ee_gripper`) | geometry_msgs/TwistStamped in wx250s/base_link (+ std_msgs/Float32 gripper) |
-| `reward`, `done` | `/postbc/reward`, `/postbc/done` | std_msgs/Float32, std_msgs/Bool |
-| episode boundaries and label | `/postbc/episode` | std_msgs/String: "start", then "success" / "failure" (when labelled) and "stop" at the last step, as teleop publishes them |
-| episode metadata | `/postbc/episode/meta` | std_msgs/String JSON (index, task, source, operator, success, length, times, time offset) |
-| every other key (ee_pose, object_pose, noise, stamps, ...) | `/postbc/data/<key>` | std_msgs/Float64MultiArray (layout = per-step shape) |
+Store key -> topic (type):
+
+- `<camera>_rgb` -> `/<camera>/image_raw` (sensor_msgs/Image rgb8); with `--images jpeg`
+  `/<camera>/image_raw/compressed` (sensor_msgs/CompressedImage jpeg)
+- `<camera>_depth` -> `/<camera>/depth/image_raw` (sensor_msgs/Image 16UC1, mm)
+- `joint_pos` (+ `joint_vel`, `joint_effort`, `gripper_pos`) -> `/joint_states` (sensor_msgs/JointState: 6 joints,
+  then left_finger = the gripper and right_finger = -left_finger, as the driver publishes it)
+- `cmd_joint_pos` -> `/postbc/command` (trajectory_msgs/JointTrajectory, one point due now)
+- `cmd_ee_delta` -> `/postbc/teleop/ee_delta` (geometry_msgs/TwistStamped in wx250s/base_link) and its gripper
+  -> `/postbc/teleop/ee_gripper` (std_msgs/Float32)
+- `reward`, `done` -> `/postbc/reward` (std_msgs/Float32), `/postbc/done` (std_msgs/Bool)
+- episode boundaries and label -> `/postbc/episode` (std_msgs/String: "start", then "success" / "failure" when
+  labelled and "stop" at the last step, the teleop node's episode keys)
+- episode metadata -> `/postbc/episode/meta` (std_msgs/String JSON: index, task, source, operator, success, length,
+  times, time offset)
+- every other numeric key (ee_pose, object_pose, noise, ...) -> `/postbc/data/<key>` (std_msgs/Float64MultiArray, its
+  layout the per-step shape)
 
 Log time = the step's stored `timestamp` (s -> ns); header stamps = the stream's own `<key>_stamp` where the store
 has one (the sample the recorder used), else the step's timestamp. Episodes whose stored times overlap the previous

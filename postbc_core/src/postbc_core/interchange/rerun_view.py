@@ -137,16 +137,11 @@ def _log_all(rr, rec, store: EpisodeStore, picked: list[int], runner, seed: int)
                rr.TimeColumn("frame", sequence=np.arange(T))]
         if "timestamp" in ep:
             idx.append(rr.TimeColumn("time", timestamp=ep["timestamp"].astype(np.float64)))
-        for k in shown:
-            prefix = "action" if k in ACTION_KEYS else "state"
-            rec.send_columns(f"{prefix}/{k}", indexes=idx,
-                             columns=rr.Scalars.columns(scalars=ep[k].reshape(T, -1).astype(np.float64)))
-        for k in ("reward", "done"):
-            if k in ep:
-                rec.send_columns(k, indexes=idx, columns=rr.Scalars.columns(scalars=ep[k].reshape(T).astype(np.float64)))
-        for k in others:
-            rec.send_columns(f"data/{k}", indexes=idx,
-                             columns=rr.Scalars.columns(scalars=ep[k].reshape(T, -1).astype(np.float64)))
+        entities = {**{k: f"{'action' if k in ACTION_KEYS else 'state'}/{k}" for k in shown},
+                    **{k: k for k in ("reward", "done") if k in ep}, **{k: f"data/{k}" for k in others}}
+        for k, entity in entities.items():  # one column send per key and episode: every step at once
+            values = ep[k].reshape(T, -1).astype(np.float64)
+            rec.send_columns(entity, indexes=idx, columns=rr.Scalars.columns(scalars=values))
         label = {None: "unlabelled", True: "success", False: "failure"}[meta["success"]]
         _set_time(rr, rec, ep, start, 0)
         rec.log("episode", rr.TextLog(f"episode {i} ({label}): task {meta['task']!r}, source {meta['source']!r}, "
