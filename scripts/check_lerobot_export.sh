@@ -88,6 +88,18 @@ for idx in sorted({0, len(ds) // 2, len(ds) - 1}):
     if int(item["index"]) != idx:
         problems.append(f"item {idx} has index {int(item['index'])}")
     checked += 1
+# What training asks for: an action chunk and two camera frames per item (LeRobot pads past an episode's ends).
+dt = 1.0 / ds.fps
+deltas = {"action": [i * dt for i in range(4)], **{k: [-dt, 0.0] for k in video_keys}}
+chunked = LeRobotDataset("local/postbc_export", root=root, video_backend="pyav", delta_timestamps=deltas)
+for idx in sorted({0, len(chunked) // 2, len(chunked) - 1}):
+    item = chunked[idx]
+    if tuple(item["action"].shape) != (4, info["features"]["action"]["shape"][0]):
+        problems.append(f"action chunk of item {idx}: shape {tuple(item['action'].shape)}")
+    for k in video_keys:
+        h, w, c = info["features"][k]["shape"]
+        if tuple(item[k].shape) != (2, c, h, w):
+            problems.append(f"{k} frames of item {idx}: shape {tuple(item[k].shape)}, expected {(2, c, h, w)}")
 task = ds[0]["task"]
 print(json.dumps({"lerobot_loaded": str(root), "frames": ds.num_frames, "episodes": ds.num_episodes, "fps": ds.fps,
                   "video_keys": ds.meta.video_keys, "items_checked": checked, "task_of_item_0": task,
