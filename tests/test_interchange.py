@@ -231,6 +231,31 @@ def test_topic_names_match_the_live_graph():
     assert m.depth_topic("front") == topics.depth_topic("front")
 
 
+def test_exports_read_frames_in_blocks(store, tmp_path, monkeypatch):
+    """With the camera keys read in blocks of 4 frames (as 640x480 frames are read 32 MiB at a
+    time), the MCAP messages and the LeRobot files are the same as from whole episodes."""
+    pytest.importorskip("av")
+    from postbc_core.interchange import common
+    from postbc_core.interchange.lerobot import export_lerobot
+    from postbc_core.interchange.mcap_export import export_mcap
+
+    export_mcap(store, tmp_path / "whole.mcap")
+    export_lerobot(store, tmp_path / "whole")
+    reads = []
+    rows = EpisodeStore.rows
+    monkeypatch.setattr(EpisodeStore, "rows", lambda self, k, a, b: reads.append((k, b - a)) or rows(self, k, a, b))
+    monkeypatch.setattr(common, "LARGE_STEP_BYTES", 100)  # the 12x16 frames (576 B) and depth, not the low-dim keys
+    monkeypatch.setattr(common, "BLOCK_BYTES", 4 * H * W * 3)
+    export_mcap(store, tmp_path / "blocks.mcap")
+    export_lerobot(store, tmp_path / "blocks")
+    assert max(n for k, n in reads if k == "front_rgb") == 4
+    a, b = _read_mcap(tmp_path / "whole.mcap"), _read_mcap(tmp_path / "blocks.mcap")
+    assert [(m[0], m[2], m[3]) for m in a] == [(m[0], m[2], m[3]) for m in b]
+    for f in ("data/chunk-000/file-000.parquet", "meta/stats.json",
+              "videos/observation.images.front/chunk-000/file-000.mp4"):
+        assert (tmp_path / "whole" / f).read_bytes() == (tmp_path / "blocks" / f).read_bytes(), f
+
+
 # -- Rerun ------------------------------------------------------------------------------------------------------------
 def _rerun_table(path: Path):
     rd = pytest.importorskip("rerun.dataframe")

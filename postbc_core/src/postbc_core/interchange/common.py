@@ -1,5 +1,6 @@
-"""What every exporter shares: optional imports with the extra to install, the episode selection, the keys that
-hold camera images, the control rate, the timeline of exported episodes and the atomic write of an output.
+"""What every exporter shares: optional imports with the extra to install, the episode selection, reading an episode
+in bounded memory, the keys that hold camera images, the control rate, the timeline of exported episodes and the
+atomic write of an output.
 
 Shape legend: T steps of one episode.
 """
@@ -52,6 +53,55 @@ def select_episodes(store: EpisodeStore, episodes: Sequence[int] | None) -> list
         raise ConfigError(f"episode(s) {twice} named more than once (--episodes {' '.join(map(str, episodes))}): give "
                           "each episode once")
     return picked
+
+
+# Keys whose step is larger than this (images) are read BLOCK_BYTES at a time instead of a whole episode at once: a
+# minute of two 640x480 cameras at 30 Hz is 3.3 GB.
+LARGE_STEP_BYTES = 4096
+BLOCK_BYTES = 32 << 20
+
+
+class BlockRows:
+    """One large key of one episode, read from the store in blocks of ~BLOCK_BYTES: `rows[s]` is step s (steps in
+    order cost one read per block), `blocks()` yields (first step, (n, ...) rows) over the episode."""
+
+    def __init__(self, store: EpisodeStore, key: str, start: int, stop: int, step_shape: tuple[int, ...],
+                 dtype: np.dtype, block_bytes: int | None = None):
+        self.store, self.key, self.start, self.stop = store, key, start, stop
+        self.shape = (stop - start, *step_shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(self.shape)
+        block_bytes = BLOCK_BYTES if block_bytes is None else block_bytes
+        self.block = max(1, block_bytes // max(1, int(np.prod(step_shape, dtype=np.int64)) * self.dtype.itemsize))
+        self._first, self._rows = 0, None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, s: int) -> np.ndarray:
+        if not 0 <= s < len(self):
+            raise IndexError(f"step {s} of a {len(self)}-step episode")
+        if self._rows is None or not self._first <= s < self._first + len(self._rows):
+            self._first = s
+            self._rows = self.store.rows(self.key, self.start + s, min(self.stop, self.start + s + self.block))
+        return self._rows[s - self._first]
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        for s in range(0, len(self), self.block):
+            yield s, self.store.rows(self.key, self.start + s, min(self.stop, self.start + s + self.block))
+
+
+def read_episode(store: EpisodeStore, i: int) -> dict[str, np.ndarray | BlockRows]:
+    """Episode `i` as key -> (T, ...) array for keys of small steps and key -> BlockRows for large ones (images), so
+    an export holds at most a block of frames per camera in memory."""
+    meta = store.episode_meta(i)
+    schema = store.schema()
+    large = {k for k, (shape, dt) in schema.items()
+             if int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize > LARGE_STEP_BYTES}
+    out: dict[str, np.ndarray | BlockRows] = dict(store.episode(i, [k for k in schema if k not in large]))
+    for k in sorted(large):
+        out[k] = BlockRows(store, k, meta["start"], meta["end"], schema[k][0], schema[k][1])
+    return out
 
 
 def camera_keys(schema: Mapping[str, tuple[tuple[int, ...], np.dtype]]) -> tuple[list[str], list[str]]:

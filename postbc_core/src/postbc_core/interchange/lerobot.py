@@ -14,9 +14,10 @@ datasets, the layout LeRobot (0.4 on; `codebase_version` "v3.0") reads with `LeR
 Features: `observation.state` = joint_pos (6, rad) + gripper_pos (1); `action` = the --action-key (cmd_joint_pos
 by default: 6 joint targets + gripper; or cmd_ee_delta); `observation.images.<camera>` = `<camera>_rgb` as H.264
 video (yuv420p, every `gop`-th frame a keyframe, no B-frames); `next.reward`, `next.done` = reward, done (the
-outcome of the step's action); every other numeric key as `postbc.<key>` (flattened when it has several axes);
-LeRobot's `timestamp` (frame_index / fps, s), `frame_index`, `episode_index`, `index`, `task_index`. Depth images
-are not exported (LeRobot stores depth as 12-bit quantised video; none of its readers needs ours).
+outcome of the step's action); every other numeric key of at most 1024 values per step as `postbc.<key>` (flattened
+when it has several axes); LeRobot's `timestamp` (frame_index / fps, s), `frame_index`, `episode_index`, `index`,
+`task_index`. Depth images are not exported (LeRobot stores depth as 12-bit quantised video; none of its readers
+needs ours), nor wider keys.
 
 Everything is written into a temporary directory that replaces DIR only when complete.
 
@@ -42,6 +43,7 @@ from postbc_core.interchange.common import (
     camera_name,
     check_output,
     infer_fps,
+    read_episode,
     require,
     select_episodes,
 )
@@ -61,6 +63,7 @@ DEFAULT_FEATURES = ("timestamp", "frame_index", "episode_index", "index", "task_
 VCODECS = {"h264": "libx264"}  # what PyAV encodes with here, and what LeRobot's torchcodec / PyAV readers decode
 ACTION_NAMES = {"cmd_joint_pos": [*JOINT_NAMES, "gripper"],
                 "cmd_ee_delta": ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]}
+MAX_EXTRA_VALUES = 1024  # widest other key exported as a `postbc.<key>` column (values per step)
 NO_TASK = "unspecified"  # LeRobot needs a task string per frame; a store episode without one gets this
 
 
@@ -88,7 +91,10 @@ class _Plan:
             raise ConfigError(f"--action-key {action_key!r} is not a key of the store (it records {sorted(schema)})")
         self.action = action_key
         taken = {*self.rgb, *self.depth, *self.state, "reward", "done"} | ({action_key} if action_key else set())
-        self.extra = sorted(k for k in schema if k not in taken and np.dtype(schema[k][1]).kind in "biuf")
+        numeric = [k for k in schema if k not in taken and np.dtype(schema[k][1]).kind in "biuf"]
+        # a parquet column per value: wide arrays (images under other names) would make rows of thousands of floats
+        self.extra = sorted(k for k in numeric if int(np.prod(schema[k][0], dtype=np.int64)) <= MAX_EXTRA_VALUES)
+        self.skipped = sorted([*self.depth, *(k for k in numeric if k not in self.extra)])
         self.features: dict[str, dict] = {}
         if self.state:
             d = sum(int(np.prod(schema[k][0])) for k in self.state)
@@ -242,8 +248,9 @@ def export_lerobot(src: str | os.PathLike, out: str | os.PathLike, *, episodes: 
         rate = _fps_int(infer_fps(store, picked, fps), fps is not None)
         plan = _Plan(store.schema(), action_key)
         av = require("av", "lerobot", "LeRobot export (videos)") if plan.rgb else None
-        if plan.depth:
-            log.warning("depth keys %s are not exported (LeRobot keeps depth as quantised video)", plan.depth)
+        if plan.skipped:
+            log.warning("keys %s are not exported (depth: LeRobot keeps it as quantised video; others: more than %d "
+                        "values per step)", plan.skipped, MAX_EXTRA_VALUES)
         with atomic_output(out) as tmp:
             result = _write(pa, pq, av, store, picked, plan, rate, tmp, Path(src),
                             dict(vcodec=vcodec, gop=gop, crf=crf, preset=preset), robot_type)
@@ -267,7 +274,7 @@ def _write(pa, pq, av, store: EpisodeStore, picked: list[int], plan: _Plan, fps:
     index = 0
     try:
         for e, i in enumerate(picked):
-            ep = store.episode(i)
+            ep = read_episode(store, i)
             meta = store.episode_meta(i)
             T = int(meta["length"])
             task = meta["task"] or NO_TASK
@@ -287,17 +294,17 @@ def _write(pa, pq, av, store: EpisodeStore, picked: list[int], plan: _Plan, fps:
             ep_stats = {k: _stats(cols[k]) for k in global_cols}
             for k in plan.rgb:
                 vk = plan.video_key(k)
-                frames = ep[k]
                 if vk not in videos:
-                    h, w = frames.shape[1:3]
+                    h, w = store.schema()[k][0][:2]
                     videos[vk] = _VideoWriter(av, root / VIDEO_PATH.format(video_key=vk, chunk_index=0, file_index=0),
                                               fps, w, h, video["vcodec"], video["gop"], video["crf"], video["preset"])
                 start = videos[vk].frames
-                videos[vk].add(frames)
+                s = _ImageStats()
+                for _, frames in _blocks(ep[k]):
+                    videos[vk].add(frames)
+                    s.add(frames)
                 row.update({f"videos/{vk}/chunk_index": 0, f"videos/{vk}/file_index": 0,
                             f"videos/{vk}/from_timestamp": start / fps, f"videos/{vk}/to_timestamp": (start + T) / fps})
-                s = _ImageStats()
-                s.add(frames)
                 global_img[k].merge(s)
                 ep_stats[vk] = s.result()
             row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
@@ -344,12 +351,17 @@ def _write(pa, pq, av, store: EpisodeStore, picked: list[int], plan: _Plan, fps:
     (root / "meta/postbc.json").write_text(json.dumps({
         "store": str(src), "features": {f: k for f, k in mapping.items() if f in plan.features},
         "shapes": {k: [list(schema[k][0]), str(np.dtype(schema[k][1]))] for k in schema},
-        "not_exported": plan.depth, "episodes": postbc_meta}, indent=2))
+        "not_exported": plan.skipped, "episodes": postbc_meta}, indent=2))
     return {"episodes": picked, "frames": index, "fps": fps, "features": list(plan.features)}
 
 
 def _finite(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
+
+
+def _blocks(rows):
+    """(first step, rows) blocks of an episode's frames, whether read whole (small frames) or in blocks."""
+    return rows.blocks() if hasattr(rows, "blocks") else [(0, rows)]
 
 
 def _video_info(av, path: Path, video: dict) -> dict:

@@ -45,6 +45,7 @@ from postbc_core.interchange.common import (
     camera_name,
     check_output,
     infer_fps,
+    read_episode,
     require,
     select_episodes,
 )
@@ -142,7 +143,7 @@ def export_mcap(src: str | os.PathLike, out: str | os.PathLike, *, episodes: Seq
                                                           "cmd_ee_delta_stamp"}
             others = sorted(k for k in schema if k not in handled)
             for i in picked:
-                ep = store.episode(i)
+                ep = read_episode(store, i)
                 meta = store.episode_meta(i)
                 T = meta["length"]
                 placed = timeline.place(ep, T)

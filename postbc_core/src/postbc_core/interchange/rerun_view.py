@@ -34,6 +34,7 @@ from postbc_core.interchange.common import (
     camera_keys,
     camera_name,
     check_output,
+    read_episode,
     require,
     select_episodes,
 )
@@ -130,7 +131,7 @@ def _log_all(rr, rec, store: EpisodeStore, picked: list[int], runner, seed: int)
         _series(rr, rec, "policy/action", SERIES_NAMES.get(runner.spec.action_key))
     steps = chunks = 0
     for i in picked:
-        ep = store.episode(i)
+        ep = read_episode(store, i)
         meta = store.episode_meta(i)
         T, start = int(meta["length"]), int(meta["start"])
         idx = [rr.TimeColumn("step", sequence=np.arange(start, start + T)),
