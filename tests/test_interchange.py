@@ -565,3 +565,29 @@ def test_lerobot_import_restores_the_store(store, lerobot_export, tmp_path):
         import_lerobot(lerobot_export, back)
     with pytest.raises(ConfigError, match="not a LeRobot dataset"):
         import_lerobot(tmp_path, tmp_path / "x.zarr")
+
+
+def test_lerobot_import_of_a_foreign_dataset_maps_features_by_name(store, lerobot_export, tmp_path):
+    """A LeRobot dataset without our meta/postbc.json (one LeRobot itself wrote) imports by feature name: state,
+    action, <camera>_rgb, reward, done, LeRobot's timestamp; its tasks become the episodes' tasks."""
+    import shutil
+
+    from postbc_core.interchange.lerobot import import_lerobot
+
+    foreign = tmp_path / "foreign"
+    shutil.copytree(lerobot_export, foreign)
+    (foreign / "meta/postbc.json").unlink()
+    r = import_lerobot(foreign, tmp_path / "f.zarr", source="scripted")
+    with EpisodeStore.open(tmp_path / "f.zarr") as b, EpisodeStore.open(store) as a:
+        schema = b.schema()
+        assert {"state", "action", "front_rgb", "reward", "done", "timestamp", "postbc_noise"} <= set(schema)
+        assert schema["state"] == ((7,), np.dtype(np.float32)) and schema["timestamp"][1] == np.float64
+        e1 = b.episode(1)
+        np.testing.assert_array_equal(e1["action"], a.episode(1)["cmd_joint_pos"])
+        np.testing.assert_allclose(e1["timestamp"], np.arange(T_EPISODES[1]) / 10, atol=1e-6)
+        m = b.episode_meta(2)
+        assert (m["task"], m["source"], m["success"]) == ("put_in_bowl", "scripted", None)
+    assert r["episodes"] == len(T_EPISODES)
+    with pytest.raises(PostBCError, match="source 'lerobot' is not one of"):
+        import_lerobot(foreign, tmp_path / "g.zarr", source="lerobot")
+    assert not (tmp_path / "g.zarr").exists() and not list(tmp_path.glob(".g.zarr*"))  # a failed import leaves nothing
