@@ -100,8 +100,22 @@ for idx in sorted({0, len(chunked) // 2, len(chunked) - 1}):
         h, w, c = info["features"][k]["shape"]
         if tuple(item[k].shape) != (2, c, h, w):
             problems.append(f"{k} frames of item {idx}: shape {tuple(item[k].shape)}, expected {(2, c, h, w)}")
+# LeRobot's default decoder where it loads (torchcodec needs the system's FFmpeg libraries): the same frames. Only
+# loading the library may fail quietly; a decode error of the export fails the check.
+try:
+    from torchcodec.decoders import VideoDecoder  # noqa: F401  (loads libtorchcodec and FFmpeg)
+    torchcodec = "ok"
+except (ImportError, OSError, RuntimeError) as exc:
+    torchcodec = f"unavailable ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+if torchcodec == "ok":
+    tc = LeRobotDataset("local/postbc_export", root=root, video_backend="torchcodec")
+    for idx in sorted({0, len(ds) - 1}):
+        for k in video_keys:
+            a, b = tc[idx][k].float(), ds[idx][k].float()
+            if a.shape != b.shape or (a - b).abs().mean() > 2 / 255:
+                problems.append(f"{k} of item {idx}: torchcodec and pyav decode different frames")
 task = ds[0]["task"]
-print(json.dumps({"lerobot_loaded": str(root), "frames": ds.num_frames, "episodes": ds.num_episodes, "fps": ds.fps,
+print(json.dumps({"torchcodec": torchcodec, "lerobot_loaded": str(root), "frames": ds.num_frames, "episodes": ds.num_episodes, "fps": ds.fps,
                   "video_keys": ds.meta.video_keys, "items_checked": checked, "task_of_item_0": task,
                   "problems": problems}))
 sys.exit(1 if problems else 0)

@@ -455,6 +455,7 @@ def test_lerobot_loads_in_lerobot_itself(lerobot_export):
     result = json.loads(p.stdout.strip().splitlines()[-1])
     assert result["frames"] == sum(T_EPISODES) and result["episodes"] == len(T_EPISODES)
     assert result["task_of_item_0"] == "lift_cube" and result["problems"] == []
+    assert result["torchcodec"] == "ok" or result["torchcodec"].startswith("unavailable")
 
 
 # -- bad input --------------------------------------------------------------------------------------------------------
