@@ -109,7 +109,8 @@ def _posterior_std(n_episodes, seed=0, members=8):
     policy.action_key = "a"
     cfg = SimpleNamespace(ensemble_size=members, ensemble_batch_size=32, seed=seed, bootstrap="trajectory",
                           action_horizon=1, n_obs_steps=1, ensemble_hidden=(32, 32), ensemble_head="mse",
-                          ensemble_steps=300, ensemble_lr=3e-3, weight_decay=0.0, warmup_steps=0, log_every=100)
+                          ensemble_steps=300, ensemble_lr=3e-3, weight_decay=0.0, warmup_steps=0, log_every=100,
+                          ensemble_encoder="per_member")
     info = DistInfo()
     logger = RunLogger(None, is_main=info.is_main, progress=False)
     torch.manual_seed(seed)
