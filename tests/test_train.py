@@ -355,3 +355,4 @@ def test_postbc_with_a_shared_image_encoder(store_64, tmp_path):
     r = run_cli("train", "--dataset", str(store_64), "--out", str(tmp_path / "state"), "--obs-keys", "joint_pos",
                 "gripper_pos", *IMG_BUDGET, "--ensemble-encoder", "shared")
     assert r.returncode == 2 and "--ensemble-encoder shared applies to image policies" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "state" / "train_config.json").exists()  # refused before anything was written

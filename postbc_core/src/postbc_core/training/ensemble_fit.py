@@ -43,6 +43,20 @@ def bootstrap_counts(window_episode: np.ndarray, n_episodes: int, num_members: i
     return counts
 
 
+def check_ensemble_encoder(mode: str, obs_keys, has_images: bool, world_size: int) -> None:
+    """ConfigError when --ensemble-encoder `mode` cannot apply: "shared" needs camera keys (a state ensemble has no
+    encoder to share) and one process (each rank would train its own encoder). `postbc train` checks this before it
+    writes anything; fit_ensemble again for direct callers."""
+    if mode != "shared":
+        return
+    if not has_images:
+        raise ConfigError(f"--ensemble-encoder shared applies to image policies; these --obs-keys {' '.join(obs_keys)} "
+                          "have no camera key (leave it at per_member)")
+    if world_size > 1:
+        raise ConfigError("--ensemble-encoder shared trains one encoder for all members in one process; run it "
+                          f"without torchrun (world size {world_size}), or use --ensemble-encoder per_member")
+
+
 def normalize_for_ensemble(policy, batch: dict) -> tuple[dict, torch.Tensor]:
     """Raw torch batch -> (normalized obs (B, To, ...), normalized flattened action (B, D)) via the policy's
     normalizer, so the ensemble's covariance lives in the same space as the diffusion targets."""
@@ -57,12 +71,8 @@ def fit_ensemble(dataset, policy, cfg, dist: DistInfo, logger: RunLogger):
 
     K, B = cfg.ensemble_size, cfg.ensemble_batch_size
     shared = cfg.ensemble_encoder == "shared"
-    if shared and not policy.config.rgb_keys:
-        raise ConfigError("--ensemble-encoder shared applies to image policies; these --obs-keys "
-                          f"{' '.join(policy.config.obs_shapes)} have no camera key (leave it at per_member)")
-    if shared and dist.world_size > 1:
-        raise ConfigError("--ensemble-encoder shared trains one encoder for all members in one process; run it "
-                          f"without torchrun (world size {dist.world_size}), or use --ensemble-encoder per_member")
+    check_ensemble_encoder(cfg.ensemble_encoder, policy.config.obs_shapes, bool(policy.config.rgb_keys),
+                           dist.world_size)
     rng = np.random.default_rng(cfg.seed)
     counts = bootstrap_counts(dataset.episode_index, int(dataset.episode_index.max()) + 1, K, cfg.bootstrap, rng)
     members = shard_range(K, dist.rank, dist.world_size)

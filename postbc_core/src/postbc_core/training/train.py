@@ -32,7 +32,8 @@ from postbc_core.runlog import METRICS_FILE, TB_DIR, RunLogger
 from postbc_core.training.config import TrainConfig
 from postbc_core.training.diffusion_fit import fit_policy
 from postbc_core.training.distributed import barrier, cleanup, init_distributed
-from postbc_core.training.ensemble_fit import fit_ensemble, gather_ensemble_state, predict_windows
+from postbc_core.training.ensemble_fit import (check_ensemble_encoder, fit_ensemble, gather_ensemble_state,
+                                                  predict_windows)
 from postbc_core.training.posterior import isotropic_like, posterior_from_predictions
 
 log = logging.getLogger(__name__)
@@ -259,6 +260,8 @@ def _train(cfg: TrainConfig, dist) -> Path:
     data, train_steps, train_ds, val_ds, tasks, images = load_training_data(cfg)
     if len(train_ds) == 0:
         raise ConfigError(f"{cfg.dataset}: no training windows (episodes too short for To={cfg.policy.n_obs_steps}?)")
+    if not cfg.is_bc:
+        check_ensemble_encoder(cfg.ensemble_encoder, cfg.obs_keys, bool(images), dist.world_size)
     if dist.is_main:
         with storage_errors(f"writing the run directory {run_dir}"):
             run_dir.mkdir(parents=True, exist_ok=True)
