@@ -52,10 +52,11 @@ def info(path: Positional[str], json_output: bool = False) -> int:
     if d["tasks"]:
         print("tasks: " + ", ".join(f"{k or '(none)'!s} {v}" for k, v in sorted(d["tasks"].items())))
     width = max((len(k) for k in d["keys"]), default=3)
-    print(f"{'key':<{width}}  {'per-step shape':<16} {'dtype':<8} {'chunks':<20} {'stored':>10}  compressor")
+    print(f"{'key':<{width}}  {'per-step shape':<16} {'dtype':<8} {'chunks':<20} {'stored':>10}  {'codec':<16}"
+          " compressor")
     for k, v in sorted(d["keys"].items()):
         print(f"{k:<{width}}  {str(tuple(v['shape'])):<16} {v['dtype']:<8} {str(tuple(v['chunks'])):<20} "
-              f"{_fmt_bytes(v['bytes_stored']):>10}  {v['compressor']}")
+              f"{_fmt_bytes(v['bytes_stored']):>10}  {v['codec']:<16} {v['compressor']}")
     for w in d["warnings"]:
         print(f"warning: {w}")
     return 0

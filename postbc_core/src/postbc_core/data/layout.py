@@ -3,7 +3,8 @@ store is committed.
 
 Layout (zarr format 2, readable by zarr-python 2 and 3 and by diffusion_policy's ReplayBuffer):
 
-    <store>/.zattrs              {"format": "postbc-episodes", "format_version": 1, "created_by": ..., "store_id": ...}
+    <store>/.zattrs              {"format": "postbc-episodes", "format_version": 1, "created_by": ..., "store_id": ...,
+                                  "image_codecs": {"*": "jpeg:90"} (camera codecs, codecs.py; absent or {} = raw)}
     <store>/data/<key>           (T_total, ...) every step of every episode, concatenated along axis 0
     <store>/meta/episode_ends    (N,) int64 cumulative end index of each episode (written LAST on commit)
     <store>/meta/<field>         (N,) per-episode metadata: success, source, task, operator, start/end_time
@@ -24,11 +25,15 @@ from typing import Any
 import numcodecs
 import numpy as np
 
+from postbc_core.data.codecs import RAW, image_compressor
 from postbc_core.data.zarr_compat import create_array
 from postbc_core.errors import StoreError
 
 FORMAT_NAME = "postbc-episodes"
 FORMAT_VERSION = 1
+CODECS_ATTR = "image_codecs"
+"""Root attribute: the camera codec choice {key or "*": codec} the store was created with (data/codecs.py); each
+array's `.zarray` compressor records what its chunks actually hold."""
 SOURCES = ("teleop", "policy", "finetune", "scripted", "import", "synthetic")
 """Accepted values of the per-episode `source` field ("" means unknown)."""
 
@@ -53,10 +58,13 @@ def is_image_like(step_shape: tuple[int, ...]) -> bool:
     return len(step_shape) >= 2
 
 
-def data_array_layout(step_shape: tuple[int, ...], dtype: np.dtype):
-    """(chunks without the time axis length filled in, compressor) for a data array."""
+def data_array_layout(step_shape: tuple[int, ...], dtype: np.dtype, codec: str = RAW):
+    """(chunks without the time axis length filled in, compressor) for a data array; `codec` (canonical, see
+    codecs.py) compresses each frame of an image key (one chunk per frame), raw = Blosc lz4."""
     if is_image_like(step_shape):
-        return (1, *step_shape), numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+        return (1, *step_shape), image_compressor(codec)
+    if codec != RAW:
+        raise StoreError(f"codec {codec!r} applies to camera images only, not to per-step shape {step_shape}")
     step_bytes = max(1, int(np.prod(step_shape, dtype=np.int64)) * dtype.itemsize)
     t_chunk = max(1, LOWDIM_CHUNK_BYTES // step_bytes)
     return (t_chunk, *step_shape), lowdim_compressor()
@@ -67,9 +75,10 @@ def lowdim_compressor():
     return numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
 
 
-def create_data_array(data_group, key: str, step_shape: tuple[int, ...], dtype: np.dtype, length: int = 0):
+def create_data_array(data_group, key: str, step_shape: tuple[int, ...], dtype: np.dtype, length: int = 0,
+                      codec: str = RAW):
     """Create data/<key> of (length, *step_shape) rows, chunked and compressed by `data_array_layout`."""
-    chunks, comp = data_array_layout(step_shape, dtype)
+    chunks, comp = data_array_layout(step_shape, dtype, codec)
     return create_array(data_group, key, shape=(length, *step_shape), chunks=chunks, dtype=dtype,
                         compressor=comp, fill_value=False if dtype == np.bool_ else 0)
 

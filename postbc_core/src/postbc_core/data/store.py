@@ -47,7 +47,9 @@ from typing import Any
 
 import numpy as np
 
+from postbc_core.data.codecs import codec_for_key, codec_of_array, describe_choice, image_compressor, parse_codecs
 from postbc_core.data.layout import (
+    CODECS_ATTR,
     FORMAT_NAME,
     FORMAT_VERSION,
     META_FIELDS,
@@ -135,23 +137,28 @@ class EpisodeStore:
 
     # ---- construction ----
     @classmethod
-    def create(cls, path: str | os.PathLike, *, overwrite: bool = False) -> EpisodeStore:
+    def create(cls, path: str | os.PathLike, *, overwrite: bool = False,
+               codecs: str | Mapping[str, str] | None = None) -> EpisodeStore:
         """Create an empty store at `path` (error if something is there, unless `overwrite`: then an existing episode
         store is replaced, and anything else there is refused). Through a symlink the store is created in the
-        link's target."""
+        link's target. `codecs`: how camera keys are compressed (data/codecs.py: "jpeg", {"front_rgb": "jpeg:85"},
+        ...; None = raw), recorded in the store and fixed by its first episode."""
         path = Path(path)
+        choice = parse_codecs(codecs)  # an unknown codec is refused before anything is created
+        for codec in set(choice.values()):
+            image_compressor(codec)  # and one whose package is missing
         refuse_inside_store(path, what="store")  # before the lock: it would create its file (and directories) there
         lock = WriterLock(path)
         lock.acquire()
         try:
             with storage_errors(f"creating the store {path}"):
-                return cls._create_locked(path, lock, overwrite)
+                return cls._create_locked(path, lock, overwrite, choice)
         except BaseException:
             lock.release()
             raise
 
     @classmethod
-    def _create_locked(cls, path: Path, lock: WriterLock, overwrite: bool) -> EpisodeStore:
+    def _create_locked(cls, path: Path, lock: WriterLock, overwrite: bool, choice: dict[str, str]) -> EpisodeStore:
         real = real_path(path)
         refuse_if_backup(path)
         remove_leftover_temporaries(path)
@@ -163,7 +170,7 @@ class EpisodeStore:
             shutil.rmtree(real)
         root = open_group(real, "w")
         root.attrs.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "created_by": _version_string(),
-                           "store_id": uuid.uuid4().hex})
+                           "store_id": uuid.uuid4().hex, CODECS_ATTR: choice})
         root.require_group("data")
         meta = root.require_group("meta")
         for name in ("episode_ends", *META_FIELDS):
@@ -171,14 +178,20 @@ class EpisodeStore:
         return cls(path, "a", root, lock)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, mode: str = "r") -> EpisodeStore:
-        """Open a store: mode "r" read-only, "a" append (creates the store if missing; recovers a tail)."""
+    def open(cls, path: str | os.PathLike, mode: str = "r", *,
+             codecs: str | Mapping[str, str] | None = None) -> EpisodeStore:
+        """Open a store: mode "r" read-only, "a" append (creates the store if missing; recovers a tail). `codecs`
+        (append mode): the camera codecs of a store created here; for an existing store they must match what it
+        records (a store's codecs are fixed by its first episode), None = whatever it records."""
         path = Path(path)
         if mode not in ("r", "a"):
             raise StoreError(f"mode {mode!r} is not supported: use 'r' (read-only) or 'a' (append)")
+        if codecs is not None and mode != "a":
+            raise StoreError("codecs apply to writing: open the store with mode='a', or leave codecs unset")
+        choice = parse_codecs(codecs) if codecs is not None else None
         restore_backup(path)
         if mode == "a" and not path.exists():
-            return cls.create(path)
+            return cls.create(path, codecs=codecs)
         if not path.exists():
             raise StoreError(f"{path}: no episode store here (check the path; open with mode='a' to create one)")
         if path.is_file():
@@ -209,6 +222,8 @@ class EpisodeStore:
                 remove_leftover_temporaries(path)
             store = cls(path, mode, root, lock)
             store._recover()
+            if choice is not None:
+                store._set_codecs(choice)
             for note in (backup_problem(path), temporaries_problem(path) if mode == "r" else None):
                 if note:
                     log.warning("%s", note)
@@ -301,6 +316,31 @@ class EpisodeStore:
         self._check_open()
         if self.mode != "a":
             raise StoreError(f"{self.path} is open read-only: open it with mode='a' to write")
+
+    def _set_codecs(self, choice: dict[str, str]) -> None:
+        """Record the camera codec choice of an opened (append-mode) store: refused when it differs from the codec
+        of a camera array that holds frames already."""
+        for key, arr in self._arrays.items():
+            want = codec_for_key(choice, key)
+            have = codec_of_array(arr)
+            if key.endswith("_rgb") and arr.shape[0] and want != have:
+                raise StoreError(f"{self.path}: data/{key} is stored as {have}, but codec {describe_choice(choice)} "
+                                 f"asks for {want}: a store's codecs are fixed by its first episode. Record into a "
+                                 "new store, or leave the codec unset to keep the store's")
+        for codec in set(choice.values()):
+            image_compressor(codec)
+        if choice != self.codec_choice:
+            self._root.attrs[CODECS_ATTR] = choice
+            self.attrs[CODECS_ATTR] = choice
+
+    @property
+    def codec_choice(self) -> dict[str, str]:
+        """The store's camera codec choice {key or "*": codec} (empty = raw), as given when it was created."""
+        return dict(self.attrs.get(CODECS_ATTR) or {})
+
+    def codecs(self) -> dict[str, str]:
+        """data key -> codec of its chunks (data/codecs.py names: raw, jpeg:Q, jpegxl-lossless)."""
+        return {k: codec_of_array(a) for k, a in sorted(self._arrays.items())}
 
     # ---- read API ----
     @property
@@ -494,13 +534,15 @@ class EpisodeStore:
         (replacing empty leftovers)."""
         for key, (shape, dtype) in schema.items():
             arr = self._arrays.get(key)
-            if arr is not None and (tuple(arr.shape[1:]) != shape or arr.dtype != dtype):
+            codec = codec_for_key(self.codec_choice, key)
+            if arr is not None and (tuple(arr.shape[1:]) != shape or arr.dtype != dtype
+                                    or (key.endswith("_rgb") and codec_of_array(arr) != codec)):
                 if self.n_episodes or arr.shape[0]:
-                    raise StoreError(f"{self.path}: data/{key} exists with another shape/dtype")
+                    raise StoreError(f"{self.path}: data/{key} exists with another shape/dtype/codec")
                 del self._data[key]
                 arr = None
             if arr is None:
-                self._arrays[key] = create_data_array(self._data, key, shape, dtype)
+                self._arrays[key] = create_data_array(self._data, key, shape, dtype, codec=codec)
         for key in [k for k in self._arrays if k not in schema]:
             if self.n_episodes or self._arrays[key].shape[0]:
                 raise StoreError(f"{self.path}: data/{key} is recorded but missing from this episode")

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from postbc_core.data.codecs import IMAGE_SUFFIX, RAW, codec_of_array, is_known_codec
 from postbc_core.data.layout import FORMAT_NAME, META_FIELDS, check_key_name, create_data_array, lowdim_compressor
 from postbc_core.data.lock import WriterLock
 from postbc_core.data.paths import foreign_entries, real_path, refuse_foreign_entries, refuse_inside_store
@@ -200,6 +201,7 @@ def info(path: str | os.PathLike) -> dict[str, Any]:
                 "shape": list(arr.shape[1:]),
                 "dtype": str(np.dtype(arr.dtype)),
                 "chunks": list(arr.chunks),
+                "codec": codec_of_array(arr),
                 "compressor": array_compressor(arr),
                 "bytes": int(store.n_steps * np.prod(arr.shape[1:], dtype=np.int64) * np.dtype(arr.dtype).itemsize),
                 "bytes_stored": array_nbytes_stored(arr),
@@ -230,13 +232,19 @@ def info(path: str | os.PathLike) -> dict[str, Any]:
 # merge / split / drop
 # ---------------------------------------------------------------------------------------------
 
-def _build(out: Path, fill) -> Path:
-    """Create a store under a temporary sibling of `out`, fill it with `fill(store)`, rename into place (the caller
-    holds `out`'s writer lock: see _outputs)."""
+def camera_codecs(store: EpisodeStore) -> dict[str, str]:
+    """{camera key: codec} of `store`'s image arrays, so a store rewritten from it keeps its codecs (a lossy codec
+    decodes and encodes again: JPEG at the same quality changes a frame by about a grey level)."""
+    return {k: c for k, c in store.codecs().items() if k.endswith(IMAGE_SUFFIX) and is_known_codec(c)}
+
+
+def _build(out: Path, fill, codecs: Mapping[str, str] | None = None) -> Path:
+    """Create a store (camera `codecs`) under a temporary sibling of `out`, fill it with `fill(store)`, rename into
+    place (the caller holds `out`'s writer lock: see _outputs)."""
     tmp = temporary_sibling(out)
     try:
         with storage_errors(f"writing {out}"):
-            with EpisodeStore.create(tmp) as dst:
+            with EpisodeStore.create(tmp, codecs=codecs) as dst:
                 fill(dst)
             os.rename(tmp, out)
     except BaseException:
@@ -291,7 +299,7 @@ def merge(sources: Sequence[str | os.PathLike], out: str | os.PathLike, allow_re
                 _copy_episodes(st, dst, range(st.n_episodes))
 
         with _outputs([out], sources):
-            _build(out, fill)
+            _build(out, fill, camera_codecs(ref) if ref is not None else None)
         log.info("merged %d store(s) (%d episodes) into %s", len(stores), sum(s.n_episodes for s in stores), out)
         return out
     finally:
@@ -321,7 +329,7 @@ def split(src: str | os.PathLike, out_dir: str | os.PathLike, val_fraction: floa
                 with storage_errors(f"writing the split into {out_dir}"):
                     for name, mask in (("train", ~val), ("val", val)):
                         tmps[name] = temporary_sibling(paths[name])
-                        with EpisodeStore.create(tmps[name]) as dst:
+                        with EpisodeStore.create(tmps[name], codecs=camera_codecs(store)) as dst:
                             _copy_episodes(store, dst, np.nonzero(mask)[0].tolist())
                     for name in paths:
                         os.rename(tmps[name], paths[name])
@@ -403,7 +411,7 @@ def drop(src: str | os.PathLike, episodes: Iterable[int], out: str | os.PathLike
             tmp = temporary_sibling(src)
             try:
                 with storage_errors(f"rewriting {src} in place (the store is unchanged)"):
-                    with EpisodeStore.create(tmp) as dst:
+                    with EpisodeStore.create(tmp, codecs=camera_codecs(store)) as dst:
                         _copy_episodes(store, dst, keep)
             except BaseException:
                 _remove(tmp)
@@ -470,7 +478,10 @@ def export_diffusion_policy(src: str | os.PathLike, out: str | os.PathLike, keys
                 n = store.n_steps
                 for k in keys:
                     arr = store.data(k)
-                    dst = create_data_array(data, rename.get(k, k), tuple(arr.shape[1:]), np.dtype(arr.dtype), length=n)
+                    codec = codec_of_array(arr)
+                    codec = codec if rename.get(k, k).endswith(IMAGE_SUFFIX) and is_known_codec(codec) else RAW
+                    dst = create_data_array(data, rename.get(k, k), tuple(arr.shape[1:]), np.dtype(arr.dtype), length=n,
+                                            codec=codec)
                     block = max(1, _block_rows([arr]) // dst.chunks[0]) * dst.chunks[0]  # whole chunks per write
                     for a in range(0, n, block):
                         dst[a: min(n, a + block)] = read_rows(arr, a, min(n, a + block), f"data/{k}", src)

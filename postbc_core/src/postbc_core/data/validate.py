@@ -14,6 +14,7 @@ import numpy as np
 
 from pathlib import Path
 
+from postbc_core.data.codecs import IMAGE_SUFFIX, codec_of_array
 from postbc_core.data.layout import (
     META_FIELDS,
     SOURCES,
@@ -42,6 +43,7 @@ class ValidationReport:
     warnings: list[str] = field(default_factory=list)
     n_episodes: int = 0
     n_steps: int = 0
+    codecs: dict[str, str] = field(default_factory=dict)  # camera key -> codec of its chunks (data/codecs.py)
 
     @property
     def ok(self) -> bool:
@@ -54,6 +56,8 @@ class ValidationReport:
 
     def __str__(self) -> str:
         lines = [f"{self.path}: {'OK' if self.ok else 'INVALID'} ({self.n_episodes} episodes, {self.n_steps} steps)"]
+        if self.codecs:
+            lines.append("  camera codecs: " + ", ".join(f"{k} {v}" for k, v in sorted(self.codecs.items())))
         lines += [f"  error: {e}" for e in self.errors]
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
@@ -160,6 +164,12 @@ def check_group(root, report: ValidationReport, *, import_mode: bool = False, sc
         if key.endswith("_rgb") and (dt != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3):
             errors.append(f"data/{key}: rgb images must be uint8 with per-step shape (H, W, 3), "
                           f"got dtype {dt} per-step shape {tuple(arr.shape[1:])}")
+        codec = codec_of_array(arr)
+        if key.endswith(IMAGE_SUFFIX):
+            report.codecs[key] = codec
+        elif codec.startswith("jpeg:"):  # a lossy codec on anything but a camera image is damage, not a choice
+            errors.append(f"data/{key} is compressed with the lossy codec {codec}: lossy codecs are for camera keys "
+                          f"'<camera>{IMAGE_SUFFIX}' only; its values are not exact (record it again)")
         if key.endswith("_depth") and (dt != np.uint16 or arr.ndim != 3):
             warnings.append(f"data/{key}: depth images are expected as uint16 millimetres with per-step shape "
                             f"(H, W), got dtype {dt} per-step shape {tuple(arr.shape[1:])}")

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from postbc_core.data.codecs import ensure_registered, register_for_array_dir
 from postbc_core.errors import StoreError, storage_error
 
 ZARR_MAJOR = int(zarr.__version__.split(".")[0])
@@ -148,9 +149,19 @@ def open_array(group, name: str, where: str, store_path):
         raise StoreError(f"{store_path}: {where}/{name} is a zarr format 3 array (zarr.json) inside this zarr format 2 "
                          f"store, so zarr does not see it; rewrite it as format 2 (zarr.open_group(..., zarr_format=2)) "
                          "or restore the store from a copy")
+    if d is not None:  # a camera codec of imagecodecs: registered before zarr parses the metadata
+        register_for_array_dir(d / name, f"{store_path}: {where}/{name}")
     try:
         return group[name]
     except Exception as exc:
+        if "imagecodecs_" in str(exc):  # a zip store (no directory to look into) with a camera codec
+            try:
+                ensure_registered("imagecodecs_", f"{store_path}: {where}/{name}")
+                return group[name]
+            except StoreError:
+                raise
+            except Exception:
+                pass
         raise StoreError(f"{store_path}: {where}/{name} has unreadable array metadata (.zarray: {type(exc).__name__}: "
                          f"{exc}); the store is damaged: `postbc data validate {store_path}` lists every problem; "
                          "restore the store from a copy") from None
