@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def evaluate(checkpoint: Path, task: str, episodes: int = 20, num_envs: int = 4, seed: int = 0, videos: int = 2,
-             record_to: Path | None = None, out: Path = Path("runs/eval"), device: str = "auto",
+             record_to: Path | None = None, record_codec: str = "", out: Path = Path("runs/eval"), device: str = "auto",
              n_action_steps: int | None = None, max_steps: int | None = None, allow_other_task: bool = False) -> int:
     """Roll out a policy checkpoint in a sim task: success rate (Wilson 95% interval), returns, lengths, videos.
 
@@ -18,6 +18,8 @@ def evaluate(checkpoint: Path, task: str, episodes: int = 20, num_envs: int = 4,
         seed: First episode seed.
         videos: mp4s of the first this-many episodes (front camera) under OUT/videos.
         record_to: Append every rollout to this episode store (source 'policy', success labels).
+        record_codec: Camera codec of the RECORD_TO store: raw, jpeg, jpeg:Q, jpegxl-lossless or per camera
+            (front_rgb=jpeg); empty: raw for a new store, the store's own for an existing one.
         out: Output directory (eval.json, videos/).
         device: Torch device: auto, cpu, cuda, cuda:N.
         n_action_steps: Actions of each chunk executed before replanning (default: the whole chunk).
@@ -28,7 +30,7 @@ def evaluate(checkpoint: Path, task: str, episodes: int = 20, num_envs: int = 4,
     from postbc_core.sim.evaluation import EvalConfig, run_evaluation
 
     cfg = EvalConfig(checkpoint=checkpoint, task=task, episodes=episodes, num_envs=num_envs, seed=seed,
-                     videos=videos, record_to=record_to, out=out, device=device, n_action_steps=n_action_steps,
+                     videos=videos, record_to=record_to, record_codec=record_codec, out=out, device=device, n_action_steps=n_action_steps,
                      max_steps=max_steps, allow_other_task=allow_other_task)
     r = run_evaluation(cfg)
     lo, hi = r["success_ci95"]

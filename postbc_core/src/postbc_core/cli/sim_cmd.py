@@ -15,7 +15,7 @@ from postbc_core.analysis.learning_curve import CurveConfig  # stdlib-only at im
 
 def demos(task: str, episodes: int, out: Path, quality: float = 1.0, seed: int = 0, cameras: tuple[str, ...] = (),
           image_size: tuple[int, int] = (128, 128), keep_failures: bool = False, max_attempts: int | None = None,
-          operator: str = "scripted", overwrite: bool = False, append: bool = False,
+          operator: str = "scripted", overwrite: bool = False, append: bool = False, codec: str = "",
           json_output: bool = False) -> int:
     """Record scripted demonstrations (a simulated SpaceMouse operator) into an episode store.
 
@@ -37,6 +37,9 @@ def demos(task: str, episodes: int, out: Path, quality: float = 1.0, seed: int =
         operator: Operator name written to each episode's metadata.
         overwrite: Replace an existing store at OUT.
         append: Add episodes to an existing store at OUT (its keys must match).
+        codec: Camera codec of a new store: raw (default, exact), jpeg (quality 90, ~30x smaller on noisy camera
+            frames), jpeg:Q, jpegxl-lossless (exact, ~2x), or per camera: front_rgb=jpeg,wrist_rgb=raw. Empty: raw for
+            a new store, the store's own with --append.
         json_output: Print the stats as JSON.
     """
     from postbc_core.errors import check_seed
@@ -46,7 +49,7 @@ def demos(task: str, episodes: int, out: Path, quality: float = 1.0, seed: int =
     check_seed(seed, count=3 * episodes if max_attempts is None else max_attempts)  # attempt i uses seed + i
     stats = record_demos(task, episodes, out, seed=seed, quality=quality, cameras=tuple(cameras),
                          image_size=tuple(image_size), keep_failures=keep_failures, max_attempts=max_attempts,
-                         operator=operator, overwrite=overwrite, append=append)
+                         operator=operator, overwrite=overwrite, append=append, codec=codec or None)
     keys = recommended_obs_keys(task)
     if json_output:
         print(json.dumps({**stats.to_dict(), "recommended_obs_keys": list(keys)}, indent=2, default=str))

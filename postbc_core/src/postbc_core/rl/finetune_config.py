@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from postbc_core.errors import ConfigError
+from postbc_core.data.codecs import parse_codecs
+from postbc_core.errors import ConfigError, PostBCError
 from postbc_core.rl.best_of_n import BestOfNConfig
 from postbc_core.rl.dsrl import DSRLConfig
 
@@ -50,6 +51,9 @@ class FinetuneConfig:
     """Actions of each chunk executed before the next decision (default: the whole chunk, Ta)."""
     max_steps: int | None = None
     """Override the sim task's episode time limit (control steps)."""
+    codec: str = ""
+    """Camera codec of the replay store's <camera>_rgb keys (data/codecs.py: raw, jpeg, jpeg:Q, jpegxl-lossless, or
+    per key front_rgb=jpeg); empty: raw for a new run, the replay store's own when resuming."""
     reward_type: Literal["sparse", "dense"] = "sparse"
     """Sim reward: sparse (1 on success) or the task's dense shaping."""
     reward_from_label: bool = False
@@ -79,6 +83,10 @@ class FinetuneConfig:
             raise ConfigError(f"max_steps={self.max_steps} must be >= 1 (or unset for the task's limit)")
         if self.n_action_steps is not None and self.n_action_steps < 1:
             raise ConfigError(f"n_action_steps={self.n_action_steps} must be >= 1 (or unset for the whole chunk)")
+        try:
+            parse_codecs(self.codec)
+        except PostBCError as exc:
+            raise ConfigError(f"codec: {exc}") from None
         if self.reward_type not in ("sparse", "dense"):
             raise ConfigError(f"reward_type={self.reward_type!r}: choose 'sparse' or 'dense'")
 

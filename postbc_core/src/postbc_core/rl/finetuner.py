@@ -139,7 +139,8 @@ class Finetuner:
         self.replay: ReplayBuffer | None = None
         if not read_only:
             cfg.out.mkdir(parents=True, exist_ok=True)
-            self.replay = ReplayBuffer(cfg.out / REPLAY_DIR, self.noise_policy, task=cfg.task, device=self.device)
+            self.replay = ReplayBuffer(cfg.out / REPLAY_DIR, self.noise_policy, task=cfg.task, device=self.device,
+                                       codecs=cfg.codec or None)
         self._episode: dict | None = None
         self._logger = None
         if saved is not None:

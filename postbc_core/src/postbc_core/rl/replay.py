@@ -82,12 +82,13 @@ class ReplayBuffer:
     transitions uniformly. Opening an existing store recovers it (uncommitted steps are dropped) and rebuilds the
     index."""
 
-    def __init__(self, path: str | Path, noise_policy: NoisePolicy, *, task: str, device: torch.device | str = "cpu"):
+    def __init__(self, path: str | Path, noise_policy: NoisePolicy, *, task: str, device: torch.device | str = "cpu",
+                 codecs: str | None = None):
         self.path = Path(path)
         self.noise_policy = noise_policy
         self.task = task
         self.device = torch.device(device)
-        self.store = EpisodeStore.open(self.path, "a")
+        self.store = EpisodeStore.open(self.path, "a", codecs=codecs)  # codecs: camera keys (data/codecs.py)
         if self.store.recovery is not None:
             log.warning("replay store %s was interrupted mid-episode; recovered: %s", self.path, self.store.recovery)
         self._writer: EpisodeWriter | None = None

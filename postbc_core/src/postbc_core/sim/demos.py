@@ -512,7 +512,7 @@ class DemoStats:
 def record_demos(task: str, episodes: int, out: Path, *, seed: int = 0, quality: float = 1.0,
                  cameras: tuple[str, ...] = (), image_size: tuple[int, int] = (128, 128), keep_failures: bool = False,
                  max_attempts: int | None = None, operator: str = "scripted", overwrite: bool = False,
-                 append: bool = False, **task_overrides) -> DemoStats:
+                 append: bool = False, codec: str | None = None, **task_overrides) -> DemoStats:
     """Record `episodes` successful scripted demonstrations of `task` into the episode store `out`.
 
     Attempt i resets the task with seed `seed + i` (the operator's random choices come from the same seed). Attempts
@@ -521,8 +521,10 @@ def record_demos(task: str, episodes: int, out: Path, *, seed: int = 0, quality:
     or `append` (add episodes; keys must match). Keys per step: timestamp (sim seconds), joint_pos, joint_vel,
     joint_effort, gripper_pos, ee_pose, object_pose, object_pos, object_yaw_feat (symmetric objects), the task's
     extras, `<camera>_rgb`, cmd_ee_delta, cmd_joint_pos, reward, done (see run_demo_episode); train on the task's
-    `recommended_obs_keys` (sim.registry). Returns (and logs) the DemoStats.
+    `recommended_obs_keys` (sim.registry). `codec`: the camera codec choice (data/codecs.py; None = raw for a new
+    store, the store's own when appending). Returns (and logs) the DemoStats.
     """
+    from postbc_core.data.codecs import parse_codecs
     from postbc_core.data.layout import STRING_META
     from postbc_core.data.paths import real_path
     from postbc_core.data.store import EpisodeStore
@@ -535,6 +537,7 @@ def record_demos(task: str, episodes: int, out: Path, *, seed: int = 0, quality:
         raise ConfigError(f"max_attempts={max_attempts} is below episodes={episodes}; raise it or leave it unset")
     if overwrite and append:
         raise ConfigError("pass either overwrite or append, not both")
+    parse_codecs(codec)  # an unknown codec is refused before the sim starts
     # Everything checkable is checked before the store is touched, so a typo never leaves an empty store behind.
     if not 0.0 <= quality <= 1.0:  # (also refuses NaN)
         raise ConfigError(f"quality={quality}: use a value in [0, 1] (1 = clean operator, 0 = sloppy)")
@@ -549,7 +552,8 @@ def record_demos(task: str, episodes: int, out: Path, *, seed: int = 0, quality:
         raise StoreError(f"{out} already exists: pass overwrite=True / --overwrite (replace it) or append=True / "
                          "--append (add episodes), or pick a new path")
     created = not out.exists()
-    store = EpisodeStore.open(out, "a") if append else EpisodeStore.create(out, overwrite=overwrite)
+    store = (EpisodeStore.open(out, "a", codecs=codec) if append
+             else EpisodeStore.create(out, overwrite=overwrite, codecs=codec))
     created = created or overwrite
     stats = DemoStats(task=task)
     t0 = time.time()

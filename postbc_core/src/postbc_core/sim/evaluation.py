@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from postbc_core.data.codecs import parse_codecs
 from postbc_core.data.paths import make_output_dir, refuse_inside_store
 from postbc_core.errors import ConfigError, PostBCError, check_seed
 from postbc_core.control.loop import EpisodeResult, Watcher, run_episodes
@@ -80,6 +81,9 @@ class EvalConfig:
     """Write mp4s of the first this-many episodes (front camera)."""
     record_to: Path | None = None
     """Append every rollout to this episode store (source 'policy', success labels)."""
+    record_codec: str = ""
+    """Camera codec of the --record-to store (data/codecs.py: raw, jpeg, jpeg:Q, jpegxl-lossless, or per key
+    front_rgb=jpeg); empty: raw for a new store, the store's own for an existing one."""
     out: Path = Path("runs/eval")
     """Output directory: eval.json and videos/."""
     device: str = "auto"
@@ -96,6 +100,10 @@ class EvalConfig:
     def __post_init__(self):
         self.checkpoint, self.out = Path(self.checkpoint), Path(self.out)
         self.record_to = None if self.record_to is None else Path(self.record_to)
+        try:
+            parse_codecs(self.record_codec)
+        except PostBCError as exc:
+            raise ConfigError(f"--record-codec: {exc}") from None
         self.video_size = tuple(int(v) for v in self.video_size)
         if self.episodes < 1 or self.num_envs < 1:
             raise ConfigError(f"--episodes ({self.episodes}) and --num-envs ({self.num_envs}) must be >= 1")
@@ -117,6 +125,7 @@ def run_evaluation(cfg: EvalConfig) -> dict:
     check_checkpoint_task(policy.info, cfg.task, cfg.checkpoint, cfg.allow_other_task)
     report = evaluate_policy(policy, cfg.task, episodes=cfg.episodes, num_envs=cfg.num_envs, seed=cfg.seed,
                              videos=cfg.videos, out=cfg.out, record_to=cfg.record_to,
+                             record_codec=cfg.record_codec or None,
                              n_action_steps=cfg.n_action_steps, max_steps=cfg.max_steps, video_size=cfg.video_size)
     report["checkpoint"] = str(cfg.checkpoint)
     report["policy_train_info"] = getattr(policy, "info", {}).get("train", {})
@@ -128,6 +137,7 @@ def run_evaluation(cfg: EvalConfig) -> dict:
 
 def evaluate_policy(policy, task: str, *, episodes: int, num_envs: int = 4, seed: int = 0, videos: int = 0,
                     out: str | Path | None = None, record_to: str | Path | None = None,
+                    record_codec: str | None = None,
                     n_action_steps: int | None = None, max_steps: int | None = None,
                     video_size: tuple[int, int] = (256, 256)) -> dict:
     """Runs `episodes` episodes of `policy` in `task` over min(num_envs, episodes) lockstep envs.
@@ -151,7 +161,7 @@ def evaluate_policy(policy, task: str, *, episodes: int, num_envs: int = 4, seed
     if record_to is not None:
         from postbc_core.data import EpisodeStore
 
-        store = EpisodeStore.open(record_to, "a")
+        store = EpisodeStore.open(record_to, "a", codecs=record_codec)
     vh, vw = video_size
     video = _Videos(out / "videos", videos, (vh, vw), envs[0].config.control_hz) if videos else None
     watchers: list[Watcher] = [_Log(), *([video] if video else [])]

@@ -98,6 +98,9 @@ class Params:
     """CPU intra-op threads for the updates (0 = torch's default; 1 avoids spin-waiting on a busy 2-core CPU)."""
     cameras: tuple[str, ...] = ()
     """Cameras feeding the policy's <camera>_rgb keys (empty: those the keys name)."""
+    codec: str = ""
+    """Camera codec of replay.zarr's <camera>_rgb keys: raw, jpeg, jpeg:Q, jpegxl-lossless or per key
+    (front_rgb=jpeg); empty: raw for a new run, the replay store's own when resuming."""
     status_hz: float = 2.0
     """Rate (Hz, steady clock) of /postbc/finetune/status."""
 
@@ -194,7 +197,7 @@ class FinetuneManager(Node):
         resume = p.resume and (out / STATE_FILE).exists()
         cfg = FinetuneConfig(checkpoint=Path(p.checkpoint), task=p.task, algorithm=p.algorithm, episodes=p.episodes,
                              out=out, seed=p.seed, eval_episodes=0, resume=resume, device=p.device,
-                             reward_from_label=p.backend != "sim")
+                             reward_from_label=p.backend != "sim", codec=p.codec)
         import dataclasses
 
         if p.warmup_episodes >= 0:

@@ -45,6 +45,7 @@ import numpy as np
 from geometry_msgs.msg import PoseArray, TwistStamped
 from postbc_core.robots.observation import resize_image, robot_observation
 from postbc_core.control.rows import step_row
+from postbc_core.data.codecs import parse_codecs
 from postbc_core.data.store import (
     DEFAULT_FLUSH_BYTES,
     SOURCES,
@@ -98,6 +99,11 @@ class Params:
     """Steps are buffered and written to disk in blocks of about this many bytes (memory ~2x this)."""
     status_hz: float = 2.0
     """Rate (Hz, steady clock) of /postbc/recorder/status."""
+    codec: str = ""
+    """Camera codec of a new store's <camera>_rgb keys (postbc_core.data.codecs): raw (exact, ~1x on camera frames),
+    jpeg (quality 90, ~30x smaller), jpeg:Q, jpegxl-lossless (exact, ~2x), or per camera front_rgb=jpeg,wrist_rgb=raw.
+    Empty: raw for a new store, the store's own for an existing one (a store's codecs are fixed by its first
+    episode)."""
 
     def __post_init__(self):
         if not self.store:
@@ -118,6 +124,10 @@ class Params:
             if len(getattr(self, name)) > STRING_META[name]:
                 raise ConfigError(f"{name} is {len(getattr(self, name))} characters; the store keeps at most "
                                   f"{STRING_META[name]}")
+        try:
+            parse_codecs(self.codec)
+        except PostBCError as exc:
+            raise ConfigError(f"codec={self.codec!r}: {exc}") from None
         if self.max_stream_age <= 0 or self.start_timeout < 0 or self.status_hz <= 0 or self.flush_bytes < 1:
             raise ConfigError(f"max_stream_age={self.max_stream_age}, start_timeout={self.start_timeout}, "
                               f"status_hz={self.status_hz}, flush_bytes={self.flush_bytes}: need max_stream_age > 0, "
@@ -270,7 +280,8 @@ class Recorder(Node):
         self.store: EpisodeStore | None = None
         try:
             self.params = p = declare(self, Params)
-            self.store = EpisodeStore.open(p.store, "a")  # StoreError (with the owner) if another recorder writes it
+            # StoreError (with the owner) if another recorder writes it, or when `codec` differs from the store's
+            self.store = EpisodeStore.open(p.store, "a", codecs=p.codec or None)
             check_store_keys(self.store, p)
         except BaseException:
             # A half-built node must not linger: rclpy's context would destroy it again at shutdown (a traceback
