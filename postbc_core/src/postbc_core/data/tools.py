@@ -390,7 +390,7 @@ def drop(src: str | os.PathLike, episodes: Iterable[int], out: str | os.PathLike
             n = store.n_episodes
             keep = [i for i in range(n) if i not in set(episodes_to_drop(episodes, n, src))]
             with _outputs([out], [src]):
-                _build(out, lambda dst: _copy_episodes(store, dst, keep))
+                _build(out, lambda dst: _copy_episodes(store, dst, keep), camera_codecs(store))
         log.info("%s: wrote %d of %d episodes to %s", src, len(keep), n, out)
         return out
     restore_backup(src)  # a previous in-place drop killed between its renames: finish it backwards first
