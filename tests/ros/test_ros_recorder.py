@@ -385,3 +385,42 @@ def test_record_from_sim_driver_and_cameras(graph, tmp_path):
     for k in ("front_rgb", "wrist_rgb"):  # never above the 10 Hz the cameras render at; below it on a starved CPU
         assert 0 < streams[k]["rate_hz"] <= 12, streams
     check_stream_accounting(ep, streams, ("joint_states", "front_rgb", "wrist_rgb", "object_pose"))
+
+
+def test_recorder_codec_and_disk_space(graph, tmp_path):
+    """The codec parameter compresses the camera; status reports minutes left at the store's rate; an episode that
+    cannot fit is refused at start and one that reaches the reserve is stopped and committed (the free-space query is
+    injected: no disk is filled)."""
+    pytest.importorskip("imagecodecs")
+    store = tmp_path / "d.zarr"
+    free = [10_000_000_000]
+    rec = graph.add(Recorder("recorder", context=graph.context, disk_free=lambda path: free[0],
+                             parameter_overrides=_params(store=str(store), control_hz=10.0, cameras=["front"],
+                                                         max_episode_s=2.0, start_timeout=5.0, codec="jpeg:80",
+                                                         disk_reserve_mb=1.0, disk_warn_minutes=5.0)))
+    helper = graph.node("helper")
+    streams = Streams(helper)
+    try:
+        _ok(helper, "/recorder/start")
+        wait_for(lambda: rec.status()["episode"]["steps"] >= 5, 10.0, what="5 steps")
+        assert "committed" in _ok(helper, "/recorder/stop")
+        assert rec.store.codecs()["front_rgb"] == "jpeg:80"
+        disk = rec.status()["disk"]
+        rate = disk["bytes_per_s"]
+        assert rate > 0 and disk["minutes_left"] == pytest.approx((free[0] - 1e6) / rate / 60, rel=1e-3)
+        assert not disk["low"]
+        free[0] = 1_000_000 + int(rate)  # one second of recording above the reserve; an episode may take 2 s
+        r = call_service(helper, Trigger, "/recorder/start")
+        assert not r.success and "cannot start" in r.message and "an episode of up to 2 s needs" in r.message, \
+            r.message
+        assert rec.status()["disk"]["low"] and rec.store.n_episodes == 1
+        free[0] = 10_000_000_000
+        _ok(helper, "/recorder/start")
+        wait_for(lambda: rec.status()["episode"]["steps"] >= 3, 10.0, what="3 steps")
+        free[0] = 500_000  # below the reserve while recording: stopped and committed, nothing lost
+        wait_for(lambda: (rec.last_episode or {}).get("reason") == "disk_full" and rec._job.done(), 10.0,
+                 what="the episode stopped for the full disk")
+        assert rec.last_episode["committed"] and rec.store.n_episodes == 2 and not rec.status()["recording"]
+    finally:
+        streams.stop()
+    assert "camera codecs: front_rgb jpeg:80" in _validate_cli(store)

@@ -19,7 +19,14 @@ Per stream and episode the node counts messages received, ticks without a new me
 the latest message was older than `max_stream_age` ("late"), and messages lost, estimated from gaps in the header
 stamps against the stream's median period ("dropped"); per episode, timer periods the process was too busy to
 tick ("missed_ticks": no row there). /postbc/recorder/status (JSON, ~status_hz, steady clock):
-store, episodes, recording, the current episode's steps / duration, per-stream rates and counts, the last episode.
+store, episodes, recording, the current episode's steps / duration, per-stream rates and counts, the last episode,
+and "disk": free bytes, the recording rate (bytes/s: measured during an episode, else what the store's episodes
+took), minutes of recording left at that rate, and "low" (below `disk_warn_minutes`: a warning is logged).
+
+Disk space (postbc_core.data.disk): an episode whose longest allowed length (`max_episode_s`; one minute when
+unlimited) does not fit in the free space above `disk_reserve_mb` at the current rate is refused at start; a
+recording episode that reaches the reserve is stopped and committed. Committed episodes are never touched.
+Camera codec: `codec` (postbc_core.data.codecs), fixed by the store's first episode.
 
 Writing: EpisodeStore.open(store, "a") (creates it, or resumes appending after recovering an interrupted tail; the
 store's writer lock refuses a second recorder). Steps go to `episode_writer(background=True)`, so block writes to
@@ -38,14 +45,24 @@ import statistics
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from geometry_msgs.msg import PoseArray, TwistStamped
 from postbc_core.robots.observation import resize_image, robot_observation
 from postbc_core.control.rows import step_row
 from postbc_core.data.codecs import parse_codecs
+from postbc_core.data.disk import (
+    DEFAULT_RESERVE_BYTES,
+    DEFAULT_WARN_MINUTES,
+    DiskBudget,
+    EpisodeRate,
+    disk_free_bytes,
+    rate_from_store,
+)
 from postbc_core.data.store import (
     DEFAULT_FLUSH_BYTES,
     SOURCES,
@@ -104,6 +121,11 @@ class Params:
     jpeg (quality 90, ~30x smaller), jpeg:Q, jpegxl-lossless (exact, ~2x), or per camera front_rgb=jpeg,wrist_rgb=raw.
     Empty: raw for a new store, the store's own for an existing one (a store's codecs are fixed by its first
     episode)."""
+    disk_warn_minutes: float = DEFAULT_WARN_MINUTES
+    """Warn (log + status "disk": {"low": true}) when the disk holds fewer minutes of recording at the current rate."""
+    disk_reserve_mb: float = DEFAULT_RESERVE_BYTES / 1e6
+    """MB of the store's disk never recorded into: an episode that would not fit in the rest is refused at start,
+    and a recording episode is stopped and committed when the free space reaches the reserve."""
 
     def __post_init__(self):
         if not self.store:
@@ -128,6 +150,9 @@ class Params:
             parse_codecs(self.codec)
         except PostBCError as exc:
             raise ConfigError(f"codec={self.codec!r}: {exc}") from None
+        if self.disk_warn_minutes < 0 or self.disk_reserve_mb < 0:
+            raise ConfigError(f"disk_warn_minutes={self.disk_warn_minutes}, disk_reserve_mb={self.disk_reserve_mb}: "
+                              "need values >= 0")
         if self.max_stream_age <= 0 or self.start_timeout < 0 or self.status_hz <= 0 or self.flush_bytes < 1:
             raise ConfigError(f"max_stream_age={self.max_stream_age}, start_timeout={self.start_timeout}, "
                               f"status_hz={self.status_hz}, flush_bytes={self.flush_bytes}: need max_stream_age > 0, "
@@ -274,7 +299,9 @@ class Episode:
 
 
 class Recorder(Node):
-    def __init__(self, node_name: str = "recorder", *, context=None, parameter_overrides=None, namespace=""):
+    def __init__(self, node_name: str = "recorder", *, context=None, parameter_overrides=None, namespace="",
+                 disk_free: Callable[[Path], int] | None = None):
+        """`disk_free`: the free-space query of the store's disk (postbc_core.data.disk; tests inject one)."""
         super().__init__(node_name, context=context, namespace=namespace,
                          parameter_overrides=parameter_overrides or [])
         self.store: EpisodeStore | None = None
@@ -292,6 +319,11 @@ class Recorder(Node):
             raise
         if self.store.recovery is not None:
             self.get_logger().warning(str(self.store.recovery))
+        self.disk = DiskBudget(Path(p.store), warn_minutes=p.disk_warn_minutes,
+                               reserve_bytes=int(p.disk_reserve_mb * 1e6), free_bytes=disk_free or disk_free_bytes)
+        self._store_rate = rate_from_store(self.store, p.control_hz)  # bytes/s of the committed episodes
+        self._episode_rate: EpisodeRate | None = None  # measured while an episode records
+        self._disk_low = False
         self.get_logger().info(f"recording to {p.store} ({self.store.n_episodes} episodes already there)")
         self._lock = threading.RLock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder-commit")
@@ -531,6 +563,10 @@ class Recorder(Node):
             bad = self._image_size_mismatch(schema)
             if bad:
                 return False, f"cannot start: {bad}"
+        try:  # an episode that cannot fit is refused here, not failed mid-way
+            self.disk.check_start(self._rate(), self.params.max_episode_s)
+        except PostBCError as exc:
+            return False, f"cannot start: {exc}"
         self.error = None
         writer = self.store.episode_writer(task=self.params.task, source=self.params.source,
                                            operator=self.params.operator, flush_bytes=self.params.flush_bytes,
@@ -538,6 +574,7 @@ class Recorder(Node):
         self._rec = Episode(writer=writer, index=self.store.n_episodes, start=self._now(), start_wall=time.time(),
                             keys=keys)
         self._pending = None
+        self._episode_rate = EpisodeRate(self.disk)
         for s in self.streams.values():
             s.reset_counts()
         self.get_logger().info(f"episode {self._rec.index}: recording at {self.params.control_hz:g} Hz")
@@ -555,6 +592,9 @@ class Recorder(Node):
     def _end(self, *, discard: bool, reason: str) -> Future:
         """Detach the episode (the tick stops writing to it) and commit / discard it on the worker. Lock held."""
         rec, self._rec, self._pending = self._rec, None, None
+        if self._episode_rate is not None and self._episode_rate.rate():
+            self._store_rate = self._episode_rate.rate()  # until the commit measures the store again
+        self._episode_rate = None
         now = self._now()
         label = rec.label
         if label is None and self.params.auto_label_success:
@@ -575,6 +615,7 @@ class Recorder(Node):
             else:
                 rec.writer.commit(success=label)
                 summary["committed"] = True
+                self._store_rate = rate_from_store(self.store, self.params.control_hz)
                 late = {k: v["late"] for k, v in summary["streams"].items() if v["late"]}
                 dropped = {k: v["dropped"] for k, v in summary["streams"].items() if v["dropped"]}
                 self.get_logger().info(f"episode {rec.index} committed ({reason}): {rec.steps} steps, "
@@ -652,6 +693,29 @@ class Recorder(Node):
             self.get_logger().warning(f"{topics.EPISODE_EVENTS} {msg.data!r}: {text}")
 
     # -- status -------------------------------------------------------------------------------------------------
+    def _rate(self) -> float | None:
+        """Bytes per second of recording now: measured during the episode, else what the store's episodes took."""
+        er = self._episode_rate
+        measured = er.rate() if er is not None else None
+        return measured if measured is not None else self._store_rate
+
+    def _check_disk(self) -> dict:
+        """The disk's status; warns when it turns low, and stops (commits) a recording episode when the reserve is
+        reached, so what was recorded is kept."""
+        d = self.disk.status(self._rate())
+        if d["low"] and not self._disk_low:
+            left = "unknown" if d["minutes_left"] is None else f"{d['minutes_left']:.1f}"
+            self.get_logger().warning(f"disk of {self.params.store} is low: {d['free_bytes'] / 1e6:.0f} MB free, "
+                                      f"{left} minutes of recording left at the current rate")
+        self._disk_low = d["low"]
+        with self._lock:
+            if self._rec is not None and self.disk.usable_bytes() <= 0:
+                self.get_logger().error(f"disk of {self.params.store} reached its reserve: stopping and committing "
+                                        f"episode {self._rec.index}")
+                self.error = "disk full: episode stopped"
+                self._end(discard=False, reason="disk_full")
+        return d
+
     def status(self) -> dict:
         now = self._now()
         with self._lock:
@@ -659,13 +723,15 @@ class Recorder(Node):
             out = {"store": self.params.store, "episodes": self.store.n_episodes, "recording": rec is not None,
                    "control_hz": self.params.control_hz,
                    "streams": {k: s.counts(now) for k, s in self.streams.items()},
-                   "last_episode": self.last_episode, "error": self.error}
+                   "last_episode": self.last_episode, "error": self.error,
+                   "disk": self.disk.status(self._rate())}
             if rec is not None:
                 out["episode"] = {"index": rec.index, "steps": rec.steps, "duration_s": round(now - rec.start, 3),
                                   "missed_ticks": rec.missed_ticks, "label": rec.label}
         return out
 
     def publish_status(self) -> None:
+        self._check_disk()
         self.pub_status.publish(String(data=json.dumps(self.status())))
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
