@@ -175,7 +175,8 @@ def x264_reference(pool_path: Path, seconds: float) -> dict:
     load_ms = (time.perf_counter() - t) / decoded * 1e3
     total = sum(len(b) for b in bufs)
     return {"codec": "x264 video (reference, not built)", "frames_offered": n * len(CAMERAS),
-            "bytes_per_minute": total / seconds * 60, "compression_vs_uncompressed": n * len(CAMERAS) * H * W * 3 / total,
+            "bytes_per_minute": total / seconds * 60,
+            "compression_vs_uncompressed": n * len(CAMERAS) * H * W * 3 / total,
             "encoder_cpu_core": cpu / seconds, "load_ms_per_frame": load_ms, "random_frame_ms_gop10": random_ms,
             "av": av.__version__}
 

@@ -112,7 +112,8 @@ def test_a_stores_codecs_are_fixed_by_its_first_episode(tmp_path):
     rng = np.random.default_rng(2)
     with EpisodeStore.create(path, codecs="jpeg") as s:
         s.add_episode(episode(rng, 3))
-    with pytest.raises(StoreError, match=r"data/front_rgb is stored as jpeg:90, but codec raw asks for raw"):
+    with pytest.raises(StoreError, match=r"data/front_rgb is stored as jpeg:90, but raw was asked for \(codec raw\): "
+                                         "a store's codecs are fixed"):
         EpisodeStore.open(path, "a", codecs="raw")
     with EpisodeStore.open(path, "a", codecs="jpeg:90") as s:  # the same choice is fine
         s.add_episode(episode(rng, 2))
@@ -141,6 +142,34 @@ def test_unknown_or_misapplied_codec_is_refused_before_anything_is_written(tmp_p
                         str(tmp_path / "d.zarr"), "--codec", "h265"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "unknown codec 'h265'" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "d.zarr").exists()
+
+
+def test_codec_options_where_stores_are_created_refuse_unknown_codecs(tmp_path):
+    from postbc_core.errors import ConfigError
+    from postbc_core.rl.finetune_config import FinetuneConfig
+    from postbc_core.sim.evaluation import EvalConfig
+
+    with pytest.raises(ConfigError, match=r"--record-codec: unknown codec 'webm'"):
+        EvalConfig(checkpoint=tmp_path / "p.safetensors", task="lift_cube", record_to=tmp_path / "r.zarr",
+                   record_codec="webm")
+    with pytest.raises(ConfigError, match=r"codec: codec choice for key 'joint_pos'"):
+        FinetuneConfig(checkpoint=tmp_path / "p.safetensors", codec="joint_pos=jpeg")
+    assert FinetuneConfig(checkpoint=tmp_path / "p.safetensors", codec="jpeg").codec == "jpeg"
+
+
+def test_sim_demos_records_with_the_codec(tmp_path):
+    from postbc_core.sim.demos import record_demos
+
+    out = tmp_path / "d.zarr"
+    record_demos("lift_cube", 1, out, cameras=("front", "wrist"), image_size=(32, 40), codec="front_rgb=jpeg")
+    with EpisodeStore.open(out) as s:
+        assert s.codecs()["front_rgb"] == "jpeg:90" and s.codecs()["wrist_rgb"] == "raw"
+        assert s.codecs()["joint_pos"] == "raw" and s.episode(0)["front_rgb"].shape[1:] == (32, 40, 3)
+    with pytest.raises(StoreError, match=r"is stored as jpeg:90, but jpeg:50 was asked for \(codec jpeg:50\)"):
+        record_demos("lift_cube", 1, out, cameras=("front", "wrist"), image_size=(32, 40), codec="jpeg:50",
+                     append=True)
+    with EpisodeStore.open(out) as s:
+        assert s.n_episodes == 1  # nothing was added, nothing lost
 
 
 def test_validate_and_info_show_the_codecs(tmp_path):

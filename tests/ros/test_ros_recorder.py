@@ -104,6 +104,10 @@ def test_recorder_config_errors_and_single_writer(ros_context, tmp_path):
     with pytest.raises(ConfigError, match="source="):
         Recorder("rec0", context=ros_context, parameter_overrides=_params(store=str(tmp_path / "s.zarr"),
                                                                             source="human"))
+    with pytest.raises(ConfigError, match=r"codec='h265': unknown codec 'h265'"):
+        Recorder("rec0", context=ros_context, parameter_overrides=_params(store=str(tmp_path / "s.zarr"),
+                                                                            codec="h265"))
+    assert not (tmp_path / "s.zarr").exists()
     a = Recorder("rec_a", context=ros_context, parameter_overrides=_params(store=str(tmp_path / "s.zarr")))
     try:
         with pytest.raises(StoreError, match=f"open for writing by pid {os.getpid()}"):

@@ -6,7 +6,8 @@ from pathlib import Path
 
 
 def evaluate(checkpoint: Path, task: str, episodes: int = 20, num_envs: int = 4, seed: int = 0, videos: int = 2,
-             record_to: Path | None = None, record_codec: str = "", out: Path = Path("runs/eval"), device: str = "auto",
+             record_to: Path | None = None, record_codec: str = "", out: Path = Path("runs/eval"),
+             device: str = "auto",
              n_action_steps: int | None = None, max_steps: int | None = None, allow_other_task: bool = False) -> int:
     """Roll out a policy checkpoint in a sim task: success rate (Wilson 95% interval), returns, lengths, videos.
 
@@ -30,8 +31,8 @@ def evaluate(checkpoint: Path, task: str, episodes: int = 20, num_envs: int = 4,
     from postbc_core.sim.evaluation import EvalConfig, run_evaluation
 
     cfg = EvalConfig(checkpoint=checkpoint, task=task, episodes=episodes, num_envs=num_envs, seed=seed,
-                     videos=videos, record_to=record_to, record_codec=record_codec, out=out, device=device, n_action_steps=n_action_steps,
-                     max_steps=max_steps, allow_other_task=allow_other_task)
+                     videos=videos, record_to=record_to, record_codec=record_codec, out=out, device=device,
+                     n_action_steps=n_action_steps, max_steps=max_steps, allow_other_task=allow_other_task)
     r = run_evaluation(cfg)
     lo, hi = r["success_ci95"]
     print(f"{r['task']}: success {r['n_success']}/{r['episodes']} = {r['success_rate']:.1%} "

@@ -324,9 +324,9 @@ class EpisodeStore:
             want = codec_for_key(choice, key)
             have = codec_of_array(arr)
             if key.endswith("_rgb") and arr.shape[0] and want != have:
-                raise StoreError(f"{self.path}: data/{key} is stored as {have}, but codec {describe_choice(choice)} "
-                                 f"asks for {want}: a store's codecs are fixed by its first episode. Record into a "
-                                 "new store, or leave the codec unset to keep the store's")
+                raise StoreError(f"{self.path}: data/{key} is stored as {have}, but {want} was asked for (codec "
+                                 f"{describe_choice(choice)}): a store's codecs are fixed by its first episode. Record "
+                                 "into a new store, or leave the codec unset to keep the store's")
         for codec in set(choice.values()):
             image_compressor(codec)
         if choice != self.codec_choice:
