@@ -16,7 +16,11 @@ positions, a timestamp) per tick to `episode_writer(background=True)` for --seco
     random_frame_ms       one frame at a random step read and decoded (EpisodeStore.rows), mean over 200
     psnr_db               of the stored frames against what was appended (lossless: inf)
 
-    python benchmarks/bench_storage.py [--quick] [--seconds 20] [--noise 2] [--codecs raw jpeg ...]
+The machine is shared (other processes load its 2 cores), so each codec runs --repeats times, interleaved with the
+others, the table shows medians (frame counts summed), and a control run of the same loop storing nothing counts
+the frames the machine itself drops.
+
+    python benchmarks/bench_storage.py [--quick] [--seconds 20] [--repeats 3] [--noise 2] [--codecs raw jpeg ...]
 
 Writes benchmarks/results/storage_cpu.json.
 """
@@ -70,11 +74,39 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
 
 
+def loop_only(pool: np.ndarray, seconds: float) -> dict:
+    """The control: the same 30 Hz loop copying each step's frames (as append does) and storing nothing. Its
+    dropped frames are the machine's (other processes on its cores), not a writer's."""
+    n = int(round(seconds * HZ))
+    kept, dropped, period = [], 0, 1.0 / HZ
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    for i in range(n):
+        tick = t0 + i * period
+        now = time.perf_counter()
+        if now >= tick + period:
+            dropped += 1
+            continue
+        if now < tick:
+            time.sleep(tick - now)
+        f = pool[i % POOL]
+        kept.append((np.array(f[0]), np.array(f[1])))
+        if len(kept) > 20:
+            kept.pop(0)
+    rec_s = time.perf_counter() - t0
+    return {"codec": "none", "seconds": round(rec_s, 3), "frames_offered": n * len(CAMERAS),
+            "frames_kept": (n - dropped) * len(CAMERAS), "frames_dropped": dropped * len(CAMERAS),
+            "loadavg_1min_after": os.getloadavg()[0],
+            "loop_cpu_core": (time.process_time() - c0) / ((n - dropped) / HZ)}
+
+
 def worker(codec: str, pool_path: Path, seconds: float, root: Path) -> dict:
     """Record one episode with `codec` in real time, commit it, read it back; the figures of one table row."""
     from postbc_core.data import EpisodeStore
 
     pool = np.load(pool_path)
+    if codec == "none":
+        return loop_only(pool, seconds)
     path = root / f"{codec.replace(':', '_')}.zarr"
     store = EpisodeStore.create(path, codecs=codec)
     w = store.episode_writer(background=True)
@@ -181,12 +213,25 @@ def x264_reference(pool_path: Path, seconds: float) -> dict:
             "av": av.__version__}
 
 
+def summarize(runs: list[dict]) -> dict:
+    """One table row from the repeats of a codec: medians of the numbers, sums of the frame counts, every run kept."""
+    row = {"codec": runs[0]["codec"], "repeats": len(runs)}
+    for k in ("frames_offered", "frames_kept", "frames_dropped"):
+        row[k] = int(sum(r[k] for r in runs))
+    for k, v in runs[0].items():
+        if k not in row and isinstance(v, (int, float)):
+            row[k] = float(np.median([r[k] for r in runs]))
+    row["runs"] = runs
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="4 s per codec (a smoke run; results under results/quick)")
     ap.add_argument("--seconds", type=float, default=20.0, help="recording length per codec")
     ap.add_argument("--noise", type=float, default=2.0, help="sensor noise sigma, grey levels")
     ap.add_argument("--codecs", nargs="+", default=["raw", "jpeg", "jpeg:80", "jpegxl-lossless"])
+    ap.add_argument("--repeats", type=int, default=3, help="runs per codec, interleaved; the table shows medians")
     ap.add_argument("--worker", nargs=3, metavar=("CODEC", "POOL", "ROOT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -203,14 +248,18 @@ def main() -> None:
         render_pool(pool, args.noise)
         print(f"rendered {POOL} x 2 twin frames at {W}x{H} with noise sigma {args.noise} "
               f"({time.perf_counter() - t:.1f} s)")
-        rows = []
-        for codec in args.codecs:
-            proc = subprocess.run([sys.executable, __file__, "--seconds", str(seconds), "--worker", codec, str(pool),
-                                   str(root)], capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                sys.exit(f"{codec} failed:\n{proc.stderr}")
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            shutil.rmtree(root / f"{codec.replace(':', '_')}.zarr", ignore_errors=True)
+        runs: dict[str, list[dict]] = {c: [] for c in ["none", *args.codecs]}
+        repeats = 1 if args.quick else args.repeats
+        for _ in range(repeats):  # interleaved, so a burst of load elsewhere on the machine hits every codec alike
+            for codec in runs:
+                proc = subprocess.run([sys.executable, __file__, "--seconds", str(seconds), "--worker", codec,
+                                       str(pool), str(root)], capture_output=True, text=True, check=False)
+                if proc.returncode != 0:
+                    sys.exit(f"{codec} failed:\n{proc.stderr}")
+                runs[codec].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                shutil.rmtree(root / f"{codec.replace(':', '_')}.zarr", ignore_errors=True)
+        control = runs.pop("none")
+        rows = [summarize(rs) for rs in runs.values()]
         try:
             video = x264_reference(pool, seconds)
         except ImportError:
@@ -224,6 +273,10 @@ def main() -> None:
                        "save_time": r["save_s"] / raw["save_s"],
                        "load_time": r["load_ms_per_frame"] / raw["load_ms_per_frame"],
                        "random_frame": r["random_frame_ms"] / raw["random_frame_ms"]}
+    dropped_control = sum(r["frames_dropped"] for r in control)
+    print(f"control (the 30 Hz loop alone, storing nothing): {dropped_control} of "
+          f"{sum(r['frames_offered'] for r in control)} frames dropped by the machine itself; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'codec':<16} {'MB/min':>8} {'x smaller':>9} {'CPU core':>8} {'CPU/raw':>7} {'kept':>9} {'save s':>7} "
           f"{'load s':>7} {'load/raw':>8} {'rand ms':>7} {'PSNR dB':>7}")
     for r in rows:
@@ -244,7 +297,7 @@ def main() -> None:
                   "noise_sigma": args.noise, "frames": "MuJoCo twin lift_cube demo, front + wrist, 640x480, "
                   "fresh Gaussian noise per frame", "writer": "EpisodeStore.episode_writer(background=True), "
                   "default flush_bytes; one interpreter per codec"},
-        "load_average": list(os.getloadavg()),
+        "load_average": list(os.getloadavg()), "repeats": repeats, "control_loop_only": control,
         "rows": rows, "video_reference": video}, quick=args.quick)
 
 
