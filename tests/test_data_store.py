@@ -502,3 +502,37 @@ s.add_episode({{"joint_pos": np.zeros((5, 6), np.float32), "front_rgb": np.zeros
         rng = np.random.default_rng(0)
         np.testing.assert_array_equal(s.episode(0)["joint_pos"], rng.normal(size=(3, 6)).astype(np.float32))
     assert validate_store(path).ok
+
+
+def test_background_writes_queue_in_order_and_a_failed_one_reraises(tmp_path):
+    """Up to MAX_IN_FLIGHT blocks wait for the writer thread, written in order; a failed block write re-raises on
+    the writer's next call, and discarding leaves the committed episodes as they were."""
+    from postbc_core.data import writer as writer_mod
+
+    path = tmp_path / "s.zarr"
+    eps = _fill(path, n_episodes=1)
+    rng = np.random.default_rng(3)
+    with EpisodeStore.open(path, "a") as s:
+        steps = random_steps(rng, standard_schema(), 40)
+        row_bytes = sum(v[0].nbytes for v in steps.values())
+        calls = []
+        orig = s._write_rows
+
+        def slow_then_fail(blocks, at, n):
+            calls.append((at, n))
+            time.sleep(0.05)  # queued blocks pile up behind a slow disk
+            if len(calls) == 3:
+                raise StoreError("disk went away")
+            orig(blocks, at, n)
+
+        s._write_rows = slow_then_fail
+        w = s.episode_writer(flush_bytes=4 * row_bytes)
+        with pytest.raises(StoreError, match="disk went away"):
+            for t in range(40):
+                w.append_step({k: v[t] for k, v in steps.items()})
+        assert [a for a, _ in calls] == sorted(a for a, _ in calls)  # in order, contiguous
+        assert all(a2 == a1 + n1 for (a1, n1), (a2, _) in zip(calls, calls[1:]))
+        assert len(w._pending) <= writer_mod.MAX_IN_FLIGHT
+        w.discard()
+        assert_episodes_equal(s, eps)
+    assert validate_store(path).ok

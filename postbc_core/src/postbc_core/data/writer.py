@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -51,7 +52,11 @@ class WriterTarget(Protocol):
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FLUSH_BYTES = 32 << 20  # a writer keeps at most ~32 MiB of steps in memory
+DEFAULT_FLUSH_BYTES = 32 << 20  # steps are handed to the disk writer in blocks of ~32 MiB
+# Two blocks may wait for the disk writer: on a busy 2-core machine its thread is sometimes starved for longer than
+# one block takes to fill (~0.6 s with two 640x480 cameras at 30 Hz), and with one the recording tick then waited
+# and lost camera frames (benchmarks/bench_storage.py). Memory: up to ~3 x flush_bytes.
+MAX_IN_FLIGHT = 2
 
 
 def _first_nonfinite(arr: np.ndarray) -> int | None:
@@ -70,9 +75,9 @@ class EpisodeWriter:
     point). Made by `EpisodeStore.episode_writer` (or `add_episode`), one open writer per store.
 
     With `background=True` (default) a full block is written by a worker thread while recording goes
-    on (so `append` does not stall a recorder loop for the ~1 s an image block takes); at most one
-    block is in flight, so memory stays below ~2 x flush_bytes. A failed background write re-raises
-    on the next call.
+    on (so `append` does not stall a recorder loop for the ~1 s an image block takes); at most
+    MAX_IN_FLIGHT blocks are queued or being written, so memory stays below ~(MAX_IN_FLIGHT + 1) x flush_bytes. A
+    failed background write re-raises on the next call.
     """
 
     def __init__(self, store: WriterTarget, *, task: str, source: str, operator: str, start_time: float,
@@ -98,7 +103,7 @@ class EpisodeWriter:
         self._touched: set[str] = set()
         self._background = bool(background)
         self._executor: ThreadPoolExecutor | None = None
-        self._pending: Future | None = None
+        self._pending: deque[Future] = deque()  # handed-off blocks, oldest first (one worker writes them in order)
         self._state = "open"
 
     @property
@@ -198,13 +203,13 @@ class EpisodeWriter:
         self._buffered += n
         self._n_total += n
         if self._buffered_bytes >= self._flush_bytes:
-            self._wait_pending()
+            self._wait_pending(keep=MAX_IN_FLIGHT - 1)
             self._hand_off(background=self._background)
 
-    def _wait_pending(self) -> None:
-        fut, self._pending = self._pending, None
-        if fut is not None:
-            fut.result()  # re-raises a failed background write
+    def _wait_pending(self, keep: int = 0) -> None:
+        """Wait for handed-off blocks, oldest first, until at most `keep` remain; re-raises a failed write."""
+        while len(self._pending) > keep:
+            self._pending.popleft().result()
 
     def _hand_off(self, *, background: bool) -> None:
         """Move the buffer to disk (in the worker thread when `background`)."""
@@ -223,7 +228,7 @@ class EpisodeWriter:
         if background:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postbc-episode-flush")
-            self._pending = self._executor.submit(self._write_blocks, blocks, at, n)
+            self._pending.append(self._executor.submit(self._write_blocks, blocks, at, n))
         else:
             self._write_blocks(blocks, at, n)
 
@@ -263,8 +268,9 @@ class EpisodeWriter:
         """Drop this episode's steps (flushed ones are truncated from the data arrays)."""
         if self._state != "open":
             return
-        with contextlib.suppress(Exception):  # a failed block write is moot: we truncate anyway
-            self._wait_pending()
+        while self._pending:
+            with contextlib.suppress(Exception):  # a failed block write is moot: we truncate anyway
+                self._wait_pending()
         self._shutdown()
         self._store._truncate_rows(self._touched, self._start)
         if self.n_steps:

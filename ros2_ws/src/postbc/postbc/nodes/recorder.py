@@ -113,7 +113,7 @@ class Params:
     start_timeout: float = 2.0
     """Seconds the start service waits for every required stream (joint states + cameras) to have a message."""
     flush_bytes: int = DEFAULT_FLUSH_BYTES
-    """Steps are buffered and written to disk in blocks of about this many bytes (memory ~2x this)."""
+    """Steps are buffered and written to disk in blocks of about this many bytes (memory ~3x this)."""
     status_hz: float = 2.0
     """Rate (Hz, steady clock) of /postbc/recorder/status."""
     codec: str = ""
