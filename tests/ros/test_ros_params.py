@@ -190,7 +190,7 @@ def test_recorder_that_cannot_open_its_store_leaves_nothing_behind(ros_context, 
     import rclpy
     from postbc.nodes import recorder
 
-    def read_only(path, mode="r"):
+    def read_only(path, mode="r", **_kw):
         raise StoreError(f"creating {path}: Read-only file system; the filesystem is mounted read-only")
 
     monkeypatch.setattr(recorder.EpisodeStore, "open", read_only)
