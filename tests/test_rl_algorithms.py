@@ -9,6 +9,7 @@ close to always. That is the paper's setting in miniature: the frozen policy's s
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -424,3 +425,157 @@ def test_agent_networks_see_clipped_features(tmp_path, fork_policy, algorithm):
     assert seen and max(seen) <= clip + 1e-6, seen
     if decoded:  # Best-of-N / DSRL-NA decode chunks: from the raw features
         assert max(decoded) == 1000.0
+
+
+# -- DPPO: the PPO pieces in isolation, then end to end on the fork task -------------------------------------------
+def dppo_agent(policy, **kw):
+    from postbc_core.rl.dppo import DPPOAgent, DPPOConfig
+    from postbc_core.rl.noise_env import NoisePolicy
+
+    return DPPOAgent(DPPOConfig(**kw), NoisePolicy(policy), "cpu")
+
+
+def test_dppo_denoising_log_probabilities_match_a_direct_gaussian_computation(fork_policy):
+    """log p(x_{i-1} | x_i, s) of every fine-tuned DDIM step, recomputed here from the schedule's alphas in float64:
+    x0 = clip((x - sqrt(1 - abar_t) eps) / sqrt(abar_t)), sigma = eta sqrt((1 - abar_p) / (1 - abar_t))
+    sqrt(1 - abar_t / abar_p), mean = sqrt(abar_p) x0 + sqrt(1 - abar_p - sigma^2) eps, std = max(sigma, min)."""
+    torch.manual_seed(0)
+    agent = dppo_agent(fork_policy, ft_denoising_steps=5, eta=0.7, min_logprob_std=0.05)
+    feats = agent.np.features({"pos": np.random.default_rng(1).uniform(-0.1, 0.1, (6, 1, 2))})
+    _, chain = agent.sample(feats)
+    assert chain.shape == (6, 6, 4, 2)  # k + 1 states, x_k .. x_0
+    got = agent.chain_logprob(feats, chain)  # (B, k)
+
+    abar = fork_policy.schedule.alphas_cumprod  # float64
+    K, ratio = 8, 100 // 8
+    ts = [i * ratio for i in reversed(range(K))]
+    want = torch.zeros(6, 5, dtype=torch.float64)
+    for j in range(5):
+        t = ts[K - 5 + j]
+        ab_t = abar[t]
+        ab_p = abar[t - ratio] if t - ratio >= 0 else torch.tensor(1.0, dtype=torch.float64)
+        x = chain[:, j].double()
+        with torch.no_grad():
+            eps = fork_policy.noise_net(chain[:, j], torch.full((6,), t), feats).double()
+        x0 = ((x - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()).clamp(-1, 1)
+        sigma = 0.7 * ((1 - ab_p) / (1 - ab_t) * (1 - ab_t / ab_p)).sqrt()
+        mean = ab_p.sqrt() * x0 + (1 - ab_p - sigma ** 2).clamp(min=0).sqrt() * eps
+        std = max(float(sigma), 0.05)
+        lp = torch.distributions.Normal(mean, std).log_prob(chain[:, j + 1].double())
+        want[:, j] = lp.clamp(-5, 2)[:, :4].mean((1, 2))  # all 4 steps executed (n_action_steps = Ta)
+    assert torch.allclose(got.double(), want, atol=1e-4), (got, want)
+
+
+def test_dppo_eta_zero_mean_chain_is_the_deployed_ddim_sampler(fork_policy):
+    """With eta = 0 and no noise the denoising steps DPPO trains are exactly the deterministic DDIM the deployed
+    policy runs, so the fine-tuned weights mean the same thing in a `postbc eval` of the checkpoint."""
+    agent = dppo_agent(fork_policy)
+    feats = agent.np.features({"pos": np.zeros((3, 1, 2), np.float32)})
+    x = xT = torch.randn(3, 4, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for i in range(agent.K):
+            x, sigma = agent.step_mean_std(x, i, feats, eta=0.0)
+            assert sigma == 0.0
+        assert torch.allclose(x, fork_policy.sample_normalized(feats, xT), atol=1e-6)
+
+
+def test_ppo_clipped_surrogate_stops_the_gradient_outside_the_clip_range():
+    from postbc_core.rl.dppo import clip_schedule, clipped_policy_loss
+
+    clip = clip_schedule(2, clip=0.1, base=0.01, rate=3.0)
+    assert torch.allclose(clip, torch.tensor([0.01, 0.1]))  # the first fine-tuned step is clipped tighter
+    old = torch.zeros(4, 2)
+    # ratios: exp(0.2) > 1.1 and 1.01 (clipped for A > 0), exp(-0.2) < 0.9 (clipped for A < 0), exp(0.05) inside
+    new = torch.tensor([[0.2, 0.2], [-0.2, -0.2], [0.05, 0.05], [0.2, -0.2]], requires_grad=True)
+    adv = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    loss, stats = clipped_policy_loss(new, old, adv, clip, gamma_denoising=0.5)
+    loss.backward()
+    g = new.grad
+    # A > 0 and ratio above 1 + c: the clipped term wins, no gradient; likewise A < 0 below 1 - c
+    assert g[0].abs().max() == 0 and g[1].abs().max() == 0
+    # inside the range (0.05 < 0.1 at the last step) the gradient is -A gamma_d^(k-1-j) ratio / (B k)
+    assert float(g[2, 1]) == pytest.approx(-math.exp(0.05) / 8)
+    assert g[2, 0] == 0  # exp(0.05) - 1 > 0.01: clipped at the first step
+    # A < 0 with the ratio above 1 + c: the unclipped term is the max, its gradient flows (pessimistic bound)
+    assert float(g[3, 0]) == pytest.approx(0.5 * math.exp(0.2) / 8)
+    r = torch.exp(new.detach())
+    c = clip[None]
+    a = adv[:, None] * torch.tensor([0.5, 1.0])[None]
+    assert torch.isclose(loss, torch.max(-a * r, -a * r.clamp(1 - c, 1 + c)).mean())
+    assert stats["clipfrac"] == pytest.approx(7 / 8)
+
+
+def test_gae_equals_the_discounted_sum_of_td_errors():
+    from postbc_core.rl.dppo import gae
+
+    rng = np.random.default_rng(0)
+    r, v = rng.normal(size=6), rng.normal(size=6)
+    g, lam = 0.9, 0.8
+    for terminal, last in ((True, 0.0), (False, 1.7)):
+        adv, ret = gae(r, v, last, terminal, g, lam)
+        nv = np.append(v[1:], 0.0 if terminal else last)
+        delta = r + g * nv - v
+        want = [sum((g * lam) ** (m - j) * delta[m] for m in range(j, 6)) for j in range(6)]
+        assert np.allclose(adv, want) and np.allclose(ret, adv + v)
+    # lambda = 1: the advantage is the Monte-Carlo discounted return minus V
+    adv, _ = gae(r, v, 0.0, True, g, 1.0)
+    mc = [sum(g ** (m - j) * r[m] for m in range(j, 6)) for j in range(6)]
+    assert np.allclose(adv, np.array(mc) - v)
+
+
+def test_dppo_improves_a_weak_policy_and_leaves_the_pretrained_one_alone(tmp_path, fork_policy):
+    """The fork policy succeeds about half the time; ten DPPO iterations (160 episodes, about a second of PPO on a
+    CPU core) must make the policy *as deployed* (deterministic DDIM) clearly better on the same evaluation
+    episodes, while "the pretrained policy" every comparison uses stays the frozen original."""
+    from postbc_core.rl.dppo import DPPOConfig
+    from postbc_core.rl.dppo_run import dppo_iteration
+
+    cfg = fork_config(tmp_path, "dppo", 160, dppo=DPPOConfig(actor_lr=1e-3, critic_hidden=(64, 64)))
+    ft = Finetuner(cfg, policy=fork_policy)
+    try:
+        base = evaluate(ft, ForkTask(), 40, mode="eval")
+        pre = evaluate(ft, ForkTask(), 40, mode="policy")
+        assert base["successes"] == pre["successes"]  # before any update the fine-tuned copy is the original
+        tasks = [ForkTask() for _ in range(8)]
+        for _ in range(10):
+            dppo_iteration(ft, tasks, 16)
+        final = evaluate(ft, ForkTask(), 40, mode="eval")
+        after = evaluate(ft, ForkTask(), 40, mode="policy")
+        assert after["successes"] == pre["successes"]
+        assert base["success_rate"] <= 0.5 and final["success_rate"] >= base["success_rate"] + 0.2, (base, final)
+        late = [h["success"] for h in ft.history[-32:]]
+        assert sum(late) >= 0.8 * len(late)  # the stochastic training policy too
+        assert ft.episodes_done == 160 and ft.agent.iterations == 10 and ft.updates == 100
+    finally:
+        ft.close()
+
+
+def test_dppo_resume_from_a_checkpoint_continues_exactly(tmp_path, fork_policy):
+    from postbc_core.rl.dppo import DPPOConfig
+    from postbc_core.rl.dppo_run import dppo_iteration
+
+    tasks = [ForkTask() for _ in range(3)]
+    dcfg = DPPOConfig(actor_lr=1e-3, critic_hidden=(32,), batch_size=8, update_epochs=2, critic_warmup_iterations=1)
+    whole = Finetuner(fork_config(tmp_path / "a", "dppo", 15, dppo=dcfg), policy=fork_policy)
+    for _ in range(3):
+        dppo_iteration(whole, tasks, 5)
+    whole.save()
+    cut = Finetuner(fork_config(tmp_path / "b", "dppo", 15, dppo=dcfg), policy=fork_policy)
+    for _ in range(2):
+        dppo_iteration(cut, tasks, 5)
+    cut.save()
+    dppo_iteration(cut, tasks, 5)  # an iteration that is lost (never saved)
+    cut.close()
+    resumed = Finetuner(fork_config(tmp_path / "b", "dppo", 15, dppo=dcfg, resume=True), policy=fork_policy)
+    assert resumed.episodes_done == 10 and resumed.agent.iterations == 2
+    dppo_iteration(resumed, tasks, 5)
+    resumed.save()
+    strip = lambda h: [{k: v for k, v in e.items() if k != "wall_s"} for e in h]
+    assert whole.counters() == resumed.counters() and strip(whole.history) == strip(resumed.history)
+    ta, sa = flatten({"agent": whole.agent.training_state(), "rng": rng_state(whole.rng)})
+    tb, sb = flatten({"agent": resumed.agent.training_state(), "rng": rng_state(resumed.rng)})
+    assert sa == sb and ta.keys() == tb.keys()
+    for k in ta:  # the fine-tuned network, critic, optimizers, reward statistics and random states
+        assert torch.equal(ta[k], tb[k]), k
+    whole.close()
+    resumed.close()

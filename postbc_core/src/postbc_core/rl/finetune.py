@@ -182,6 +182,10 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
     if cfg.task not in list_tasks():
         raise ConfigError(f"unknown sim task {cfg.task!r}; available: {', '.join(list_tasks())}")
     refuse_inside_store(cfg.out, what="--out")  # before loading anything (the Finetuner checks it for the manager)
+    if cfg.algorithm == "dppo":  # on-policy iterations over parallel environments: its own driver
+        from postbc_core.rl.dppo_run import run_dppo
+
+        return run_dppo(cfg)
     policy = load_policy(cfg.checkpoint, device=cfg.device)
     task = make_task(cfg, policy)
     ft = Finetuner(cfg, policy=policy)
@@ -213,23 +217,29 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
         while ft.episodes_done < cfg.episodes:
             i = ft.episodes_done
             after_episode(run_episode(ft, task, cfg.seed + i, stall_at=stall_step if i == stall_ep else None))
-        succ = [bool(h["success"]) for h in ft.history]
-        k = sum(succ)
-        summary = {"task": cfg.task, "algorithm": cfg.algorithm, "checkpoint": str(cfg.checkpoint),
-                   "episodes": ft.episodes_done, "train_success": succ, "train_success_rate": k / len(succ),
-                   "train_success_ci95": list(wilson_interval(k, len(succ))), "history": ft.history, "evals": ft.evals,
-                   # the run's wall time at its last checkpoint: what a resume continues from, so a resumed run's
-                   # summary never reports less than an earlier session's
-                   "counters": ft.counters(), "wall_time_s": ft._saved.get("wall_time_s", round(ft.wall_time_s, 3)),
-                   "replay": str(cfg.out / REPLAY_DIR), "state": str(cfg.out / STATE_FILE)}
-        (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2))
-        return summary
+        return write_summary(ft, cfg)
     except KeyboardInterrupt:
         log.warning("stopping now: %s", ft.stop_note())
         raise
     finally:
         ft.close()
         task.close()
+
+
+def write_summary(ft: Finetuner, cfg: FinetuneConfig, **extra) -> dict:
+    """<out>/summary.json of a run (returned): per-episode training success, evaluations with Wilson 95% intervals,
+    counters (updates, steps), wall time; `extra` entries added (DPPO: the fine-tuned policy's path)."""
+    succ = [bool(h["success"]) for h in ft.history]
+    k = sum(succ)
+    summary = {"task": cfg.task, "algorithm": cfg.algorithm, "checkpoint": str(cfg.checkpoint),
+               "episodes": ft.episodes_done, "train_success": succ, "train_success_rate": k / len(succ),
+               "train_success_ci95": list(wilson_interval(k, len(succ))), "history": ft.history, "evals": ft.evals,
+               # the run's wall time at its last checkpoint: what a resume continues from, so a resumed run's
+               # summary never reports less than an earlier session's
+               "counters": ft.counters(), "wall_time_s": ft._saved.get("wall_time_s", round(ft.wall_time_s, 3)),
+               "replay": str(cfg.out / REPLAY_DIR), "state": str(cfg.out / STATE_FILE), **extra}
+    (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
 
 
 def _print_eval(e: dict) -> None:

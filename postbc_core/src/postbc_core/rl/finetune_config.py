@@ -14,22 +14,27 @@ from typing import Literal
 from postbc_core.data.codecs import parse_codecs
 from postbc_core.errors import ConfigError, PostBCError
 from postbc_core.rl.best_of_n import BestOfNConfig
+from postbc_core.rl.dppo import DPPOConfig
 from postbc_core.rl.dsrl import DSRLConfig
 
-ALGORITHMS = ("dsrl_sac", "dsrl_na", "best_of_n")
+ALGORITHMS = ("dsrl_sac", "dsrl_na", "best_of_n", "dppo")
+ALGORITHM_SETTINGS = {"dsrl_sac": "dsrl", "dsrl_na": "dsrl", "best_of_n": "bon", "dppo": "dppo"}
+"""Each algorithm's nested settings field (the others' are unused by its runs)."""
 EVAL_SEED = 1_000_000  # evaluation episodes use seeds EVAL_SEED + i: a fixed set, disjoint from training seeds
 
 
 @dataclass
 class FinetuneConfig:
-    """RL finetuning of a pretrained diffusion policy checkpoint (DSRL-SAC, DSRL-NA or Best-of-N)."""
+    """RL finetuning of a pretrained diffusion policy checkpoint (DSRL-SAC, DSRL-NA, Best-of-N or DPPO)."""
 
     checkpoint: Path
-    """Pretrained policy checkpoint (.safetensors or the `postbc train` run directory); stays frozen."""
+    """Pretrained policy checkpoint (.safetensors or the `postbc train` run directory); stays as it is (DPPO
+    fine-tunes a copy and writes it to <out>/policy.safetensors)."""
     task: str = "lift_cube"
     """Task name: a sim task for `postbc finetune` (postbc_core.sim.registry.list_tasks()); on the robot, a label."""
-    algorithm: Literal["dsrl_sac", "dsrl_na", "best_of_n"] = "dsrl_sac"
-    """dsrl_sac: SAC over the policy's noise; dsrl_na: DSRL with noise aliasing; best_of_n: IQL critic + best of N."""
+    algorithm: Literal["dsrl_sac", "dsrl_na", "best_of_n", "dppo"] = "dsrl_sac"
+    """dsrl_sac: SAC over the policy's noise; dsrl_na: DSRL with noise aliasing; best_of_n: IQL critic + best of N;
+    dppo: PPO through the denoising chain (fine-tunes the policy's weights; sim only)."""
     episodes: int = 100
     """Training episode budget of the whole run (a resume counts the episodes done), warm-up / rollout episodes
     included."""
@@ -63,6 +68,8 @@ class FinetuneConfig:
     """DSRL hyperparameters (dsrl_sac, dsrl_na)."""
     bon: BestOfNConfig = field(default_factory=BestOfNConfig)
     """Best-of-N / IQL hyperparameters (best_of_n)."""
+    dppo: DPPOConfig = field(default_factory=DPPOConfig)
+    """DPPO hyperparameters (dppo)."""
 
     def __post_init__(self):
         self.checkpoint, self.out = Path(self.checkpoint), Path(self.out)
@@ -70,6 +77,8 @@ class FinetuneConfig:
             self.dsrl = DSRLConfig(**self.dsrl)
         if isinstance(self.bon, dict):
             self.bon = BestOfNConfig(**self.bon)
+        if isinstance(self.dppo, dict):
+            self.dppo = DPPOConfig(**self.dppo)
         if self.algorithm not in ALGORITHMS:
             raise ConfigError(f"algorithm={self.algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
         if self.algorithm.startswith("dsrl"):
@@ -100,16 +109,20 @@ class FinetuneConfig:
         """The inverse of to_dict (a run's saved settings)."""
         d = dict(d)
         d["checkpoint"], d["out"] = Path(d["checkpoint"]), Path(d["out"])
-        return cls(**{**d, "dsrl": DSRLConfig(**d["dsrl"]), "bon": BestOfNConfig(**d["bon"])})
+        # runs saved before DPPO existed have no "dppo" settings: the defaults (unused by their algorithm)
+        return cls(**{**d, "dsrl": DSRLConfig(**d["dsrl"]), "bon": BestOfNConfig(**d["bon"]),
+                      "dppo": DPPOConfig(**d.get("dppo", {}))})
 
     @property
     def warmup_episodes(self) -> int:
+        if self.algorithm == "dppo":  # on-policy from the first iteration (its critic warm-up is in iterations)
+            return 0
         return self.bon.rollouts if self.algorithm == "best_of_n" else self.dsrl.warmup_episodes
 
 
 # Settings a resumed run must share with the run that wrote the checkpoint (the rest may change, e.g. --episodes).
 RESUME_FIXED = ("checkpoint", "task", "algorithm", "seed", "n_action_steps", "reward_type", "reward_from_label",
-                "dsrl", "bon", "max_steps")
+                "dsrl", "bon", "dppo", "max_steps")
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,9 @@ from postbc_core.data.paths import refuse_inside_store
 from postbc_core.errors import CheckpointError, ConfigError, PostBCError
 from postbc_core.rl.agent import Agent, Mode
 from postbc_core.rl.best_of_n import BestOfNAgent
+from postbc_core.rl.dppo import DPPOAgent
 from postbc_core.rl.dsrl import DSRLAgent
-from postbc_core.rl.finetune_config import RESUME_FIXED, FinetuneConfig, SettingNames
+from postbc_core.rl.finetune_config import ALGORITHM_SETTINGS, RESUME_FIXED, FinetuneConfig, SettingNames
 from postbc_core.rl.noise_env import NoisePolicy
 from postbc_core.rl.replay import ReplayBuffer, trim_store
 from postbc_core.rl.state import flatten, rng_state, set_rng_state, unflatten
@@ -110,6 +111,9 @@ class Finetuner:
         if cfg.algorithm == "best_of_n":
             self.agent = BestOfNAgent(cfg.bon, self.noise_policy, self.device)
             self.batch_size = cfg.bon.batch_size
+        elif cfg.algorithm == "dppo":
+            self.agent = DPPOAgent(cfg.dppo, self.noise_policy, self.device)
+            self.batch_size = cfg.dppo.batch_size
         else:
             self.agent = DSRLAgent(cfg.dsrl, self.noise_policy, self.device)
             self.batch_size = cfg.dsrl.batch_size
@@ -289,6 +293,23 @@ class Finetuner:
         self._log("train", self.episodes_done, metrics)
         return metrics
 
+    def record_iteration(self, episodes: list[dict], metrics: dict[str, float]) -> None:
+        """An on-policy iteration (DPPO, rl/dppo_run.py) is done: its episodes (summaries: success, return, length,
+        transitions = decisions, wall_s; in episode order) and its update's metrics (with "gradient_steps") join the
+        history, the counters and the logs. On-policy data is used once: nothing goes to the replay store. The
+        caller checkpoints (save) after."""
+        self._require_writable("record an iteration")
+        for ep in episodes:
+            ep = {"episode": self.episodes_done, "mode": "explore", **ep}
+            self.history.append(ep)
+            self.episodes_done += 1
+            self.env_steps += int(ep["length"])
+            self.decisions += int(ep["transitions"])
+            self._log("episode", ep["episode"], {"success": float(bool(ep["success"])), "return": ep["return"],
+                                                 "length": ep["length"], "transitions": ep["transitions"]})
+        self.updates += int(metrics["gradient_steps"])
+        self._log("train", self.episodes_done, {**metrics, "total_updates": self.updates})
+
     def _require_writable(self, what: str) -> None:
         if self.replay is None:
             raise PostBCError(f"cannot {what}: this Finetuner was opened read_only (for evaluation); open the run "
@@ -378,9 +399,9 @@ class Finetuner:
         saved = json.loads(info["finetune"])
         old, new = saved["config"], json.loads(json.dumps(self.cfg.to_dict()))  # tuples -> lists, as saved
         diff = []
-        unused = "dsrl" if self.cfg.algorithm == "best_of_n" else "bon"  # the other algorithm's settings
-        for k in RESUME_FIXED:
-            if k == unused and old.get("algorithm") == new.get("algorithm"):
+        used = ALGORITHM_SETTINGS[self.cfg.algorithm]
+        for k in RESUME_FIXED:  # (the other algorithms' nested settings are unused: not compared)
+            if k in ALGORITHM_SETTINGS.values() and k != used and old.get("algorithm") == new.get("algorithm"):
                 continue
             a, b = old.get(k), new.get(k)
             if k == "checkpoint" and Path(a).resolve() == Path(b).resolve():
