@@ -184,7 +184,18 @@ def test_pipeline_full_switches_budget():
     assert PipelineConfig(full=True, seeds=(7,)).seeds == (7,)  # explicit values win over the preset
 
 
+def test_pipeline_dppo_runs_every_method_with_the_same_dppo_settings(tmp_path):
+    from postbc_core.rl.dppo import DPPOConfig
+
+    cfg = PipelineConfig(out=tmp_path, algorithm="dppo", dppo=DPPOConfig(actor_lr=3e-4, envs=4))
+    runs = [cfg.finetune(1, name, tmp_path / name) for name in ("bc", "postbc")]
+    assert all(r.algorithm == "dppo" and r.dppo == DPPOConfig(actor_lr=3e-4, envs=4) for r in runs)
+    assert runs[0].dppo is not runs[1].dppo  # each run its own copy
+    assert {r.episodes for r in runs} == {cfg.finetune_episodes} and {r.seed for r in runs} == {1}
+
+
 @pytest.mark.parametrize("kwargs, message", [
+    ({"algorithm": "ppo"}, "algorithm='ppo': choose dsrl_sac, dsrl_na or dppo"),
     ({"seeds": ()}, "seeds is empty"),
     ({"seeds": (1, 1)}, "repeats a seed"),
     ({"finetune_episodes": 0}, "finetune_episodes=0"),

@@ -252,3 +252,80 @@ def test_every_algorithm_evaluates_the_same_pretrained_policy(lift_checkpoint, t
     assert runs["dsrl_sac"]["mean_return"] == runs["best_of_n"]["mean_return"]
     assert runs["dsrl_sac"]["successes"] == runs["best_of_n"]["successes"]
     # (before, DSRL's baseline was its warm-up mode: the noise clipped to its box, 0.3 here, a different policy)
+
+
+# -- DPPO ----------------------------------------------------------------------------------------------------------
+DPPO_ARGS = ["--task", "lift_cube", "--algorithm", "dppo", "--episodes", "6", "--max-steps", "12", "--eval-every", "4",
+             "--eval-episodes", "1", "--seed", "3", "--device", "cpu", "--dppo.envs", "2",
+             "--dppo.episodes-per-iteration", "2", "--dppo.update-epochs", "2", "--dppo.batch-size", "4",
+             "--dppo.critic-hidden", "16", "--dppo.critic-warmup-iterations", "1", "--dppo.actor-lr", "1e-3"]
+
+
+def dppo_config(checkpoint, out, **kw) -> FinetuneConfig:
+    from postbc_core.rl.dppo import DPPOConfig
+
+    kw = {"episodes": 6, "eval_every": 4, "eval_episodes": 1, "seed": 3, **kw}
+    return tiny_config(checkpoint, out, algorithm="dppo", **kw,
+                       dppo=DPPOConfig(envs=2, episodes_per_iteration=2, update_epochs=2, batch_size=4,
+                                       critic_hidden=(16,), critic_warmup_iterations=1, actor_lr=1e-3))
+
+
+def test_dppo_killed_mid_iteration_resumes_exactly_like_an_uninterrupted_run(lift_checkpoint, tmp_path):
+    """SIGKILL in the middle of DPPO's second iteration (episode 2, step 5), then --resume: the same final
+    checkpoint (fine-tuned network, critic, optimizers, reward statistics, RNG states), history and evaluations
+    as a run that was never interrupted, and the same exported policy."""
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    run_finetune(dppo_config(lift_checkpoint, whole))
+    args = ["finetune", "--checkpoint", str(lift_checkpoint), *DPPO_ARGS, "--out", str(cut)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "POSTBC_FINETUNE_TEST_STALL": "2:5"}
+    proc = subprocess.Popen([str(BIN / "postbc"), *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, env=env)
+    try:
+        read_until_stalled(proc)
+        proc.send_signal(signal.SIGKILL)  # mid-iteration 1: its episodes and update never reach the checkpoint
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    _, info = read_checkpoint(cut / "finetune_state.safetensors", "finetune", "")
+    assert json.loads(info["finetune"])["counters"]["episodes_done"] == 2
+
+    r = run_cli(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert [ln.split()[1] for ln in r.stdout.splitlines() if ln.startswith("episode ")] == ["2", "3", "4", "5"]
+    ta, ia = read_checkpoint(whole / "finetune_state.safetensors", "finetune", "")
+    tb, ib = read_checkpoint(cut / "finetune_state.safetensors", "finetune", "")
+    sa, sb = json.loads(ia["finetune"]), json.loads(ib["finetune"])
+    assert sa["counters"] == sb["counters"] and sa["counters"]["episodes_done"] == 6
+    assert sa["evals"] == sb["evals"] and sa["state"] == sb["state"]
+    strip = lambda h: [{k: v for k, v in e.items() if k != "wall_s"} for e in h]
+    assert strip(sa["history"]) == strip(sb["history"])
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), k
+    pa, pb = load_policy(whole, device="cpu"), load_policy(cut, device="cpu")
+    for k, v in pa.state_dict().items():
+        assert torch.equal(v, pb.state_dict()[k]), k
+
+
+def test_dppo_result_is_an_ordinary_policy_checkpoint_postbc_eval_loads(lift_checkpoint, tmp_path):
+    """DPPO changes the policy's weights: <out>/policy.safetensors holds them as a `postbc train` checkpoint does
+    (the run directory itself is a --checkpoint), its noise network is the fine-tuned one, the rest the pretrained
+    policy's, and `postbc eval` runs it unchanged."""
+    out = tmp_path / "ft"
+    s = run_finetune(dppo_config(lift_checkpoint, out, episodes=4, eval_episodes=0))
+    assert s["policy"] == str(out / "policy.safetensors")
+    tuned, pre = load_policy(out, device="cpu"), load_policy(lift_checkpoint, device="cpu")
+    tensors, _ = read_checkpoint(out / "finetune_state.safetensors", "finetune", "")
+    net = {k.split("noise_net.", 1)[1]: v for k, v in tensors.items() if k.startswith("s.agent.noise_net.")}
+    assert net and all(torch.equal(tuned.noise_net.state_dict()[k], v) for k, v in net.items())
+    assert any(not torch.equal(v, pre.noise_net.state_dict()[k]) for k, v in tuned.noise_net.state_dict().items())
+    for k, v in pre.state_dict().items():
+        if not k.startswith("noise_net."):
+            assert torch.equal(v, tuned.state_dict()[k]), k
+    assert tuned.info["finetune"]["algorithm"] == "dppo" and tuned.info["finetune"]["episodes_done"] == 4
+    assert tuned.info["train"] == pre.info["train"]  # the training record (task, data) travels on
+    r = run_cli("eval", "--checkpoint", str(out), "--task", "lift_cube", "--episodes", "2", "--num-envs", "2",
+                "--videos", "0", "--max-steps", "12", "--device", "cpu", "--out", str(tmp_path / "eval"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "eval" / "eval.json").read_text())["episodes"] == 2

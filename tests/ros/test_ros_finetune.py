@@ -232,6 +232,9 @@ def test_bad_parameters_fail_clearly(ros_context, tmp_path):
     with pytest.raises(ConfigError, match="algorithm='ppo'"):
         FinetuneManager(context=ros_context, parameter_overrides=[Parameter("checkpoint", value="x"),
                                                                   Parameter("algorithm", value="ppo")])
+    with pytest.raises(ConfigError, match="algorithm='dppo' is not run by the finetune manager: DPPO is on-policy"):
+        FinetuneManager(context=ros_context, parameter_overrides=[Parameter("checkpoint", value="x"),
+                                                                  Parameter("algorithm", value="dppo")])
     with pytest.raises(PostBCError, match="nope.safetensors"):
         FinetuneManager(context=ros_context, parameter_overrides=[
             Parameter("checkpoint", value=str(tmp_path / "nope.safetensors")), Parameter("out", value=str(tmp_path))])

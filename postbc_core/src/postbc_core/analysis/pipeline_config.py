@@ -11,6 +11,7 @@ from typing import Literal
 from postbc_core.errors import ConfigError, check_seed
 from postbc_core.policies.settings import PolicySettings
 from postbc_core.rl.best_of_n import BestOfNConfig
+from postbc_core.rl.dppo import DPPOConfig
 from postbc_core.rl.dsrl import DSRLConfig
 
 RECIPE_METHODS = ("bc", "postbc", "sigma_bc")  # the paper's WidowX recipe also runs the sigma-BC baseline
@@ -84,8 +85,9 @@ class PipelineConfig:
     10k 87 %, 20k 87 % over 3 seeds x 50 episodes; `postbc sim curve`, benchmarks/results/)."""
     policy_hidden: tuple[int, ...] = PolicySettings.mlp_hidden
     """Widths of the diffusion policy's MLP noise net (paper: 3 x 512..1024; 3 x 256 is ~3x cheaper on a CPU)."""
-    algorithm: Literal["dsrl_sac", "dsrl_na"] = "dsrl_sac"
-    """Finetuning algorithm: DSRL-SAC or DSRL-NA (noise aliasing)."""
+    algorithm: Literal["dsrl_sac", "dsrl_na", "dppo"] = "dsrl_sac"
+    """Finetuning algorithm of the online comparison: DSRL-SAC, DSRL-NA (noise aliasing) or DPPO (fine-tunes the
+    policy's weights; the Best-of-N recipe runs beside any of them)."""
     finetune_episodes: int | None = None
     """Online (training) episodes per method and seed, warm-up included (default 40; full 150)."""
     eval_every: int | None = None
@@ -112,6 +114,8 @@ class PipelineConfig:
     further collection follow --recipe-rollouts and --best-of."""
     dsrl: DSRLConfig = field(default_factory=_default_dsrl)
     """DSRL hyperparameters (--dsrl.utd, --dsrl.warmup-episodes, ...); the variant follows --algorithm."""
+    dppo: DPPOConfig = field(default_factory=DPPOConfig)
+    """DPPO hyperparameters (--algorithm dppo: --dppo.actor-lr, --dppo.episodes-per-iteration, ...)."""
     coverage: bool = True
     """Also run the 1-D coverage experiment (analysis/coverage.py) and put its figure in the report."""
     coverage_steps: int | None = None
@@ -129,6 +133,8 @@ class PipelineConfig:
             self.dsrl = DSRLConfig(**self.dsrl)
         if isinstance(self.bon, dict):
             self.bon = BestOfNConfig(**self.bon)
+        if isinstance(self.dppo, dict):
+            self.dppo = DPPOConfig(**self.dppo)
         preset = FULL if self.full else DEFAULT
         for name, value in preset.items():
             if getattr(self, name) is None:
@@ -169,8 +175,8 @@ class PipelineConfig:
                               "are measured by evaluation)")
         if not 0.0 < self.target_success <= 1.0:
             raise ConfigError(f"target_success={self.target_success}: use a success rate in (0, 1], e.g. 0.7")
-        if self.algorithm not in ("dsrl_sac", "dsrl_na"):
-            raise ConfigError(f"algorithm={self.algorithm!r}: choose dsrl_sac or dsrl_na")
+        if self.algorithm not in ("dsrl_sac", "dsrl_na", "dppo"):
+            raise ConfigError(f"algorithm={self.algorithm!r}: choose dsrl_sac, dsrl_na or dppo")
         if self.alpha <= 0:
             raise ConfigError(f"alpha={self.alpha}: PostBC needs a posterior noise weight > 0 (BC is run as alpha 0 "
                               "anyway; paper: 0.25..4)")
@@ -204,7 +210,8 @@ class PipelineConfig:
         return FinetuneConfig(checkpoint=Path(checkpoint), task=self.task, algorithm=self.algorithm,
                               episodes=self.finetune_episodes, out=self.out / f"seed_{seed}" / f"finetune_{name}",
                               seed=seed, eval_every=self.eval_every, eval_episodes=self.eval_episodes,
-                              device=self.device, max_steps=self.max_steps, dsrl=dataclasses.replace(self.dsrl))
+                              device=self.device, max_steps=self.max_steps, dsrl=dataclasses.replace(self.dsrl),
+                              dppo=dataclasses.replace(self.dppo))
 
     def recipe(self, seed: int, name: str, checkpoint: str | Path):
         """The paper's WidowX recipe for one method: `recipe_rollouts` rollouts of the pretrained policy, one offline

@@ -227,6 +227,19 @@ Wilson 95% over the pooled episodes; McNemar's exact test on the pairs.
 
 BC vs PostBC on the same episodes, {vs}.
 """
+    if r["algorithm"] == "dppo":
+        d = cfg["dppo"]
+        method = "DPPO"
+        settings = (f"{d['envs']} lockstep environments, {d['episodes_per_iteration']} episodes per PPO iteration, "
+                    f"actor lr {d['actor_lr']}, {d['critic_warmup_iterations']} critic warm-up iterations, "
+                    f"eta {d['eta']}, minimum std {d['min_sampling_std']}")
+        later = "later points the fine-tuned policy as deployed (deterministic DDIM)"
+    else:
+        dsrl = cfg["dsrl"]
+        method = "DSRL"
+        settings = (f"{dsrl['warmup_episodes']} warm-up episodes of the pretrained policy, UTD {dsrl['utd']}, batch "
+                    f"{dsrl['batch_size']}, hidden {dsrl['hidden']}")
+        later = "later points the greedy noise policy"
     recipe_text = "(the Best-of-N recipe was skipped: --recipe-rollouts 0)\n"
     if r.get("recipe"):
         rc = r["recipe"]
@@ -251,7 +264,7 @@ per seed labelled 0/1 by success, one IQL critic fitted on them offline ({rc['fi
 {rc['discount']}, expectile {rc['expectile']}, no further collection), then at every decision the critic picks the
 best of N chunks sampled from the frozen policy.
 sigma-BC is the paper's baseline: the same average noise magnitude as PostBC's posterior, for every state. All are
-evaluated on the same {rc['episodes_per_seed']} initial states and noise seeds per seed as the DSRL comparison.
+evaluated on the same {rc['episodes_per_seed']} initial states and noise seeds per seed as the {method} comparison.
 
 | method | {head} | successes per seed ({' / '.join(stages)}) | rollout success per seed |
 |---|{'---|' * (len(stages) + 2)}
@@ -261,18 +274,16 @@ evaluated on the same {rc['episodes_per_seed']} initial states and noise seeds p
 |---|{'---|' * len(stages)}
 {vs_rows}
 """
-    dsrl = cfg["dsrl"]
-    return f"""# PostBC vs BC: pretraining and DSRL finetuning on {r['task']}
+    return f"""# PostBC vs BC: pretraining and {method} finetuning on {r['task']}
 
 **Result:** {r['summary_line']}
 
 Setup: per seed ({', '.join(seeds)}), {r['demos']} scripted demonstrations (operator quality {cfg['quality']}) ->
 BC (alpha 0) and PostBC (alpha {r['alpha']}, K = {cfg['ensemble_size']}, {cfg['ensemble_steps']} ensemble steps) with
 {cfg['steps']} diffusion steps each, the same seed for both -> {r['algorithm']} finetuning of each for
-{r['finetune_episodes']} online episodes ({dsrl['warmup_episodes']} warm-up episodes of the pretrained policy, UTD
-{dsrl['utd']}, batch {dsrl['batch_size']}, hidden {dsrl['hidden']}). Every point evaluates {r['eval_episodes']}
+{r['finetune_episodes']} online episodes ({settings}). Every point evaluates {r['eval_episodes']}
 episodes per seed on the same fixed initial states (never trained on); episode 0 is the pretrained policy
-(w ~ N(0, I)), later points the greedy noise policy. Intervals: Wilson 95% over the episodes pooled across seeds
+(w ~ N(0, I)), {later}. Intervals: Wilson 95% over the episodes pooled across seeds
 (n = {len(seeds)} x {r['eval_episodes']}); they ignore between-seed variance, which the per-seed columns show.
 Scripted demonstrator success per seed: {', '.join(f'{v:.0%}' for v in r['demo_success_rate'].values())}.
 

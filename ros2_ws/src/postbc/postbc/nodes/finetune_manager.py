@@ -52,6 +52,16 @@ from postbc.params import declare
 
 BACKENDS = ("sim", "interbotix")
 ALGORITHMS = ("dsrl_sac", "dsrl_na", "best_of_n")
+# DPPO (postbc finetune --algorithm dppo) is sim-only: said at startup rather than run badly on the arm.
+DPPO_REFUSAL = (
+    "algorithm='dppo' is not run by the finetune manager: DPPO is on-policy PPO, each update needs a fresh batch of "
+    "episodes of the current policy (the reference collects ~15000 decisions from 50 parallel environments per "
+    "iteration for 300 iterations; the measured lift_cube runs here use 16 episodes per update and still need "
+    "hundreds of episodes), and uses each batch once, while one real arm with operator resets and labels collects "
+    "tens of episodes an hour; it also moves the policy's own weights, so every update changes what the arm does "
+    "next, unlike DSRL / Best-of-N which keep the deployed policy frozen. Finetune on the robot with "
+    "algorithm:=dsrl_sac, dsrl_na or best_of_n, or run DPPO in the twin (postbc finetune --algorithm dppo) and deploy "
+    "its <out>/policy.safetensors with the policy node")
 RESET_TIMEOUT_S = 30.0  # wall seconds before a reset / go-home request is sent again (go_home takes a few seconds)
 STATES = ("idle", "resetting", "waiting_start", "running", "labelling", "updating", "paused", "done", "error")
 # The FinetuneConfig fields this node sets, by the parameter that sets each: the Finetuner's refusals (a resume with
@@ -70,7 +80,7 @@ class Params:
     out: str = "runs/finetune"
     """Run directory: replay.zarr (every episode), finetune_state.safetensors, metrics.jsonl, tb/."""
     algorithm: str = "dsrl_sac"
-    """dsrl_sac | dsrl_na | best_of_n (postbc_core.rl)."""
+    """dsrl_sac | dsrl_na | best_of_n (postbc_core.rl); dppo is refused here (DPPO_REFUSAL says why)."""
     episodes: int = 50
     """Training episode budget (warm-up episodes with the pretrained policy included)."""
     backend: str = "sim"
@@ -107,6 +117,8 @@ class Params:
     def __post_init__(self):
         if not self.checkpoint:
             raise ConfigError("checkpoint is required: checkpoint:=<policy .safetensors | postbc train run dir>")
+        if self.algorithm == "dppo":
+            raise ConfigError(DPPO_REFUSAL)
         if self.algorithm not in ALGORITHMS:
             raise ConfigError(f"algorithm={self.algorithm!r}: choose one of {ALGORITHMS}")
         if self.backend not in BACKENDS:
