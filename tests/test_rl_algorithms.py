@@ -524,13 +524,14 @@ def test_gae_equals_the_discounted_sum_of_td_errors():
 
 
 def test_dppo_improves_a_weak_policy_and_leaves_the_pretrained_one_alone(tmp_path, fork_policy):
-    """The fork policy succeeds about half the time; ten DPPO iterations (160 episodes, about a second of PPO on a
-    CPU core) must make the policy *as deployed* (deterministic DDIM) clearly better on the same evaluation
+    """The fork policy succeeds 40 % of the time; ten DPPO iterations (160 episodes, a few seconds on a CPU core) must
+    make the policy *as deployed* (deterministic DDIM) clearly better on the same evaluation
     episodes, while "the pretrained policy" every comparison uses stays the frozen original."""
     from postbc_core.rl.dppo import DPPOConfig
     from postbc_core.rl.dppo_run import dppo_iteration
 
-    cfg = fork_config(tmp_path, "dppo", 160, dppo=DPPOConfig(actor_lr=1e-3, critic_hidden=(64, 64)))
+    # a learning rate for ten iterations of a 2 x 64 network (the lift_cube default, 1e-4, needs more)
+    cfg = fork_config(tmp_path, "dppo", 160, dppo=DPPOConfig(actor_lr=3e-3, critic_hidden=(64, 64)))
     ft = Finetuner(cfg, policy=fork_policy)
     try:
         base = evaluate(ft, ForkTask(), 40, mode="eval")
@@ -542,9 +543,9 @@ def test_dppo_improves_a_weak_policy_and_leaves_the_pretrained_one_alone(tmp_pat
         final = evaluate(ft, ForkTask(), 40, mode="eval")
         after = evaluate(ft, ForkTask(), 40, mode="policy")
         assert after["successes"] == pre["successes"]
-        assert base["success_rate"] <= 0.5 and final["success_rate"] >= base["success_rate"] + 0.2, (base, final)
+        assert base["success_rate"] <= 0.5 and final["success_rate"] >= base["success_rate"] + 0.25, (base, final)
         late = [h["success"] for h in ft.history[-32:]]
-        assert sum(late) >= 0.8 * len(late)  # the stochastic training policy too
+        assert sum(late) >= 0.7 * len(late)  # the stochastic training policy too
         assert ft.episodes_done == 160 and ft.agent.iterations == 10 and ft.updates == 100
     finally:
         ft.close()
