@@ -44,6 +44,27 @@ def one(args: tuple) -> tuple:
     return (*out, time.time() - t0, time.process_time() - c0)
 
 
+DPPO_NOTE = """## Reading this run
+
+A first, reduced measurement (issue 25): 160 online episodes = 10 PPO iterations per run, where the reference runs
+300 iterations of ~15000 decisions. The DPPO settings are DPPOConfig's CPU defaults (rl/dppo.py says which differ
+from irom-lab/dppo and why). The pretrained checkpoints are those of the `make demo` pipeline run named in the
+command (results.json "pretrained_from"); `postbc pipeline --algorithm dppo` runs the same comparison from scratch.
+"""
+
+
+def report(res: dict) -> str:
+    """report.md: the command, then the pipeline's report of these results, with this run's note in place of the
+    pipeline's notes (which describe its DSRL settings)."""
+    from postbc_core.analysis.pipeline_report import NOTES, render_report
+
+    text = render_report(res)
+    notes = NOTES.read_text() if NOTES.exists() else ""
+    if notes and text.endswith(notes):
+        text = text[: -len(notes)] + DPPO_NOTE
+    return f"Command: `{res['command']}`\n\n" + text
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pretrained", type=Path, required=True,
@@ -57,10 +78,16 @@ def main() -> int:
     ap.add_argument("--actor-lr", type=float, default=None, help="DPPOConfig.actor_lr (default: its own)")
     ap.add_argument("--eta", type=float, default=None, help="DPPOConfig.eta (default: its own)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rerender", action="store_true",
+                    help="only rewrite OUT/report.md from OUT/results.json (the report is a pure function of it)")
     a = ap.parse_args()
+    if a.rerender:
+        res = json.loads((a.out / "results.json").read_text())
+        (a.out / "report.md").write_text(report(res))
+        return 0
 
     from postbc_core.analysis.pipeline_config import PipelineConfig
-    from postbc_core.analysis.pipeline_report import aggregate, plot_success, render_report
+    from postbc_core.analysis.pipeline_report import aggregate, plot_success
     from postbc_core.rl.dppo import DPPOConfig
 
     src = json.loads((a.pretrained / "results.json").read_text())
@@ -104,7 +131,7 @@ def main() -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     plot_success(a.out / "success_vs_episodes.png", res)
     (a.out / "results.json").write_text(json.dumps(res, indent=2))
-    (a.out / "report.md").write_text(f"Command: `{cmd}`\n\n" + render_report(res))
+    (a.out / "report.md").write_text(report(res))
     write_result("dppo_lift_cube", {"command": cmd, "summary_line": res["summary_line"], "pretrained": res["pretrained"],
                                     "final": res["final"], "paired": {m: {k: p[m][k] for k in
                                                                           ("pretrained", "agent",

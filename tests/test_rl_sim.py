@@ -156,6 +156,21 @@ def test_finetune_eval_compares_a_runs_agent_with_its_policy_and_leaves_the_run_
 
 
 # -- kill and resume -----------------------------------------------------------------------------------------------
+def assert_same_final_checkpoint(whole, cut, episodes: int) -> None:
+    """Two runs' last checkpoints are the same run: counters, evaluations, history (but wall times), and every
+    tensor (networks, optimizers, temperatures / reward statistics, RNG states)."""
+    ta, ia = read_checkpoint(whole / "finetune_state.safetensors", "finetune", "")
+    tb, ib = read_checkpoint(cut / "finetune_state.safetensors", "finetune", "")
+    sa, sb = json.loads(ia["finetune"]), json.loads(ib["finetune"])
+    assert sa["counters"] == sb["counters"] and sa["counters"]["episodes_done"] == episodes
+    assert sa["evals"] == sb["evals"] and sa["state"] == sb["state"]
+    strip = lambda h: [{k: v for k, v in e.items() if k != "wall_s"} for e in h]
+    assert strip(sa["history"]) == strip(sb["history"])
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), k
+
+
 def test_finetune_killed_mid_episode_resumes_exactly_like_an_uninterrupted_run(lift_checkpoint, tmp_path):
     args = ["finetune", "--checkpoint", str(lift_checkpoint), "--task", "lift_cube", "--episodes", "4",
             "--max-steps", "12", "--eval-every", "2", "--eval-episodes", "1", "--seed", "3", "--device", "cpu",
@@ -191,16 +206,7 @@ def test_finetune_killed_mid_episode_resumes_exactly_like_an_uninterrupted_run(l
                 assert np.array_equal(ea[k], eb[k]), (i, k)
         for k in ("success", "source", "task"):
             assert np.array_equal(a.meta_table()[k], b.meta_table()[k])
-    ta, ia = read_checkpoint(whole / "finetune_state.safetensors", "finetune", "")
-    tb, ib = read_checkpoint(cut / "finetune_state.safetensors", "finetune", "")
-    sa, sb = json.loads(ia["finetune"]), json.loads(ib["finetune"])
-    assert sa["counters"] == sb["counters"] and sa["counters"]["episodes_done"] == 4
-    assert sa["evals"] == sb["evals"] and sa["state"] == sb["state"]
-    strip = lambda h: [{k: v for k, v in e.items() if k != "wall_s"} for e in h]
-    assert strip(sa["history"]) == strip(sb["history"])
-    assert ta.keys() == tb.keys()
-    for k in ta:  # networks, optimizers, temperature and RNG states: the same run
-        assert torch.equal(ta[k], tb[k]), k
+    assert_same_final_checkpoint(whole, cut, episodes=4)
 
 
 # -- bad inputs ----------------------------------------------------------------------------------------------------
@@ -293,16 +299,7 @@ def test_dppo_killed_mid_iteration_resumes_exactly_like_an_uninterrupted_run(lif
     r = run_cli(*args, "--resume")
     assert r.returncode == 0, r.stderr
     assert [ln.split()[1] for ln in r.stdout.splitlines() if ln.startswith("episode ")] == ["2", "3", "4", "5"]
-    ta, ia = read_checkpoint(whole / "finetune_state.safetensors", "finetune", "")
-    tb, ib = read_checkpoint(cut / "finetune_state.safetensors", "finetune", "")
-    sa, sb = json.loads(ia["finetune"]), json.loads(ib["finetune"])
-    assert sa["counters"] == sb["counters"] and sa["counters"]["episodes_done"] == 6
-    assert sa["evals"] == sb["evals"] and sa["state"] == sb["state"]
-    strip = lambda h: [{k: v for k, v in e.items() if k != "wall_s"} for e in h]
-    assert strip(sa["history"]) == strip(sb["history"])
-    assert ta.keys() == tb.keys()
-    for k in ta:
-        assert torch.equal(ta[k], tb[k]), k
+    assert_same_final_checkpoint(whole, cut, episodes=6)
     pa, pb = load_policy(whole, device="cpu"), load_policy(cut, device="cpu")
     for k, v in pa.state_dict().items():
         assert torch.equal(v, pb.state_dict()[k]), k

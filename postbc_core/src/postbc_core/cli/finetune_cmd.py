@@ -2,6 +2,8 @@
 
     postbc finetune --checkpoint runs/train --task lift_cube --algorithm dsrl_sac --episodes 100 --out runs/ft
     postbc finetune ... --out runs/ft --resume          # continue after an interruption
+    postbc finetune --checkpoint runs/train --algorithm dppo --episodes 160 --out runs/dppo   # runs/dppo is then a
+                                                                                               # policy checkpoint
     postbc finetune-eval --run runs/ft --episodes 40     # the saved agent vs the pretrained policy, same episodes
 """
 
@@ -18,10 +20,14 @@ from postbc_core.stats import format_p
 
 
 def finetune(cfg: Annotated[FinetuneConfig, tyro.conf.arg(name="")]) -> int:
-    """RL finetuning of a frozen pretrained policy in the sim: DSRL-SAC, DSRL-NA (noise-space RL) or Best-of-N (IQL
-    critic over N sampled chunks). Every episode goes to OUT/replay.zarr, a full checkpoint is written at every
-    episode's commit and after its updates (--resume continues; a stop keeps every committed episode and redoes the
-    updates it cut short), metrics go to OUT/metrics.jsonl and TensorBoard (OUT/tb). OUT must be new or empty."""
+    """RL finetuning of a pretrained policy in the sim: DSRL-SAC, DSRL-NA (noise-space RL) or Best-of-N (IQL
+    critic over N sampled chunks) with the policy frozen, or DPPO (PPO through the denoising chain, fine-tunes the
+    policy's weights: OUT/policy.safetensors is an ordinary policy checkpoint). DSRL / Best-of-N: every episode goes
+    to OUT/replay.zarr, a full checkpoint is written at every episode's commit and after its updates (--resume
+    continues; a stop keeps every committed episode and redoes the updates it cut short). DPPO: a checkpoint after
+    every iteration (--dppo.episodes-per-iteration episodes on --dppo.envs environments, then the PPO update); a stop
+    redoes the iteration it cut short. Metrics go to OUT/metrics.jsonl and TensorBoard (OUT/tb). OUT must be new or
+    empty."""
     from postbc_core.rl.finetune import run_finetune
 
     check_seed(cfg.seed, count=cfg.episodes)  # training episode i resets the task with seed + i

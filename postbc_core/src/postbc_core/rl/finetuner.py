@@ -12,7 +12,9 @@ by a ROS node (the on-robot finetune manager) from its callbacks:
     ft.save()                                # full checkpoint after the updates
 
 `act` returns one action of the current chunk (receding horizon: a chunk of Ta is decoded from the agent's noise every
-n_action_steps calls). Algorithms (`algorithm`): dsrl_sac / dsrl_na (rl/dsrl.py) and best_of_n (rl/best_of_n.py).
+n_action_steps calls). Algorithms (`algorithm`): dsrl_sac / dsrl_na (rl/dsrl.py) and best_of_n (rl/best_of_n.py);
+dppo (rl/dppo.py) acts through the same steps for evaluation, but trains in on-policy iterations over parallel
+environments (rl/dppo_run.py), recorded with `record_iteration` instead of episode by episode.
 
 Checkpoint (`<out>/finetune_state.safetensors`, written atomically by tmp file + rename): agent networks, target
 networks, optimizers, entropy temperature (all tensors, safetensors) + JSON metadata in the same file: the config,
