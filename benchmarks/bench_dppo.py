@@ -120,23 +120,20 @@ def main() -> int:
     timings["cpu_all_runs"] = round(cpu, 1)
     cmd = "python benchmarks/bench_dppo.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
     p = res["paired"]
+    moved = ", ".join(f"{label} {p[m]['pretrained']['success_rate']:.0%} -> {p[m]['agent']['success_rate']:.0%} "
+                      f"(McNemar p = {p[m]['agent_vs_pretrained']['mcnemar_exact_p']:.3g})"
+                      for m, label in (("bc", "BC"), ("postbc", "PostBC")))
     res.update(coverage=None, timings_s=timings, machine=machine,
                summary_line=(f"{cfg.task} DPPO, {len(a.seeds)} seeds, {a.episodes} online episodes each: paired "
-                             f"final test (n = {len(a.seeds)} x {a.paired_episodes}): BC "
-                             f"{p['bc']['pretrained']['success_rate']:.0%} -> {p['bc']['agent']['success_rate']:.0%} (McNemar p = "
-                             f"{p['bc']['agent_vs_pretrained']['mcnemar_exact_p']:.3g}), PostBC "
-                             f"{p['postbc']['pretrained']['success_rate']:.0%} -> {p['postbc']['agent']['success_rate']:.0%} (p = "
-                             f"{p['postbc']['agent_vs_pretrained']['mcnemar_exact_p']:.3g})"),
+                             f"final test (n = {len(a.seeds)} x {a.paired_episodes}): {moved}"),
                command=cmd, pretrained_from=str(a.pretrained))
     a.out.mkdir(parents=True, exist_ok=True)
     plot_success(a.out / "success_vs_episodes.png", res)
     (a.out / "results.json").write_text(json.dumps(res, indent=2))
     (a.out / "report.md").write_text(report(res))
-    write_result("dppo_lift_cube", {"command": cmd, "summary_line": res["summary_line"], "pretrained": res["pretrained"],
-                                    "final": res["final"], "paired": {m: {k: p[m][k] for k in
-                                                                          ("pretrained", "agent",
-                                                                           "agent_vs_pretrained")}
-                                                                      for m in ("bc", "postbc")},
+    paired = {m: {k: p[m][k] for k in ("pretrained", "agent", "agent_vs_pretrained")} for m in ("bc", "postbc")}
+    write_result("dppo_lift_cube", {"command": cmd, "summary_line": res["summary_line"],
+                                    "pretrained": res["pretrained"], "final": res["final"], "paired": paired,
                                     "postbc_vs_bc": p["postbc_vs_bc"], "curves": res["curves"],
                                     "dppo": dataclasses.asdict(cfg.dppo), "timings_s": timings,
                                     "report": str(a.out / "report.md")})

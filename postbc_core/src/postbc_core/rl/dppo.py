@@ -11,9 +11,10 @@ sampler: DDIM over the policy's K = num_inference_steps). During training each s
     x_{i-1} ~ N(mu_i, std_i^2),   mu_i = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma_i^2) eps,
     sigma_i = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev),  std_i = max(sigma_i, min_std)
 (DDIM with eta: DPPOConfig.eta in training, 0 by default where the reference uses 1 (the field says why); eta = 0
-at evaluation, which is our deterministic sampler exactly). The minimum std gives DDIM's deterministic last step (sigma = 0) a density, so
-every transition has a log-probability. x0_hat is clipped as our sampler clips it, and eps stays the network's
-(diffusers' use_clipped_model_output=False, like schedulers.ddim_sample), so eta = 0 reproduces the deployed policy.
+at evaluation, which is our deterministic sampler exactly). The minimum std gives DDIM's deterministic steps
+(sigma = 0) a density, so every transition has a log-probability. x0_hat is clipped as our sampler clips it, and
+eps stays the network's (diffusers' use_clipped_model_output=False, like schedulers.ddim_sample), so eta = 0 with no
+noise reproduces the deployed policy.
 PPO treats the last `ft_denoising_steps` transitions of each chain as the policy's actions at that decision:
     ratio_{i} = exp(log p_new(x_{i-1} | x_i, s) - log p_old(...)),  the log density averaged over the executed steps
     of the chunk and Da and clamped to [-5, 2] (the reference's reward_horizon and clamp);
