@@ -376,6 +376,12 @@ def test_reward_from_label_turns_the_operator_label_into_the_terminal_reward(tmp
         ft.close()
 
 
+def _dppo_config(**kw):
+    from postbc_core.rl.dppo import DPPOConfig
+
+    return DPPOConfig(**kw)
+
+
 @pytest.mark.parametrize("make, match", [
     (lambda: DSRLConfig(utd=0), "utd=0 must be >= 1"),
     (lambda: DSRLConfig(discount=1.5), "discount=1.5 must be in \\(0, 1\\]"),
@@ -387,6 +393,10 @@ def test_reward_from_label_turns_the_operator_label_into_the_terminal_reward(tmp
     (lambda: BestOfNConfig(obs_clip=-1), "obs_clip=-1 must be >= 0"),
     (lambda: FinetuneConfig(checkpoint="x", episodes=0), "episodes=0"),
     (lambda: FinetuneConfig(checkpoint="x", algorithm="ppo"), "algorithm='ppo': choose one of dsrl_sac"),
+    (lambda: _dppo_config(envs=0), "dppo envs=0 must be >= 1 \\(default 8\\)"),
+    (lambda: _dppo_config(eta=2.0), "dppo eta=2.0 must be in \\[0, 1\\]"),
+    (lambda: _dppo_config(gae_lambda=0.0), "dppo gae_lambda=0.0 must be in \\(0, 1\\]"),
+    (lambda: _dppo_config(min_sampling_std=0.0), "dppo min_sampling_std=0.0 must be > 0"),
 ])
 def test_bad_config_values_name_the_value_and_the_fix(make, match):
     with pytest.raises(ConfigError, match=match):
@@ -580,3 +590,12 @@ def test_dppo_resume_from_a_checkpoint_continues_exactly(tmp_path, fork_policy):
         assert torch.equal(ta[k], tb[k]), k
     whole.close()
     resumed.close()
+
+
+def test_dppo_refuses_more_fine_tuned_steps_than_the_policy_samples(tmp_path, fork_policy):
+    from postbc_core.rl.dppo import DPPOConfig
+
+    with pytest.raises(ConfigError, match="dppo ft_denoising_steps=9 exceeds the policy's 8 DDIM steps"):
+        Finetuner(fork_config(tmp_path, "dppo", 1, dppo=DPPOConfig(ft_denoising_steps=9)), policy=fork_policy)
+    with pytest.raises(PostBCError, match="not from replay batches"):  # DSRL's per-episode update path
+        dppo_agent(fork_policy).update({})

@@ -199,7 +199,10 @@ def run_dppo(cfg: FinetuneConfig) -> dict:
             export_policy(ft)
         return write_summary(ft, cfg, policy=str(cfg.out / POLICY_FILE))
     except KeyboardInterrupt:
-        log.warning("stopping now: %s", ft.stop_note())
+        saved = ft._saved.get("episodes_done", 0)
+        log.warning("stopping now: the checkpoint holds the %d episodes of the finished iterations and their updates; "
+                    "the iteration running from episode %d is discarded (%s runs it again)", saved, saved,
+                    ft._resume_hint().removeprefix("pass "))
         raise
     finally:
         ft.close()
