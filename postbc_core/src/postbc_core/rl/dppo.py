@@ -355,7 +355,7 @@ class DPPOAgent:
         return 0  # DPPO's updates run per iteration of on-policy episodes (rl/dppo_run.py), never from replay
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        raise PostBCError("DPPO learns from on-policy iterations (rl/dppo_run.run_dppo), not from replay batches")
+        raise PostBCError("DPPO learns from on-policy iterations (rl/dppo_run.dppo_iteration), not from replay batches")
 
     # -- learning ----------------------------------------------------------------------------------------------
     def ppo_update(self, data: dict[str, torch.Tensor], rng: np.random.Generator) -> dict[str, float]:

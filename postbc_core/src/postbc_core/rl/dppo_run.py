@@ -1,5 +1,6 @@
-"""`postbc finetune --algorithm dppo` in the sim: on-policy iterations of DPPO (rl/dppo.py) over parallel twin
-environments stepped in lockstep by control/loop.run_episodes, with the Finetuner's checkpoints, logs and evaluation.
+"""DPPO's on-policy iterations (rl/dppo.py) over parallel twin environments stepped in lockstep by
+control/loop.run_episodes, recorded in a Finetuner, and the fine-tuned policy's export; rl/finetune.run_finetune runs
+them for `postbc finetune --algorithm dppo` with the Finetuner's checkpoints, logs and evaluation.
 
 One iteration: `episodes_per_iteration` whole training episodes (episode i resets with seed `seed + i`, as every
 algorithm's) run over `envs` environments; every decision samples the fine-tuned policy's stochastic denoising chain
@@ -19,9 +20,6 @@ Ta action steps, Da action dim.
 
 from __future__ import annotations
 
-import logging
-import os
-
 import numpy as np
 import torch
 
@@ -30,10 +28,7 @@ from postbc_core.control.loop import Actor, EpisodeResult, Step, run_episodes
 from postbc_core.errors import ConfigError
 from postbc_core.policies.checkpoint import POLICY_FILE, save_policy
 from postbc_core.rl.dppo import DPPOAgent, gae
-from postbc_core.rl.finetune_config import FinetuneConfig
-from postbc_core.rl.finetuner import TEST_STALL_ENV, Finetuner, stall_for_test
-
-log = logging.getLogger(__name__)
+from postbc_core.rl.finetuner import Finetuner, stall_for_test
 
 # checkpoint metadata that save_policy writes anew (the rest of the pretrained policy's info travels on)
 _WRITTEN_BY_SAVE = ("format", "format_version", "postbc_core_version", "torch_version", "created", "content_sha256",
@@ -151,60 +146,3 @@ def dppo_iteration(ft: Finetuner, tasks: list, n: int, stall: tuple[int, int] | 
                           "transitions": len(e["rewards"]), "safety_altered": r.safety_altered,
                           "wall_s": round(r.end_time - r.start_time, 3)} for r, e in zip(results, eps)], metrics)
     return metrics
-
-
-def run_dppo(cfg: FinetuneConfig) -> dict:
-    """DPPO in the sim until cfg.episodes training episodes are done (resuming if asked); evaluations and summary as
-    rl/finetune.run_finetune's (it calls this for algorithm "dppo")."""
-    from postbc_core.policies.checkpoint import load_policy
-    from postbc_core.rl.finetune import _print_eval, evaluate, make_task, write_summary
-
-    if cfg.algorithm != "dppo":
-        raise ConfigError(f"run_dppo runs algorithm 'dppo', got {cfg.algorithm!r}")
-    dcfg = cfg.dppo
-    policy = load_policy(cfg.checkpoint, device=cfg.device)
-    tasks = [make_task(cfg, policy)]
-    ft = Finetuner(cfg, policy=policy)
-    stall = os.environ.get(TEST_STALL_ENV, "")
-    ep_s, _, step_s = stall.partition(":")
-    stall_at = (int(ep_s), int(step_s)) if step_s.isdigit() else None
-    try:
-        tasks += [make_task(cfg, policy) for _ in range(dcfg.envs - 1)]
-        export_policy(ft)  # the restored (or initial) weights: a run killed before its first export has one too
-        if cfg.resume and ft.episodes_done >= cfg.episodes:
-            log.info("%s has done its %d episodes: nothing to run (a larger --episodes continues it)", cfg.out,
-                     ft.episodes_done)
-        if cfg.eval_episodes and not ft.evals:
-            ft.log_eval(evaluate(ft, tasks[0], cfg.eval_episodes, mode="policy"))
-            _print_eval(ft.evals[-1])
-        agent = ft.agent
-        assert isinstance(agent, DPPOAgent)
-        while ft.episodes_done < cfg.episodes:
-            first = ft.episodes_done
-            metrics = dppo_iteration(ft, tasks, min(dcfg.episodes_per_iteration, cfg.episodes - first), stall_at)
-            n = ft.episodes_done - first
-            for h in ft.history[first:]:
-                print(f"episode {h['episode']} ({h['mode']}): {'success' if h['success'] else 'failure'} in "
-                      f"{h['length']} steps, return {h['return']:.3f}", flush=True)
-            print(f"iteration {agent.iterations - 1}: episodes {first}..{ft.episodes_done - 1}, success "
-                  f"{sum(bool(h['success']) for h in ft.history[first:])}/{n}, {metrics['gradient_steps']} PPO "
-                  f"steps{'' if metrics['actor_trained'] else ' (critic warm-up)'}, approx KL "
-                  f"{metrics['approx_kl']:.2e}, clip fraction {metrics['clipfrac']:.2f}", flush=True)
-            every = cfg.eval_every
-            due = every and ft.episodes_done // every > first // every
-            if cfg.eval_episodes and (due or ft.episodes_done == cfg.episodes):
-                ft.log_eval(evaluate(ft, tasks[0], cfg.eval_episodes))
-                _print_eval(ft.evals[-1])
-            ft.save()
-            export_policy(ft)
-        return write_summary(ft, cfg, policy=str(cfg.out / POLICY_FILE))
-    except KeyboardInterrupt:
-        saved = ft._saved.get("episodes_done", 0)
-        log.warning("stopping now: the checkpoint holds the %d episodes of the finished iterations and their updates; "
-                    "the iteration running from episode %d is discarded (%s runs it again)", saved, saved,
-                    ft._resume_hint().removeprefix("pass "))
-        raise
-    finally:
-        ft.close()
-        for t in tasks:
-            t.close()

@@ -1,5 +1,5 @@
 """`postbc finetune` in the sim: training and evaluation episodes of a `Finetuner` on control/loop.run_episodes
-(`run_episode`, `evaluate`), the run (`run_finetune`), the sim task that fits a policy (`make_task`) and the
+(`run_episode`, `evaluate`), the run (`run_finetune`; DPPO's as iterations of rl/dppo_run.py), the sim task that fits a policy (`make_task`) and the
 evaluation of a run's saved agent against its pretrained policy (`evaluate_run`, `postbc finetune-eval`)."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from postbc_core.data.paths import refuse_inside_store
 from postbc_core.errors import ConfigError
 from postbc_core.rl.agent import Mode
 from postbc_core.rl.best_of_n import BestOfNAgent
+from postbc_core.rl.dppo_run import dppo_iteration, export_policy
 from postbc_core.rl.finetune_config import EVAL_SEED, FinetuneConfig
 from postbc_core.rl.finetuner import REPLAY_DIR, STATE_FILE, TEST_STALL_ENV, Finetuner, stall_for_test
 from postbc_core.rl.state import forked_torch_rng
@@ -182,16 +183,12 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
     if cfg.task not in list_tasks():
         raise ConfigError(f"unknown sim task {cfg.task!r}; available: {', '.join(list_tasks())}")
     refuse_inside_store(cfg.out, what="--out")  # before loading anything (the Finetuner checks it for the manager)
-    if cfg.algorithm == "dppo":  # on-policy iterations over parallel environments: its own driver
-        from postbc_core.rl.dppo_run import run_dppo
-
-        return run_dppo(cfg)
+    if cfg.algorithm == "dppo":  # on-policy iterations over parallel environments, not episode by episode
+        return _run_dppo(cfg)
     policy = load_policy(cfg.checkpoint, device=cfg.device)
     task = make_task(cfg, policy)
     ft = Finetuner(cfg, policy=policy)
-    stall = os.environ.get(TEST_STALL_ENV, "")
-    stall_ep, _, stall_step = stall.partition(":")
-    stall_ep, stall_step = (int(stall_ep), int(stall_step)) if stall_step.isdigit() else (None, None)
+    stall_ep, stall_step = _test_stall()
 
     def after_episode(ep: dict, note: str = "") -> None:
         """An episode is committed (and checkpointed): its updates, the evaluation due, the next checkpoint."""
@@ -224,6 +221,64 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
     finally:
         ft.close()
         task.close()
+
+
+def _run_dppo(cfg: FinetuneConfig) -> dict:
+    """run_finetune for algorithm "dppo": iterations of `dppo.episodes_per_iteration` episodes on `dppo.envs`
+    environments (rl/dppo_run.py), a checkpoint and the exported policy after each, the same evaluations."""
+    from postbc_core.policies.checkpoint import POLICY_FILE, load_policy
+
+    dcfg = cfg.dppo
+    policy = load_policy(cfg.checkpoint, device=cfg.device)
+    tasks = [make_task(cfg, policy)]
+    ft = Finetuner(cfg, policy=policy)
+    stall_ep, stall_step = _test_stall()
+    stall_at = None if stall_ep is None else (stall_ep, stall_step)
+    try:
+        tasks += [make_task(cfg, policy) for _ in range(dcfg.envs - 1)]
+        export_policy(ft)  # the restored (or initial) weights: a run killed before its first export has one too
+        if cfg.resume and ft.episodes_done >= cfg.episodes:
+            log.info("%s has done its %d episodes: nothing to run (a larger --episodes continues it)", cfg.out,
+                     ft.episodes_done)
+        if cfg.eval_episodes and not ft.evals:
+            ft.log_eval(evaluate(ft, tasks[0], cfg.eval_episodes, mode="policy"))
+            _print_eval(ft.evals[-1])
+        agent = ft.agent
+        while ft.episodes_done < cfg.episodes:
+            first = ft.episodes_done
+            metrics = dppo_iteration(ft, tasks, min(dcfg.episodes_per_iteration, cfg.episodes - first), stall_at)
+            n = ft.episodes_done - first
+            for h in ft.history[first:]:
+                print(f"episode {h['episode']} ({h['mode']}): {'success' if h['success'] else 'failure'} in "
+                      f"{h['length']} steps, return {h['return']:.3f}", flush=True)
+            print(f"iteration {agent.iterations - 1}: episodes {first}..{ft.episodes_done - 1}, success "
+                  f"{sum(bool(h['success']) for h in ft.history[first:])}/{n}, {metrics['gradient_steps']} PPO "
+                  f"steps{'' if metrics['actor_trained'] else ' (critic warm-up)'}, approx KL "
+                  f"{metrics['approx_kl']:.2e}, clip fraction {metrics['clipfrac']:.2f}", flush=True)
+            every = cfg.eval_every
+            due = every and ft.episodes_done // every > first // every
+            if cfg.eval_episodes and (due or ft.episodes_done == cfg.episodes):
+                ft.log_eval(evaluate(ft, tasks[0], cfg.eval_episodes))
+                _print_eval(ft.evals[-1])
+            ft.save()
+            export_policy(ft)
+        return write_summary(ft, cfg, policy=str(cfg.out / POLICY_FILE))
+    except KeyboardInterrupt:
+        saved = ft._saved.get("episodes_done", 0)
+        log.warning("stopping now: the checkpoint holds the %d episodes of the finished iterations and their updates; "
+                    "the iteration running from episode %d is discarded (%s runs it again)", saved, saved,
+                    ft._resume_hint().removeprefix("pass "))
+        raise
+    finally:
+        ft.close()
+        for t in tasks:
+            t.close()
+
+
+def _test_stall() -> tuple[int, int] | tuple[None, None]:
+    """TEST_STALL_ENV "EPISODE:STEP" (tests only): where a training episode stalls, or (None, None)."""
+    ep, _, step = os.environ.get(TEST_STALL_ENV, "").partition(":")
+    return (int(ep), int(step)) if step.isdigit() else (None, None)
 
 
 def write_summary(ft: Finetuner, cfg: FinetuneConfig, **extra) -> dict:
