@@ -9,10 +9,10 @@ rendered by the pipeline's own report code (analysis/pipeline_report: aggregate,
 
     python benchmarks/bench_dppo.py --pretrained runs/demo --out benchmarks/results/dppo_lift_cube_cpu \
         [--seeds 0 1 2] [--episodes 160] [--eval-every 80] [--eval-episodes 30] [--paired-episodes 40] \
-        [--actor-lr 1e-4] [--workers 2]
+        [--actor-lr 1e-4] [--workers 2] [--json-name dppo_lift_cube]
 
-Writes OUT/results.json, OUT/report.md, OUT/success_vs_episodes.png and benchmarks/results/dppo_lift_cube.json (the
-headline numbers, the command and the wall times).
+Writes OUT/results.json, OUT/report.md, OUT/success_vs_episodes.png and benchmarks/results/<json-name>.json (the
+headline numbers, the command and the wall times); the runs themselves under OUT/seed_<s>/.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ def main() -> int:
     ap.add_argument("--actor-lr", type=float, default=None, help="DPPOConfig.actor_lr (default: its own)")
     ap.add_argument("--eta", type=float, default=None, help="DPPOConfig.eta (default: its own)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--json-name", default="dppo_lift_cube", help="benchmarks/results/<name>.json")
     ap.add_argument("--rerender", action="store_true",
                     help="only rewrite OUT/report.md from OUT/results.json (the report is a pure function of it)")
     a = ap.parse_args()
@@ -132,7 +133,7 @@ def main() -> int:
     (a.out / "results.json").write_text(json.dumps(res, indent=2))
     (a.out / "report.md").write_text(report(res))
     paired = {m: {k: p[m][k] for k in ("pretrained", "agent", "agent_vs_pretrained")} for m in ("bc", "postbc")}
-    write_result("dppo_lift_cube", {"command": cmd, "summary_line": res["summary_line"],
+    write_result(a.json_name, {"command": cmd, "summary_line": res["summary_line"],
                                     "pretrained": res["pretrained"], "final": res["final"], "paired": paired,
                                     "postbc_vs_bc": p["postbc_vs_bc"], "curves": res["curves"],
                                     "dppo": dataclasses.asdict(cfg.dppo), "timings_s": timings,
