@@ -46,8 +46,8 @@ def one(args: tuple) -> tuple:
 
 DPPO_NOTE = """## Reading this run
 
-A first, reduced measurement (issue 25): 160 online episodes = 10 PPO iterations per run, where the reference runs
-300 iterations of ~15000 decisions. The DPPO settings are DPPOConfig's CPU defaults (rl/dppo.py says which differ
+A first, reduced measurement (issue 25): {episodes} online episodes = {iterations} PPO iterations per run, where the
+reference runs 300 iterations of ~15000 decisions. The DPPO settings are DPPOConfig's CPU defaults (rl/dppo.py says which differ
 from irom-lab/dppo and why). The pretrained checkpoints are those of the `make demo` pipeline run named in the
 command (results.json "pretrained_from"); `postbc pipeline --algorithm dppo` runs the same comparison from scratch.
 """
@@ -61,7 +61,9 @@ def report(res: dict) -> str:
     text = render_report(res)
     notes = NOTES.read_text() if NOTES.exists() else ""
     if notes and text.endswith(notes):
-        text = text[: -len(notes)] + DPPO_NOTE
+        eps = res["finetune_episodes"]
+        its = -(-eps // res["config"]["dppo"]["episodes_per_iteration"])
+        text = text[: -len(notes)] + DPPO_NOTE.format(episodes=eps, iterations=its)
     return f"Command: `{res['command']}`\n\n" + text
 
 
