@@ -54,6 +54,12 @@ def test_bringup_checks_settings_and_node_parameters():
     assert settings == {"control_hz": 5, "cameras": ["front"]} and nodes == {"recorder": {"max_episode_s": 30}}
     with pytest.raises(ConfigError, match="not a bringup setting"):
         bringup.parse_sets(["max_episode_s=3"])
+    # codec:= reaches the nodes that create stores: the recorder and the finetune manager (its replay)
+    rec = {n.name: n.parameters for n in bringup.graph("record_demos", bringup.make_settings({"codec": "jpeg:85"}))}
+    ft = {n.name: n.parameters for n in bringup.graph("finetune", bringup.make_settings({"codec": "jpeg",
+                                                                                        "checkpoint": "x"}))}
+    assert rec["recorder"]["codec"] == "jpeg:85" and ft["finetune_manager"]["codec"] == "jpeg"
+    assert "codec" not in {n.name: n.parameters for n in bringup.graph("record_demos")}["recorder"]
 
 
 def test_config_yaml_matches_the_nodes(tmp_path):

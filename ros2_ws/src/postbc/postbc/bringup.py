@@ -73,6 +73,10 @@ class Bringup:
     """teleop:=joy: the gamepad's SDL device index (joy's device_id parameter)."""
     store: str = "data/demos.zarr"
     """Episode store the recorder writes (created, or appended to when it exists)."""
+    codec: str = ""
+    """Camera codec of a new episode store (the recorder's, the finetune manager's replay): raw, jpeg, jpeg:Q,
+    jpegxl-lossless, or per camera front_rgb=jpeg:85,wrist_rgb=raw (postbc_core.data.codecs; jpeg needs the codecs
+    extra). Empty: raw for a new store, an existing store's own."""
     checkpoint: str = ""
     """Policy checkpoint (.safetensors or a `postbc train` run directory) for the policy/finetune profiles."""
     device: str = "auto"
@@ -184,7 +188,7 @@ def _teleop(s: Bringup) -> list[NodeSpec]:
 
 def _recorder(s: Bringup, source: str) -> NodeSpec:
     p: dict[str, Any] = {"store": s.store, "control_hz": s.control_hz, "cameras": list(s.cameras), "task": s.task,
-                         "source": source}
+                         "source": source, **({"codec": s.codec} if s.codec else {})}
     if s.sim:
         p["auto_label_success"] = source != "teleop"
     return NodeSpec("recorder", "recorder", p)
@@ -225,7 +229,7 @@ def _nodes(profile: str, s: Bringup) -> list[NodeSpec]:
         specs.append(NodeSpec("finetune_manager", "finetune_manager",
                               {"checkpoint": s.checkpoint, "out": s.finetune_out, "task": s.task, "device": s.device,
                                "control_hz": s.control_hz, "backend": s.backend, "auto_start": s.sim,
-                               "cameras": list(s.cameras)}))
+                               "cameras": list(s.cameras), **({"codec": s.codec} if s.codec else {})}))
     if s.sim:
         specs = [dataclasses.replace(n, parameters={**n.parameters, "use_sim_time": True}) if n.ours else n
                  for n in specs]
