@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -467,3 +468,12 @@ class InterbotixRobot(Robot):
         if self._owns_context:
             rclpy.try_shutdown()  # the SDK's spin thread ends with the context
             self._owns_context = False
+            # ... and is waited for: that thread is a daemon, and one still inside its executor when the interpreter
+            # exits aborts the process ("terminate called without an active exception", exit -6, seen after close()
+            # on a loaded machine). The SDK keeps it in a module global (common_robot.robot.__start).
+            thread = getattr(sys.modules.get("interbotix_common_modules.common_robot.robot"),
+                             "__interbotix_execution_thread", None)
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=5.0)
+                if thread.is_alive():
+                    logger.warning("the Interbotix SDK's spin thread did not end within 5 s of the ROS shutdown")
