@@ -139,6 +139,15 @@ def check_seed(seed, flag: str = "--seed", count: int = 1) -> int:
     return value
 
 
+def check_at_least_one(config, names, label: str) -> None:
+    """ConfigError for the first of the dataclass `config`'s fields `names` below 1, naming it with `label` (the
+    flag prefix, e.g. "dsrl") and the field's default."""
+    for name in names:
+        if int(getattr(config, name)) < 1:
+            raise ConfigError(f"{label} {name}={getattr(config, name)} must be >= 1 (default "
+                              f"{getattr(type(config), name)})")
+
+
 @contextlib.contextmanager
 def storage_errors(action: str):
     """Translate full-disk / read-only / permission OSErrors raised inside the block into StorageError."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from postbc_core.errors import ConfigError
+from postbc_core.errors import ConfigError, check_at_least_one
 from postbc_core.rl.agent import Mode, clip_features
 from postbc_core.rl.iql import IQL
 from postbc_core.rl.noise_env import NoisePolicy
@@ -53,10 +53,7 @@ class BestOfNConfig:
 
     def __post_init__(self):
         self.hidden = tuple(int(h) for h in self.hidden)
-        for name in ("n_candidates", "batch_size", "fit_steps"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"best_of_n {name}={getattr(self, name)} must be >= 1 (default "
-                                  f"{getattr(BestOfNConfig, name)})")
+        check_at_least_one(self, ("n_candidates", "batch_size", "fit_steps"), "best_of_n")
         if self.rollouts < 1:
             raise ConfigError(f"best_of_n rollouts={self.rollouts}: IQL needs pretrained rollouts to fit on; "
                               "use >= 1 (paper: 100)")

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from postbc_core.errors import ConfigError, PostBCError
+from postbc_core.errors import ConfigError, PostBCError, check_at_least_one
 from postbc_core.rl.agent import Mode, clip_features
 from postbc_core.rl.noise_env import NoisePolicy
 
@@ -121,10 +121,7 @@ class DPPOConfig:
 
     def __post_init__(self):
         self.critic_hidden = tuple(int(h) for h in self.critic_hidden)
-        for name in ("envs", "episodes_per_iteration", "update_epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"dppo {name}={getattr(self, name)} must be >= 1 (default "
-                                  f"{getattr(DPPOConfig, name)})")
+        check_at_least_one(self, ("envs", "episodes_per_iteration", "update_epochs", "batch_size"), "dppo")
         if self.ft_denoising_steps < 0:
             raise ConfigError(f"dppo ft_denoising_steps={self.ft_denoising_steps} must be >= 0 (0 = all of the "
                               "policy's DDIM steps)")

@@ -32,7 +32,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from postbc_core.errors import ConfigError
+from postbc_core.errors import ConfigError, check_at_least_one
 from postbc_core.rl.agent import Mode, clip_features
 from postbc_core.rl.noise_env import DEFAULT_NOISE_MAGNITUDE, NoisePolicy
 from postbc_core.rl.sac import SAC, Critics, polyak
@@ -89,10 +89,7 @@ class DSRLConfig:
         self.hidden = tuple(int(h) for h in self.hidden)
         if self.variant not in ("sac", "na"):
             raise ConfigError(f"dsrl variant={self.variant!r}: choose 'sac' (DSRL-SAC) or 'na' (noise aliasing)")
-        for name in ("utd", "batch_size", "num_critics", "noise_critic_steps"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"dsrl {name}={getattr(self, name)} must be >= 1 (default "
-                                  f"{getattr(DSRLConfig, name)})")
+        check_at_least_one(self, ("utd", "batch_size", "num_critics", "noise_critic_steps"), "dsrl")
         if self.num_critics < 2:
             raise ConfigError(f"dsrl num_critics={self.num_critics}: clipped double-Q needs >= 2 (default 2)")
         if self.warmup_episodes < 0:
