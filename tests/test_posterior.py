@@ -48,6 +48,21 @@ def test_target_noise_has_the_posterior_covariance():
     assert torch.equal(TargetNoise(L.expand(4, 2, 2), 0.0).sample(torch.ones(4, 2)), torch.ones(4, 2))
 
 
+def test_posterior_mix_perturbs_that_fraction_of_targets_and_leaves_the_rest_exact():
+    """--posterior-mix m: each target is perturbed with probability m (whole chunk), else it stays the demonstrated
+    action, so the policy fits (1 - m) BC + m PostBC; the perturbed ones keep the posterior covariance."""
+    Sigma = torch.tensor([[0.04, 0.03], [0.03, 0.09]])
+    L = torch.linalg.cholesky(Sigma)
+    a = torch.randn(100_000, 2)
+    x = TargetNoise(L.expand(len(a), 2, 2), 1.0, mix=0.3).sample(a, torch.Generator().manual_seed(1))
+    clean = (x == a).all(-1)
+    assert ((x == a).any(-1) == clean).all()  # a row is either untouched or perturbed in every dimension
+    assert abs(float((~clean).float().mean()) - 0.3) < 0.01
+    torch.testing.assert_close(torch.cov((x - a)[~clean].T), Sigma, rtol=0.05, atol=5e-4)
+    assert torch.equal(TargetNoise(L.expand(8, 2, 2), 1.0, mix=1.0).sample(a[:8], torch.Generator().manual_seed(0)),
+                       TargetNoise(L.expand(8, 2, 2), 1.0).sample(a[:8], torch.Generator().manual_seed(0)))
+
+
 def test_isotropic_baseline_matches_mean_posterior_std():
     preds = torch.randn(20, 30, 4) * torch.linspace(0.1, 1, 30).view(1, 30, 1)
     post = posterior_from_predictions(preds, "full")

@@ -181,6 +181,36 @@ def test_postbc_checkpoint_samples_in_a_range_covering_its_targets(coverage_stor
     assert load_policy(bc).config.clip_sample_range == 1.0
 
 
+def test_sample_clip_data_keeps_the_postbc_sampler_at_the_data_range(coverage_store, tmp_path):
+    """--sample-clip data: a PostBC checkpoint whose DDIM clips x0 at +-1 as BC's does; recorded with the mix."""
+    out = tmp_path / "postbc"
+    r = run_cli("train", "--dataset", str(coverage_store), "--out", str(out), *TINY, "--alpha", "2",
+                "--sample-clip", "data", "--posterior-mix", "0.5")
+    assert r.returncode == 0, r.stderr
+    policy = load_policy(out)
+    assert policy.config.clip_sample_range == 1.0 == policy.schedule.clip_sample_range
+    assert policy.info["train"]["sample_clip"] == "data" and policy.info["train"]["posterior_mix"] == 0.5
+    for bad in ("0", "1.5", "nan"):
+        r = run_cli("train", "--dataset", str(coverage_store), "--out", str(tmp_path / "x"), *TINY,
+                    "--posterior-mix", bad)
+        assert r.returncode != 0 and "--posterior-mix" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert not (tmp_path / "x").exists()
+
+
+def test_train_config_round_trips_through_its_json_with_overrides(coverage_store, tmp_path):
+    from postbc_core.errors import ConfigError
+    from postbc_core.training.config import TrainConfig
+
+    cfg = TrainConfig(dataset=coverage_store, out=tmp_path / "a", obs_keys=("state",), action_key="action",
+                      ensemble_hidden=(32, 32), alpha=0.5)
+    d = json.loads(json.dumps(cfg.to_dict()))
+    assert TrainConfig.from_dict(d).to_dict() == cfg.to_dict()
+    other = TrainConfig.from_dict(d, bootstrap="state_action", out=tmp_path / "b")
+    assert other.bootstrap == "state_action" and other.policy == cfg.policy and other.ensemble_hidden == (32, 32)
+    with pytest.raises(ConfigError, match="no_such_setting"):
+        TrainConfig.from_dict({**d, "no_such_setting": 1})
+
+
 def test_train_warns_when_obs_keys_miss_what_the_sim_task_randomizes(tmp_path):
     """put_in_bowl places the bowl at random: trained on joint_pos gripper_pos object_pose the policy never sees it
     (1/50 successes). `postbc train` says so and names the task's recommended keys; the recommended keys are quiet."""

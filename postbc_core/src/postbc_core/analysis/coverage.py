@@ -16,6 +16,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -69,6 +70,12 @@ class CoverageConfig:
     """PostBC posterior noise weight."""
     ensemble_size: int = 32
     """K ensemble members."""
+    bootstrap: Literal["trajectory", "state_action"] = "trajectory"
+    """PostBC ensemble resampling (postbc train --bootstrap)."""
+    posterior_mix: float = 1.0
+    """Fraction of PostBC's training targets perturbed (postbc train --posterior-mix)."""
+    sample_clip: Literal["data", "posterior"] = "posterior"
+    """PostBC's DDIM x0 clip (postbc train --sample-clip)."""
     ensemble_steps: int = 1500
     """Ensemble gradient steps."""
     steps: int = 3000
@@ -94,6 +101,7 @@ def _train_pair(cfg: CoverageConfig, dataset: Path) -> dict[str, Path]:
                            policy=PolicySettings(n_obs_steps=1, action_horizon=1, mlp_hidden=(256, 256, 256)),
                            alpha=alpha, ensemble_size=cfg.ensemble_size, ensemble_hidden=(256, 256),
                            ensemble_steps=cfg.ensemble_steps, ensemble_batch_size=128, steps=cfg.steps,
+                           bootstrap=cfg.bootstrap, posterior_mix=cfg.posterior_mix, sample_clip=cfg.sample_clip,
                            batch_size=256, lr=1e-3, warmup_steps=100,
                            ema_max_decay=0.999, seed=cfg.seed, device=cfg.device, log_every=250,
                            progress=cfg.progress, overwrite=True)  # this experiment owns cfg.out
@@ -164,7 +172,8 @@ def run_coverage(cfg: CoverageConfig) -> dict:
     bc = _sample(runs["bc"], states, cfg.samples, cfg.seed)
     post = _sample(runs["postbc"], states, cfg.samples, cfg.seed)
     metrics = coverage_metrics(states, bc, post, n_demos)
-    metrics.update(alpha=cfg.alpha, ensemble_size=cfg.ensemble_size, seed=cfg.seed,
+    metrics.update(alpha=cfg.alpha, ensemble_size=cfg.ensemble_size, seed=cfg.seed, bootstrap=cfg.bootstrap,
+                   posterior_mix=cfg.posterior_mix, sample_clip=cfg.sample_clip,
                    posterior=json.loads((runs["postbc"] / "posterior.json").read_text()))
     (cfg.out / "coverage.json").write_text(json.dumps(metrics, indent=2))
     plot_coverage(cfg.out / "coverage.png", s_demo, a_demo, states, bc, post, metrics)

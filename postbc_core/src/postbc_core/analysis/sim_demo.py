@@ -113,9 +113,10 @@ def camera_names(obs_keys) -> tuple[str, ...]:
 
 
 def train_policy(cfg: SimDemoConfig, dataset: Path, name: str, alpha: float,
-                 perturbation: str = "posterior") -> Path:
+                 perturbation: str = "posterior", **overrides) -> Path:
     """One policy from the demos (alpha 0 = BC, > 0 = PostBC, or sigma-BC with perturbation "isotropic"; everything
-    else identical). Returns the run dir."""
+    else identical). `overrides`: other TrainConfig fields (bootstrap=..., posterior_mix=...; the PostBC ablations).
+    Returns the run dir."""
     from postbc_core.training.config import TrainConfig
     from postbc_core.training.train import train
 
@@ -130,7 +131,7 @@ def train_policy(cfg: SimDemoConfig, dataset: Path, name: str, alpha: float,
         ensemble_steps=cfg.ensemble_steps, ensemble_batch_size=32 if images else 128, steps=cfg.steps,
         batch_size=64 if images else 256, lr=3e-4,
         warmup_steps=min(200, cfg.steps // 10), seed=cfg.seed, device=cfg.device, log_every=250,
-        progress=cfg.progress, overwrite=True))  # run_sim_demo owns cfg.out
+        progress=cfg.progress, overwrite=True, **overrides))  # run_sim_demo owns cfg.out
 
 
 def run_sim_demo(cfg: SimDemoConfig) -> dict:

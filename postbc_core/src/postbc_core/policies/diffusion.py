@@ -104,15 +104,21 @@ class TargetNoise:
 
     chol: torch.Tensor
     alpha: float = 1.0
+    mix: float = 1.0
+    """Probability that a target is perturbed; the rest stay the demonstrated action, so the policy fits the mixture
+    (1 - mix) pi_BC + mix pi_post (the paper's App. B.3 form of the PostBC policy). 1 = every target perturbed."""
 
     def sample(self, naction_flat: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Returns a~ = a + alpha * L z with a fresh z (B, D)."""
+        """Returns a~ = a + alpha * m * L z with a fresh z (B, D) and m ~ Bernoulli(mix) per sample (B,)."""
         z = torch.randn(naction_flat.shape, device=naction_flat.device, dtype=naction_flat.dtype,
                         generator=generator)
         if self.chol.dim() == 3:
             delta = torch.einsum("bij,bj->bi", self.chol, z)
         else:
             delta = self.chol * z
+        if self.mix < 1.0:
+            keep = torch.rand(naction_flat.shape[0], device=naction_flat.device, generator=generator) < self.mix
+            delta = delta * keep.to(delta.dtype).unsqueeze(-1)
         return naction_flat + self.alpha * delta
 
 

@@ -47,6 +47,13 @@ class TrainConfig:
     """Posterior noise weight: targets a + alpha * L(s) z (paper 0.25..4, default 1). 0 = plain BC (no ensemble)."""
     perturbation: Literal["posterior", "isotropic"] = "posterior"
     """'posterior' = PostBC; 'isotropic' = the sigma-BC baseline: the same average noise magnitude for every state."""
+    posterior_mix: float = 1.0
+    """Fraction of training targets that get the posterior perturbation; the others stay the demonstrated action, so
+    the policy fits the mixture (1 - mix) BC + mix posterior (the paper's App. B.3 form). 1 = every target."""
+    sample_clip: Literal["data", "posterior"] = "posterior"
+    """DDIM x0 clip of a PostBC checkpoint: 'data' = +-1, the demonstrated action range, as BC and the reference DSRL /
+    DPPO samplers clip; 'posterior' = widened to 1 + 3 alpha x the largest posterior std, so no perturbed target is
+    cut off."""
     ensemble_size: int = 10
     """K ensemble members (paper: 100 Robomimic, 10 WidowX, 5 Libero)."""
     ensemble_hidden: tuple[int, ...] = (512, 512, 512)
@@ -138,6 +145,9 @@ class TrainConfig:
                               "see the key twice); give each key once")
         if self.alpha < 0 or self.alpha != self.alpha:
             raise ConfigError(f"--alpha must be >= 0 (0 = BC; paper: 0.25..4), got {self.alpha}")
+        if not 0.0 < self.posterior_mix <= 1.0:
+            raise ConfigError(f"--posterior-mix must be in (0, 1] (the fraction of perturbed targets; --alpha 0 is "
+                              f"plain BC), got {self.posterior_mix}")
         if self.alpha > 0 and self.ensemble_size < 2:
             raise ConfigError(f"--ensemble-size must be >= 2 to estimate a covariance, got {self.ensemble_size}")
         if self.ensemble_encoder not in ("per_member", "shared"):
@@ -155,6 +165,20 @@ class TrainConfig:
     @property
     def is_bc(self) -> bool:
         return self.alpha == 0.0
+
+    @classmethod
+    def from_dict(cls, d: dict, **overrides) -> "TrainConfig":
+        """The inverse of to_dict (a run's train_config.json), with `overrides` applied: retrain a run with one
+        setting changed. Fields this version does not know are refused, not dropped."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"train_config.json names settings this version does not have: {', '.join(unknown)}")
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in {**d, **overrides}.items()}
+        if isinstance(kw.get("policy"), dict):
+            kw["policy"] = PolicySettings(**{k: tuple(v) if isinstance(v, list) else v
+                                             for k, v in kw["policy"].items()})
+        return cls(**kw)
 
     def to_dict(self) -> dict:
         """JSON-ready (train_config.json): paths as strings; the policy settings nested under "policy"."""

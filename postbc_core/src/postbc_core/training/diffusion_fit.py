@@ -66,7 +66,8 @@ def fit_policy(policy, dataset, posterior: Posterior | None, cfg, dist: DistInfo
     def step(_: int) -> dict[str, torch.Tensor]:
         idx = rng.integers(0, len(dataset), cfg.batch_size)
         batch = to_torch(dataset.get_batch(idx), dist.device)
-        noise = TargetNoise(factor[torch.from_numpy(idx).to(dist.device)], alpha) if factor is not None else None
+        noise = (TargetNoise(factor[torch.from_numpy(idx).to(dist.device)], alpha, cfg.posterior_mix)
+                 if factor is not None else None)
         return {"loss": module(batch, noise, gen)}
 
     def after_step(step_no: int) -> None:

@@ -282,10 +282,12 @@ def _train(cfg: TrainConfig, dist) -> Path:
         posterior = posterior_from_predictions(preds, cfg.covariance, cfg.cov_jitter)
         if cfg.perturbation == "isotropic":
             posterior = isotropic_like(posterior)
-        policy.set_sample_range(posterior.sample_range(cfg.alpha))
-        log.info("DDIM clip range widened to +-%.3f (normalized action units) to cover the perturbed targets",
-                 policy.config.clip_sample_range)
+        if cfg.sample_clip == "posterior":
+            policy.set_sample_range(posterior.sample_range(cfg.alpha))
+            log.info("DDIM clip range widened to +-%.3f (normalized action units) to cover the perturbed targets",
+                     policy.config.clip_sample_range)
         ensemble_info = {"ensemble_size": cfg.ensemble_size, "bootstrap": cfg.bootstrap, "head": cfg.ensemble_head,
+                         "posterior_mix": cfg.posterior_mix, "sample_clip": cfg.sample_clip,
                          "ensemble_encoder": cfg.ensemble_encoder if images else "none",
                          "covariance": cfg.covariance, "posterior": posterior.summary()}
         full_state = gather_ensemble_state(model, dist)
