@@ -1,4 +1,4 @@
-"""BC vs PostBC under DPPO on lift_cube: the pipeline's online comparison with --algorithm dppo, on the BC and PostBC
+"""BC vs PostBC under DPPO on lift_cube: the pipeline's online comparison with --algorithms dppo, on the BC and PostBC
 checkpoints an earlier `postbc pipeline` run pretrained (the low-data regime it uses: 10 scripted demos, alpha 0.5,
 10k diffusion steps, matched seeds), so the CPU spends its time on DPPO instead of on pretraining again.
 
@@ -40,7 +40,7 @@ def one(args: tuple) -> tuple:
     from postbc_core.analysis.pipeline import finetune_method
 
     t0, c0 = time.time(), time.process_time()
-    out = finetune_method(cfg, seed, name, checkpoint)
+    out = finetune_method(cfg, seed, "dppo", name, checkpoint)
     return (*out, time.time() - t0, time.process_time() - c0)
 
 
@@ -49,7 +49,8 @@ DPPO_NOTE = """## Reading this run
 A first, reduced measurement (issue 25): {episodes} online episodes = {iterations} PPO iterations per run, where the
 reference runs 300 iterations of ~15000 decisions. The DPPO settings are DPPOConfig's CPU defaults (rl/dppo.py says which differ
 from irom-lab/dppo and why). The pretrained checkpoints are those of the `make demo` pipeline run named in the
-command (results.json "pretrained_from"); `postbc pipeline --algorithm dppo` runs the same comparison from scratch.
+command (results.json "pretrained_from"); `postbc pipeline --algorithms dsrl_sac dppo` runs the same comparison from
+scratch, beside DSRL.
 """
 
 
@@ -98,10 +99,10 @@ def main() -> int:
     over = {k: v for k, v in (("actor_lr", a.actor_lr), ("eta", a.eta)) if v is not None}
     cfg = PipelineConfig(out=a.out, task=s_cfg["task"], seeds=tuple(a.seeds), demos=s_cfg["demos"],
                          alpha=s_cfg["alpha"], steps=s_cfg["steps"], action_key=s_cfg["action_key"],
-                         algorithm="dppo", finetune_episodes=a.episodes, eval_every=a.eval_every,
+                         algorithms=("dppo",), finetune_episodes=a.episodes, eval_every=a.eval_every,
                          eval_episodes=a.eval_episodes, paired_episodes=a.paired_episodes, recipe_rollouts=0,
                          coverage=False, device="cpu", dppo=DPPOConfig(**over))
-    runs = {s: {"demo_success_rate": src["demo_success_rate"][str(s)]} for s in a.seeds}
+    runs = {s: {"demo_success_rate": src["demo_success_rate"][str(s)], "online": {"dppo": {}}} for s in a.seeds}
     jobs = [(cfg, s, name, str(a.pretrained / f"seed_{s}" / name)) for s in a.seeds for name in ("bc", "postbc")]
     t_start, load_start = time.time(), os.getloadavg()[0]
     timings, cpu = {}, 0.0
@@ -113,8 +114,8 @@ def main() -> int:
             results = list(pool.map(one, jobs))
     else:
         results = [one(j) for j in jobs]
-    for seed, name, run, t, _, wall, cpu_s in results:
-        runs[seed][name] = run
+    for seed, _, name, run, t, _, wall, cpu_s in results:
+        runs[seed]["online"]["dppo"][name] = run
         timings.update(t)
         cpu += cpu_s
     res = aggregate(cfg, runs)
@@ -122,7 +123,8 @@ def main() -> int:
     timings["total"] = round(time.time() - t_start, 1)
     timings["cpu_all_runs"] = round(cpu, 1)
     cmd = "python benchmarks/bench_dppo.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
-    p = res["paired"]
+    o = res["online"]["dppo"]
+    p = o["paired"]
     moved = ", ".join(f"{label} {p[m]['pretrained']['success_rate']:.0%} -> {p[m]['agent']['success_rate']:.0%} "
                       f"(McNemar p = {p[m]['agent_vs_pretrained']['mcnemar_exact_p']:.3g})"
                       for m, label in (("bc", "BC"), ("postbc", "PostBC")))
@@ -136,8 +138,8 @@ def main() -> int:
     (a.out / "report.md").write_text(report(res))
     paired = {m: {k: p[m][k] for k in ("pretrained", "agent", "agent_vs_pretrained")} for m in ("bc", "postbc")}
     write_result(a.json_name, {"command": cmd, "summary_line": res["summary_line"],
-                                    "pretrained": res["pretrained"], "final": res["final"], "paired": paired,
-                                    "postbc_vs_bc": p["postbc_vs_bc"], "curves": res["curves"],
+                                    "pretrained": o["pretrained"], "final": o["final"], "paired": paired,
+                                    "postbc_vs_bc": p["postbc_vs_bc"], "curves": o["curves"],
                                     "dppo": dataclasses.asdict(cfg.dppo), "timings_s": timings,
                                     "report": str(a.out / "report.md")})
     print(res["summary_line"])

@@ -241,22 +241,29 @@ def test_checkpoint_task_mismatch_and_unknown_task_are_refused(lift_checkpoint, 
 
 
 def test_every_algorithm_evaluates_the_same_pretrained_policy(lift_checkpoint, tmp_path):
-    """"The pretrained policy" is one thing in every comparison (the DSRL runs' and the Best-of-N recipe's baselines
-    in one pipeline report): w ~ N(0, I) as deployed, not DSRL's warm-up noise clipped to its box."""
+    """"The pretrained policy" is one thing in every comparison (the DSRL and DPPO runs' and the Best-of-N recipe's
+    baselines in one pipeline report, which states it once): w ~ N(0, I) as deployed, not DSRL's warm-up noise
+    clipped to its box."""
     from postbc_core.rl.best_of_n import BestOfNConfig
+    from postbc_core.rl.dppo import DPPOConfig
     from postbc_core.rl.finetune import evaluate_run
 
     runs = {}
-    for algo in ("dsrl_sac", "best_of_n"):
+    for algo in ("dsrl_sac", "best_of_n", "dppo"):
         cfg = tiny_config(lift_checkpoint, tmp_path / algo, episodes=1, eval_episodes=0, reward_type="dense",
                           algorithm=algo, dsrl=DSRLConfig(warmup_episodes=1, utd=1, batch_size=8, hidden=(16, 16),
                                                           noise_magnitude=0.3),
-                          bon=BestOfNConfig(rollouts=1, fit_steps=1, batch_size=8, hidden=(16, 16)))
+                          bon=BestOfNConfig(rollouts=1, fit_steps=1, batch_size=8, hidden=(16, 16)),
+                          dppo=DPPOConfig(envs=1, episodes_per_iteration=1, update_epochs=1, batch_size=4,
+                                          critic_hidden=(16,), critic_warmup_iterations=0, actor_lr=1e-2))
         run_finetune(cfg)
-        runs[algo] = evaluate_run(cfg.out, episodes=3, seed=11)["pretrained"]
-    assert runs["dsrl_sac"]["mode"] == runs["best_of_n"]["mode"] == "policy"
-    assert runs["dsrl_sac"]["mean_return"] == runs["best_of_n"]["mean_return"]
-    assert runs["dsrl_sac"]["successes"] == runs["best_of_n"]["successes"]
+        runs[algo] = evaluate_run(cfg.out, episodes=3, seed=11)
+    pre = {algo: r["pretrained"] for algo, r in runs.items()}
+    assert {p["mode"] for p in pre.values()} == {"policy"}
+    assert pre["dsrl_sac"]["mean_return"] == pre["best_of_n"]["mean_return"] == pre["dppo"]["mean_return"]
+    assert pre["dsrl_sac"]["successes"] == pre["best_of_n"]["successes"] == pre["dppo"]["successes"]
+    # DPPO changed the weights (a large step on purpose): its agent is not the pretrained policy it is compared to
+    assert runs["dppo"]["agent"]["mean_return"] != pre["dppo"]["mean_return"]
     # (before, DSRL's baseline was its warm-up mode: the noise clipped to its box, 0.3 here, a different policy)
 
 

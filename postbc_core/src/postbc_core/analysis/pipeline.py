@@ -2,8 +2,11 @@
 
 For every seed s (matched across BC and PostBC: the same demos, the same training seed, the same finetuning seed):
     scripted demos -> BC (alpha 0) and PostBC (alpha > 0)           analysis/sim_demo.run_sim_demo, the one way
-    -> DSRL finetuning of each for the same online episode budget     rl/finetune.run_finetune
-       (its evaluation before the first episode is the pretrained success; later ones give the curve)
+    -> finetuning of each with every algorithm of --algorithms       rl/finetune.run_finetune
+       (DSRL by default; DPPO beside it with --algorithms dsrl_sac dppo), the same online episode budget and
+       finetuning seed for every method and algorithm (a run's evaluation before its first episode is the
+       pretrained success; later ones give the curve; one table and one curve per algorithm)
+    -> the paper's Best-of-N recipe for BC, PostBC and sigma-BC        (PipelineConfig.recipe)
 then the 1-D coverage experiment (analysis/coverage.py) and a report (analysis/pipeline_report.py): report.md,
 success_vs_episodes.png, results.json and one summary line.
 
@@ -56,14 +59,20 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     runs: dict[int, dict] = {seed: {} for seed in cfg.seeds}
     cpu = dict.fromkeys(cfg.seeds, 0.0)
 
-    def take(seed: int, key: str | None, run: dict, t: dict, cpu_s: float) -> None:
-        (runs[seed] if key is None else runs[seed].setdefault(key, {})).update(run)
+    def take(seed: int, key: tuple[str, ...], run: dict, t: dict, cpu_s: float) -> None:
+        # key: where run goes in runs[seed]: () pretraining, ("online", algorithm, method), ("recipe", method)
+        d = runs[seed]
+        for k in key:
+            d = d.setdefault(k, {})
+        d.update(run)
         timings.update(t)
         cpu[seed] += cpu_s
 
-    # jobs: pretraining per seed, then finetuning (+ paired evaluation) per seed and method, and the coverage
-    # experiment; finer than a job per seed so that 3 seeds keep 2 workers busy to the end
-    workers = min(cfg.workers, (2 + len(cfg.recipe_methods)) * len(cfg.seeds) + int(cfg.coverage))
+    # jobs: pretraining per seed, then finetuning (+ paired evaluation) per seed, algorithm and method, the recipe
+    # per seed and method, and the coverage experiment; finer than a job per seed so that 3 seeds keep 2 workers
+    # busy to the end
+    online = [(algo, name) for algo in cfg.algorithms for name in POLICIES]
+    workers = min(cfg.workers, (len(online) + len(cfg.recipe_methods)) * len(cfg.seeds) + int(cfg.coverage))
     if workers > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -77,28 +86,29 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             ft_jobs, recipe_jobs = [], []
             for job in as_completed(pre_jobs):
                 seed, run, t, cpu_s = job.result()
-                take(seed, None, run, t, cpu_s)
-                ft_jobs += [pool.submit(finetune_method, cfg, seed, name, run[name]["checkpoint"])
-                            for name in POLICIES]
+                take(seed, (), run, t, cpu_s)
+                ft_jobs += [pool.submit(finetune_method, cfg, seed, algo, name, run[name]["checkpoint"])
+                            for algo, name in online]
                 recipe_jobs += [pool.submit(recipe_method, cfg, seed, name, run[name]["checkpoint"])
                                 for name in cfg.recipe_methods]
             for job in ft_jobs:
-                seed, name, run, t, cpu_s = job.result()
-                take(seed, name, run, t, cpu_s)
+                seed, algo, name, run, t, cpu_s = job.result()
+                take(seed, ("online", algo, name), run, t, cpu_s)
             for job in recipe_jobs:
                 seed, name, run, t, cpu_s = job.result()
-                take(seed, "recipe", {name: run}, t, cpu_s)
+                take(seed, ("recipe", name), run, t, cpu_s)
             coverage, t = cov_job.result() if cov_job else (None, {})
             timings.update(t)
     else:
         for seed in cfg.seeds:
             _, run, t, cpu_s = pretrain_seed(cfg, seed)
-            take(seed, None, run, t, cpu_s)
-            for name in POLICIES:
-                take(seed, *finetune_method(cfg, seed, name, run[name]["checkpoint"])[1:])
+            take(seed, (), run, t, cpu_s)
+            for algo, name in online:
+                _, _, _, ft, t, cpu_s = finetune_method(cfg, seed, algo, name, run[name]["checkpoint"])
+                take(seed, ("online", algo, name), ft, t, cpu_s)
             for name in cfg.recipe_methods:
                 _, _, rec, t, cpu_s = recipe_method(cfg, seed, name, run[name]["checkpoint"])
-                take(seed, "recipe", {name: rec}, t, cpu_s)
+                take(seed, ("recipe", name), rec, t, cpu_s)
         coverage, t = _run_coverage(cfg) if cfg.coverage else (None, {})
         timings.update(t)
     # CPU seconds of each seed's jobs: unlike wall time, not inflated by other load on the machine
@@ -177,28 +187,32 @@ def recipe_method(cfg: PipelineConfig, seed: int, name: str, checkpoint: str) ->
     return seed, name, run, {f"seed_{seed}_recipe_{name}": round(time.time() - t0, 1)}, time.process_time() - c0
 
 
-def finetune_method(cfg: PipelineConfig, seed: int, name: str, checkpoint: str) -> tuple[int, str, dict, dict, float]:
-    """DSRL finetuning of one method's policy with the seed's finetuning seed and the shared budget, then (when
-    paired_episodes > 0) its paired final evaluation. Returns (seed, name, the run's entry, wall times, CPU s)."""
+def finetune_method(cfg: PipelineConfig, seed: int, algorithm: str, name: str,
+                    checkpoint: str) -> tuple[int, str, str, dict, dict, float]:
+    """Finetuning of one method's policy with one algorithm of --algorithms, the seed's finetuning seed and the shared
+    budget, then (when paired_episodes > 0) its paired final evaluation.
+    Returns (seed, algorithm, name, the run's entry, wall times, CPU s)."""
     from postbc_core.rl.finetune import evaluate_run, run_finetune
 
     timings = {}
     t0, c0 = time.time(), time.process_time()
-    ft_cfg = cfg.finetune(seed, name, checkpoint)
+    ft_cfg = cfg.finetune(seed, algorithm, name, checkpoint)
     shutil.rmtree(ft_cfg.out, ignore_errors=True)  # the pipeline owns these dirs; a re-run starts afresh
     s = run_finetune(ft_cfg)
-    timings[f"seed_{seed}_finetune_{name}"] = round(time.time() - t0, 1)
+    job = f"{algorithm}_{name}"
+    timings[f"seed_{seed}_finetune_{job}"] = round(time.time() - t0, 1)
     run = {"checkpoint": checkpoint, "finetune": str(ft_cfg.out),
            "evals": [{k: e[k] for k in ("after_episodes", "mode", "n_success", "episodes", "success_rate")}
                      for e in s["evals"]],
            "train_success_rate": s["train_success_rate"], "updates": s["counters"]["updates"]}
-    log.info("seed %d %s: %s", seed, name, [(e["after_episodes"], e["success_rate"]) for e in s["evals"]])
+    log.info("seed %d %s %s: %s", seed, algorithm, name,
+             [(e["after_episodes"], e["success_rate"]) for e in s["evals"]])
     if cfg.paired_episodes:
         t0 = time.time()
         pe = evaluate_run(ft_cfg.out, episodes=cfg.paired_episodes, device=cfg.device)  # also agent_eval.json
-        timings[f"seed_{seed}_paired_{name}"] = round(time.time() - t0, 1)
+        timings[f"seed_{seed}_paired_{job}"] = round(time.time() - t0, 1)
         run["paired"] = {"pretrained": pe["pretrained"]["successes"], "agent": pe["agent"]["successes"]}
-    return seed, name, run, timings, time.process_time() - c0
+    return seed, algorithm, name, run, timings, time.process_time() - c0
 
 
 def _run_coverage(cfg: PipelineConfig) -> tuple[dict, dict]:
@@ -220,8 +234,9 @@ def _run_coverage(cfg: PipelineConfig) -> tuple[dict, dict]:
 
 
 def pipeline(cfg: Annotated[PipelineConfig, tyro.conf.arg(name="")]) -> int:
-    """Scripted demos -> BC and PostBC (matched seeds) -> DSRL finetuning of both for the same online budget ->
-    OUT/report.md, OUT/success_vs_episodes.png, OUT/results.json (+ the coverage figure); prints one summary line."""
+    """Scripted demos -> BC and PostBC (matched seeds) -> finetuning of both with each of --algorithms (default
+    DSRL-SAC) for the same online budget, and the Best-of-N recipe -> OUT/report.md, OUT/success_vs_episodes.png,
+    OUT/results.json (+ the coverage figure); prints one summary line."""
     r = run_pipeline(cfg)
     print(f"report: {cfg.out / 'report.md'}  figure: {cfg.out / 'success_vs_episodes.png'}  "
           f"results: {cfg.out / 'results.json'}")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+
+import tyro
 
 from postbc_core.errors import ConfigError, check_seed
 from postbc_core.policies.settings import PolicySettings
@@ -14,6 +16,7 @@ from postbc_core.rl.best_of_n import BestOfNConfig
 from postbc_core.rl.dppo import DPPOConfig
 from postbc_core.rl.dsrl import DSRLConfig
 
+ONLINE_ALGORITHMS = ("dsrl_sac", "dsrl_na", "dppo")  # what --algorithms accepts (Best-of-N is the separate recipe)
 RECIPE_METHODS = ("bc", "postbc", "sigma_bc")  # the paper's WidowX recipe also runs the sigma-BC baseline
 # --obs images: what a real WidowX gives a policy (the README's real-robot recipe), no object state.
 IMAGE_OBS_KEYS = ("front_rgb", "wrist_rgb", "joint_pos", "gripper_pos")
@@ -37,7 +40,8 @@ def _default_dsrl() -> DSRLConfig:
 
 @dataclass
 class PipelineConfig:
-    """Scripted demos -> BC and PostBC (matched seeds) -> evaluate -> DSRL-finetune both -> report."""
+    """Scripted demos -> BC and PostBC (matched seeds) -> evaluate -> finetune both with each of --algorithms (and the
+    Best-of-N recipe) -> report."""
 
     out: Path = Path("runs/pipeline")
     """Output directory: report.md, success_vs_episodes.png, results.json, coverage/, seed_<s>/ (demos, runs).
@@ -85,9 +89,12 @@ class PipelineConfig:
     10k 87 %, 20k 87 % over 3 seeds x 50 episodes; `postbc sim curve`, benchmarks/results/)."""
     policy_hidden: tuple[int, ...] = PolicySettings.mlp_hidden
     """Widths of the diffusion policy's MLP noise net (paper: 3 x 512..1024; 3 x 256 is ~3x cheaper on a CPU)."""
-    algorithm: Literal["dsrl_sac", "dsrl_na", "dppo"] = "dsrl_sac"
-    """Finetuning algorithm of the online comparison: DSRL-SAC, DSRL-NA (noise aliasing) or DPPO (fine-tunes the
-    policy's weights; the Best-of-N recipe runs beside any of them)."""
+    # --algorithm (one value) is the same option, kept so that `--algorithm dppo` commands stay valid
+    algorithms: Annotated[tuple[Literal["dsrl_sac", "dsrl_na", "dppo"], ...],
+                          tyro.conf.arg(aliases=("--algorithm",))] = ("dsrl_sac",)
+    """Finetuning algorithms of the online comparison, each run for BC and PostBC with the same budget and seeds and
+    reported in its own table and curve: DSRL-SAC, DSRL-NA (noise aliasing), DPPO (fine-tunes the policy's weights),
+    e.g. --algorithms dsrl_sac dppo. The Best-of-N recipe runs beside them."""
     finetune_episodes: int | None = None
     """Online (training) episodes per method and seed, warm-up included (default 40; full 150)."""
     eval_every: int | None = None
@@ -113,9 +120,9 @@ class PipelineConfig:
     """IQL hyperparameters of the recipe (--bon.fit-steps, --bon.expectile, ...); its rollouts, N and the absence of
     further collection follow --recipe-rollouts and --best-of."""
     dsrl: DSRLConfig = field(default_factory=_default_dsrl)
-    """DSRL hyperparameters (--dsrl.utd, --dsrl.warmup-episodes, ...); the variant follows --algorithm."""
+    """DSRL hyperparameters (--dsrl.utd, --dsrl.warmup-episodes, ...); the variant follows the algorithm run."""
     dppo: DPPOConfig = field(default_factory=DPPOConfig)
-    """DPPO hyperparameters (--algorithm dppo: --dppo.actor-lr, --dppo.episodes-per-iteration, ...)."""
+    """DPPO hyperparameters (--algorithms ... dppo: --dppo.actor-lr, --dppo.episodes-per-iteration, ...)."""
     coverage: bool = True
     """Also run the 1-D coverage experiment (analysis/coverage.py) and put its figure in the report."""
     coverage_steps: int | None = None
@@ -175,8 +182,7 @@ class PipelineConfig:
                               "are measured by evaluation)")
         if not 0.0 < self.target_success <= 1.0:
             raise ConfigError(f"target_success={self.target_success}: use a success rate in (0, 1], e.g. 0.7")
-        if self.algorithm not in ("dsrl_sac", "dsrl_na", "dppo"):
-            raise ConfigError(f"algorithm={self.algorithm!r}: choose dsrl_sac, dsrl_na or dppo")
+        self._check_algorithms()
         if self.alpha <= 0:
             raise ConfigError(f"alpha={self.alpha}: PostBC needs a posterior noise weight > 0 (BC is run as alpha 0 "
                               "anyway; paper: 0.25..4)")
@@ -192,6 +198,20 @@ class PipelineConfig:
             raise ConfigError(f"unknown sim task {self.task!r}; available: {', '.join(list_tasks())}")
         self.sim_demo(self.seeds[0])  # validates the pretraining settings (demos, quality, ensemble, ...)
 
+    def _check_algorithms(self) -> None:
+        if isinstance(self.algorithms, str):  # PipelineConfig(algorithms="dppo") from Python: one algorithm
+            self.algorithms = (self.algorithms,)
+        self.algorithms = tuple(self.algorithms)
+        choices = ", ".join(ONLINE_ALGORITHMS)
+        if not self.algorithms:
+            raise ConfigError(f"algorithms is empty: give at least one of {choices} (e.g. --algorithms dsrl_sac dppo)")
+        for a in self.algorithms:
+            if a not in ONLINE_ALGORITHMS:
+                raise ConfigError(f"algorithms: {a!r} is not an online finetuning algorithm; choose from {choices} "
+                                  "(Best-of-N runs as the recipe, --recipe-rollouts)")
+        if len(set(self.algorithms)) != len(self.algorithms):
+            raise ConfigError(f"algorithms={' '.join(self.algorithms)} repeats an algorithm; give each once")
+
     def sim_demo(self, seed: int):
         """The pretraining settings for one seed (analysis/sim_demo.py; evaluation happens in finetuning)."""
         from postbc_core.analysis.sim_demo import SimDemoConfig
@@ -203,12 +223,17 @@ class PipelineConfig:
                              policy_hidden=self.policy_hidden, eval_episodes=0, videos=0, seed=seed,
                              device=self.device, progress=self.progress)
 
-    def finetune(self, seed: int, name: str, checkpoint: str | Path):
-        """The finetuning run of one method and seed (the same budget and seed for both methods)."""
+    def finetune(self, seed: int, algorithm: str, name: str, checkpoint: str | Path):
+        """The finetuning run of one algorithm, method and seed (the same budget and seed for every method and
+        algorithm), in OUT/seed_<seed>/finetune_<algorithm>_<name>."""
         from postbc_core.rl.finetune_config import FinetuneConfig
 
-        return FinetuneConfig(checkpoint=Path(checkpoint), task=self.task, algorithm=self.algorithm,
-                              episodes=self.finetune_episodes, out=self.out / f"seed_{seed}" / f"finetune_{name}",
+        if algorithm not in self.algorithms:  # a run the report would not show
+            raise ConfigError(f"algorithm {algorithm!r} is not among this pipeline's --algorithms "
+                              f"({' '.join(self.algorithms)})")
+        return FinetuneConfig(checkpoint=Path(checkpoint), task=self.task, algorithm=algorithm,
+                              episodes=self.finetune_episodes,
+                              out=self.out / f"seed_{seed}" / f"finetune_{algorithm}_{name}",
                               seed=seed, eval_every=self.eval_every, eval_episodes=self.eval_episodes,
                               device=self.device, max_steps=self.max_steps, dsrl=dataclasses.replace(self.dsrl),
                               dppo=dataclasses.replace(self.dppo))

@@ -1,6 +1,11 @@
 """The pipeline's results and report: per-seed runs -> pooled statistics (`aggregate`), then the summary line, the
 success-vs-episodes figure and report.md rendered from that results dict (what results.json holds).
 
+Several online finetuning algorithms (--algorithms) each get their own pooled statistics under
+results["online"][<algorithm>] (pretrained, final, episodes_to_target, curves, paired), their own table and their own
+panel of the figure; results.json written before that (one "algorithm", those keys at the top level) still renders
+(`by_algorithm`).
+
 Pure functions of the runs / results (nothing is trained or simulated), so a finished run's results.json can be
 re-aggregated or re-rendered without rerunning it (benchmarks/results/pipeline_lift_cube_full/README.md). The
 statistics are described in analysis/pipeline.py's docstring.
@@ -17,11 +22,30 @@ from postbc_core.stats import format_p, paired_comparison, pooled_rate, wilson_i
 
 NOTES = Path(__file__).with_name("pipeline_notes.md")  # the measured configurations, embedded in every report
 LABELS = {"bc": "BC", "postbc": "PostBC", "sigma_bc": "sigma-BC"}
+ALGORITHM_LABELS = {"dsrl_sac": "DSRL-SAC", "dsrl_na": "DSRL-NA", "dppo": "DPPO"}
+ONLINE_KEYS = ("pretrained", "final", "episodes_to_target", "curves", "paired")
+"""One online algorithm's pooled statistics: results["online"][<algorithm>][<key>]."""
 FULL_REPORT = "benchmarks/results/pipeline_lift_cube_full/report.md"  # where the --full run's report is committed
 
 
 def aggregate(cfg: PipelineConfig, runs: dict[int, dict]) -> dict:
-    """Per-seed evaluation histories -> pooled curves with Wilson 95% bands, pretrained rates, episodes to target."""
+    """Per-seed runs (runs[seed]["online"][algorithm][method]: a finetuning run's evaluation history and paired
+    outcomes; runs[seed]["recipe"][method]) -> the results dict: per algorithm the pooled curves with Wilson 95%
+    bands, pretrained and final rates, episodes to target and the paired comparison; the recipe's pooled table."""
+    seeds = list(runs)
+    online = {a: _online(cfg, {s: runs[s]["online"][a] for s in seeds}) for a in cfg.algorithms}
+    return {"task": cfg.task, "seeds": seeds, "demos": cfg.demos, "alpha": cfg.alpha,
+            "algorithms": list(cfg.algorithms), "finetune_episodes": cfg.finetune_episodes,
+            "eval_episodes": cfg.eval_episodes, "target_success": cfg.target_success,
+            "interval": "wilson95_pooled_over_seeds",
+            "demo_success_rate": {str(s): runs[s]["demo_success_rate"] for s in seeds}, "online": online,
+            "recipe": _recipe(cfg, runs) if cfg.recipe_methods else None,
+            "runs": {str(s): {m: runs[s][m] for m in (*POLICIES, "sigma_bc", "online", "recipe") if m in runs[s]}
+                     for s in seeds}, "config": cfg.to_dict()}
+
+
+def _online(cfg: PipelineConfig, runs: dict[int, dict]) -> dict:
+    """One algorithm's runs (seed -> method -> run) -> its ONLINE_KEYS entry."""
     seeds = list(runs)
     curves, pretrained, final, to_target = {}, {}, {}, {}
     for name in POLICIES:
@@ -37,20 +61,13 @@ def aggregate(cfg: PipelineConfig, runs: dict[int, dict]) -> dict:
         final[name] = _point(curves[name], -1)
         to_target[name] = {"pooled": _first_reach(points, curves[name]["success_rate"], cfg.target_success),
                            "per_seed": {s: _first_reach(points, v, cfg.target_success) for s, v in per_seed.items()}}
-    return {"task": cfg.task, "seeds": seeds, "demos": cfg.demos, "alpha": cfg.alpha, "algorithm": cfg.algorithm,
-            "finetune_episodes": cfg.finetune_episodes, "eval_episodes": cfg.eval_episodes,
-            "target_success": cfg.target_success, "interval": "wilson95_pooled_over_seeds",
-            "demo_success_rate": {str(s): runs[s]["demo_success_rate"] for s in seeds},
-            "pretrained": pretrained, "final": final, "episodes_to_target": to_target, "curves": curves,
-            "paired": _paired(cfg, runs) if cfg.paired_episodes else None,
-            "recipe": _recipe(cfg, runs) if cfg.recipe_methods else None,
-            "runs": {str(s): {m: runs[s][m] for m in (*POLICIES, "sigma_bc", "recipe") if m in runs[s]}
-                     for s in seeds}, "config": cfg.to_dict()}
+    return {"pretrained": pretrained, "final": final, "episodes_to_target": to_target, "curves": curves,
+            "paired": _paired(cfg, runs) if cfg.paired_episodes else None}
 
 
 def _paired(cfg: PipelineConfig, runs: dict[int, dict]) -> dict:
-    """The paired final evaluation pooled over seeds: per method pretrained vs agent, and BC vs PostBC at each
-    stage, each a McNemar exact test on the same (seed, episode) pairs."""
+    """One algorithm's paired final evaluation pooled over seeds (runs: seed -> method -> run): per method pretrained
+    vs agent, and BC vs PostBC at each stage, each a McNemar exact test on the same (seed, episode) pairs."""
     pooled = {m: {stage: [x for s in runs for x in runs[s][m]["paired"][stage]] for stage in ("pretrained", "agent")}
               for m in POLICIES}
     out = {"episodes_per_seed": cfg.paired_episodes}
@@ -105,17 +122,26 @@ def _first_reach(points: list[int], rates: list[float], target: float) -> int | 
 
 # ------------------------------------------------------------------------------------------------------------------
 # rendering: the results dict -> the summary line, the figure and report.md
+def by_algorithm(r: dict) -> dict:
+    """The results dict in the current layout. results.json written before --algorithms (one "algorithm", its
+    ONLINE_KEYS at the top level, e.g. the committed full run's) becomes {"algorithms": [it], "online": {it: those
+    keys}, ...}, so it renders as it did; a current one is returned unchanged."""
+    if "online" in r:
+        return r
+    rest = {k: v for k, v in r.items() if k not in (*ONLINE_KEYS, "algorithm")}
+    return {**rest, "algorithms": [r["algorithm"]], "online": {r["algorithm"]: {k: r.get(k) for k in ONLINE_KEYS}}}
+
+
 def _rate(p: dict) -> str:
     return f"{p['success_rate']:.0%} [{p['ci95'][0]:.0%}, {p['ci95'][1]:.0%}]"
 
 
-def _reach(r: dict, name: str) -> str:
-    x = r["episodes_to_target"][name]["pooled"]
+def _reach(r: dict, o: dict, name: str) -> str:
+    x = o["episodes_to_target"][name]["pooled"]
     return f"not reached within {r['finetune_episodes']}" if x is None else str(x)
 
 
-def _paired_text(r: dict) -> str:
-    p = r["paired"]
+def _paired_text(p: dict) -> str:
     gains = ", ".join(f"{LABELS[m]} {p[m]['pretrained']['n_success']} -> {p[m]['agent']['n_success']} "
                       f"(McNemar p = {format_p(p[m]['agent_vs_pretrained']['mcnemar_exact_p'])})"
                       for m in ("bc", "postbc"))
@@ -123,9 +149,11 @@ def _paired_text(r: dict) -> str:
 
 
 def summary_line(r: dict) -> str:
-    """One line: pretrained and finetuned success (pooled, Wilson 95%), online episodes to the target and (when run)
-    the paired final evaluation's successes with McNemar p."""
-    pre, fin = r["pretrained"], r["final"]
+    """One line: pretrained success, then per algorithm the finetuned success (pooled, Wilson 95%), online episodes
+    to the target and (when run) the paired final evaluation's successes with McNemar p; then the recipe's."""
+    r = by_algorithm(r)
+    # every algorithm's first point evaluates the same checkpoints on the same episodes: stated once
+    pre = r["online"][r["algorithms"][0]]["pretrained"]
     reduced = "" if r["config"]["full"] else f"reduced run (the full one: --full, report {FULL_REPORT}): "
     cfg = r["config"]
     # --obs images: the keys and resolution say what was learned from (a state run's line stays as it always was)
@@ -133,11 +161,14 @@ def summary_line(r: dict) -> str:
         f"{r['task']} from images ({' '.join(cfg['obs_keys'])} at {cfg['image_size'][0]}x{cfg['image_size'][1]}, "
         f"{cfg['image_encoder']} encoder)")
     line = (f"{reduced}{task}, {r['demos']} demos, seeds {' '.join(map(str, r['seeds']))} x "
-            f"{r['eval_episodes']} eval episodes: pretrained BC {_rate(pre['bc'])} vs PostBC {_rate(pre['postbc'])}; after "
-            f"{r['finetune_episodes']} online episodes ({r['algorithm']}) BC {_rate(fin['bc'])} vs PostBC "
-            f"{_rate(fin['postbc'])}; episodes to {r['target_success']:.0%} success: BC {_reach(r, 'bc')}, "
-            f"PostBC {_reach(r, 'postbc')}")
-    line += f"; {_paired_text(r)}" if r.get("paired") else ""
+            f"{r['eval_episodes']} eval episodes: pretrained BC {_rate(pre['bc'])} vs PostBC {_rate(pre['postbc'])}")
+    for a in r["algorithms"]:
+        o = r["online"][a]
+        fin = o["final"]
+        line += (f"; after {r['finetune_episodes']} online episodes ({a}) BC {_rate(fin['bc'])} vs PostBC "
+                 f"{_rate(fin['postbc'])}; episodes to {r['target_success']:.0%} success: BC {_reach(r, o, 'bc')}, "
+                 f"PostBC {_reach(r, o, 'postbc')}")
+        line += f"; {_paired_text(o['paired'])}" if o.get("paired") else ""
     return line + (f"; {_recipe_text(r)}" if r.get("recipe") else "")
 
 
@@ -153,51 +184,168 @@ def _recipe_text(r: dict) -> str:
 
 
 def plot_success(path: Path, r: dict) -> Path:
-    """Success vs online episodes: pooled rate per method with its Wilson 95% band, per-seed rates as thin lines."""
+    """Success vs online episodes, one panel per algorithm: pooled rate per method with its Wilson 95% band,
+    per-seed rates as thin lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for color, name in (("C0", "bc"), ("C3", "postbc")):
-        c = r["curves"][name]
-        x = c["after_episodes"]
-        ax.fill_between(x, c["ci_low"], c["ci_high"], color=color, alpha=0.18, lw=0)
-        for rates in c["per_seed"].values():
-            ax.plot(x, rates, color=color, lw=0.7, alpha=0.35)
-        label = LABELS[name] if name == "bc" else f"{LABELS[name]} (alpha {r['alpha']})"
-        ax.plot(x, c["success_rate"], color=color, lw=2, marker="o", ms=4, label=label)
-    ax.axhline(r["target_success"], color="0.4", ls=":", lw=1, label=f"target {r['target_success']:.0%}")
-    ax.set_xlabel(f"online episodes ({r['algorithm']}, warm-up included)")
-    ax.set_ylabel("success rate")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{r['task']}, {r['demos']} demos: mean over {len(r['seeds'])} seeds x {r['eval_episodes']} eval "
-                 "episodes\nband: Wilson 95% of pooled episodes; thin lines: single seeds", fontsize=9)
-    ax.legend(fontsize=8, loc="upper left")
-    ax.grid(alpha=0.3)
+    r = by_algorithm(r)
+    algorithms = r["algorithms"]
+    fig, axes = plt.subplots(1, len(algorithms), figsize=(7 if len(algorithms) == 1 else 5 * len(algorithms), 4.2),
+                             sharey=True, squeeze=False)
+    title = (f"{r['task']}, {r['demos']} demos: mean over {len(r['seeds'])} seeds x {r['eval_episodes']} eval "
+             "episodes\nband: Wilson 95% of pooled episodes; thin lines: single seeds")
+    for ax, a in zip(axes[0], algorithms):
+        for color, name in (("C0", "bc"), ("C3", "postbc")):
+            c = r["online"][a]["curves"][name]
+            x = c["after_episodes"]
+            ax.fill_between(x, c["ci_low"], c["ci_high"], color=color, alpha=0.18, lw=0)
+            for rates in c["per_seed"].values():
+                ax.plot(x, rates, color=color, lw=0.7, alpha=0.35)
+            label = LABELS[name] if name == "bc" else f"{LABELS[name]} (alpha {r['alpha']})"
+            ax.plot(x, c["success_rate"], color=color, lw=2, marker="o", ms=4, label=label)
+        ax.axhline(r["target_success"], color="0.4", ls=":", lw=1, label=f"target {r['target_success']:.0%}")
+        ax.set_xlabel(f"online episodes ({a}, warm-up included)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        if len(algorithms) > 1:
+            ax.set_title(ALGORITHM_LABELS.get(a, a), fontsize=10)
+    if len(algorithms) == 1:
+        axes[0][0].set_title(title, fontsize=9)
+    else:
+        fig.suptitle(title, fontsize=9)
+    axes[0][0].set_ylabel("success rate")
+    axes[0][0].legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
-def render_report(r: dict) -> str:
-    """The results dict (with summary_line, coverage, timings_s, machine) -> report.md's Markdown, ending with
-    pipeline_notes.md."""
-    cfg = r["config"]
+def _settings(cfg: dict, a: str) -> tuple[str, str]:
+    """One algorithm's settings as the report states them, and what its curve's later points evaluate."""
+    if a == "dppo":
+        d = cfg["dppo"]
+        return (f"{d['envs']} lockstep environments, {d['episodes_per_iteration']} episodes per PPO iteration, "
+                f"actor lr {d['actor_lr']}, {d['critic_warmup_iterations']} critic warm-up iterations, "
+                f"eta {d['eta']}, minimum std {d['min_sampling_std']}",
+                "the fine-tuned policy as deployed (deterministic DDIM)")
+    dsrl = cfg["dsrl"]
+    return (f"{dsrl['warmup_episodes']} warm-up episodes of the pretrained policy, UTD {dsrl['utd']}, batch "
+            f"{dsrl['batch_size']}, hidden {dsrl['hidden']}", "the greedy noise policy")
+
+
+def _moved(before: dict, after: dict, c: dict) -> str:
+    """'k0 -> k1 of n (r0 -> r1; +gained / -lost, p = ...)' for two stages on the same episodes."""
+    return (f"{before['n_success']} -> {after['n_success']} of {after['n']} ({before['success_rate']:.0%} -> "
+            f"{after['success_rate']:.0%}; +{c['gained']} / -{c['lost']}, p = {format_p(c['mcnemar_exact_p'])})")
+
+
+def _side_by_side(r: dict) -> str:
+    """Every finetuning method on the paired episodes: the online algorithms' agents and the recipe's Best-of-N."""
+    rows = []
+    for a in r["algorithms"]:
+        p = r["online"][a].get("paired")
+        if p:
+            rows.append(f"| {ALGORITHM_LABELS.get(a, a)}, {r['finetune_episodes']} online episodes | "
+                        + " | ".join(_moved(p[m]["pretrained"], p[m]["agent"], p[m]["agent_vs_pretrained"])
+                                     for m in ("bc", "postbc"))
+                        + f" | {_vs_bc(p['postbc_vs_bc']['agent'])} |")
+    rc = r.get("recipe")
+    for n in (rc["best_of"] if rc else ()):
+        st = f"best_of_{n}"
+        rows.append(f"| Best-of-{n} ({rc['rollouts']} rollouts, offline IQL) | "
+                    + " | ".join(_moved(rc[m]["pretrained"], rc[m][st], rc[m]["vs_pretrained"][st])
+                                 for m in ("bc", "postbc"))
+                    + f" | {_vs_bc(rc['postbc_vs_bc'][st])} |")
+    if not rows:
+        return "(needs the paired final evaluation: --paired-episodes > 0)\n"
+    return f"""Successes on the paired episodes ({len(r['seeds'])} seeds; the same initial states and noise seeds
+for every row, so the pretrained numbers are one evaluation): pretrained -> finetuned, gained / lost episodes,
+McNemar's exact p. Details per algorithm and for the recipe below.
+
+| finetuning | BC | PostBC | PostBC vs BC after finetuning |
+|---|---|---|---|
+{chr(10).join(rows)}
+"""
+
+
+def _vs_bc(c: dict) -> str:
+    return f"+{c['gained']} / -{c['lost']}, p = {format_p(c['mcnemar_exact_p'])}"
+
+
+def _algorithm_section(r: dict, a: str) -> str:
+    """One online algorithm's table (pretrained -> finetuned with intervals, the paired test, episodes to target,
+    per seed) and its curve's points."""
+    cfg, o = r["config"], r["online"][a]
     names = ("bc", "postbc")
     seeds = [str(s) for s in r["seeds"]]
-    pts = r["curves"]["bc"]["after_episodes"]
-    curve_rows = "\n".join(
-        f"| {x} | " + " | ".join(f"{r['curves'][m]['success_rate'][i]:.0%} [{r['curves'][m]['ci_low'][i]:.0%}, "
-                                 f"{r['curves'][m]['ci_high'][i]:.0%}]" for m in names) + " | "
-        + " | ".join(" ".join(f"{r['curves'][m]['per_seed'][s][i]:.0%}" for s in seeds) for m in names) + " |"
-        for i, x in enumerate(pts))
-    reach_rows = "\n".join(
-        f"| {LABELS[m]} | {_reach(r, m)} | "
-        + " ".join("-" if v is None else str(v) for v in r["episodes_to_target"][m]["per_seed"].values()) + " |"
+    label = ALGORITHM_LABELS.get(a, a)
+    settings, later = _settings(cfg, a)
+    p = o.get("paired")
+
+    def paired_cells(m: str) -> str:
+        if not p:
+            return "- | - | - | -"
+        c = p[m]["agent_vs_pretrained"]
+        return (f"{_rate(p[m]['pretrained'])} -> {_rate(p[m]['agent'])} | {c['gained']} / {c['lost']} | "
+                f"{format_p(c['mcnemar_exact_p'])} | " + " ".join(f"{x}->{y}" for x, y in p[m]["per_seed"].values()))
+
+    rows = "\n".join(
+        f"| {LABELS[m]} | {_rate(o['pretrained'][m])} | {_rate(o['final'][m])} | {paired_cells(m)} | "
+        f"{_reach(r, o, m)} | "
+        + " ".join("-" if v is None else str(v) for v in o["episodes_to_target"][m]["per_seed"].values()) + " |"
         for m in names)
+    if p:
+        vs = "; ".join(f"{st}: PostBC succeeds where BC fails in {c['gained']}, BC where PostBC fails in "
+                       f"{c['lost']} (p = {format_p(c['mcnemar_exact_p'])})" for st, c in p["postbc_vs_bc"].items())
+        paired_note = (f"Paired columns: the pretrained policy and the agent after {r['finetune_episodes']} online "
+                       f"episodes on the same {p['episodes_per_seed']} initial states and noise seeds per seed "
+                       f"(greedy agent, as `postbc finetune-eval`), Wilson 95% over the pooled episodes, McNemar's "
+                       f"exact test on the pairs. BC vs PostBC on the same episodes, {vs}.\n")
+    else:
+        paired_note = "(paired final evaluation skipped: --paired-episodes 0)\n"
+    head = " | ".join(["method", "pretrained", f"after {r['finetune_episodes']} episodes",
+                       "paired: pretrained -> finetuned", "gained / lost", "McNemar p",
+                       f"paired successes per seed ({' '.join(seeds)})",
+                       f"episodes to {r['target_success']:.0%} (pooled)", "per seed (- = not reached)"])
+    pts = o["curves"]["bc"]["after_episodes"]
+    curve_rows = "\n".join(
+        f"| {x} | " + " | ".join(f"{o['curves'][m]['success_rate'][i]:.0%} [{o['curves'][m]['ci_low'][i]:.0%}, "
+                                 f"{o['curves'][m]['ci_high'][i]:.0%}]" for m in names) + " | "
+        + " | ".join(" ".join(f"{o['curves'][m]['per_seed'][s][i]:.0%}" for s in seeds) for m in names) + " |"
+        for i, x in enumerate(pts))
+    return f"""## {label}: {r['finetune_episodes']} online episodes per method and seed
+
+Settings: {settings}. Curve points after episode 0 evaluate {later}.
+
+| {head} |
+|---|---|---|---|---|---|---|---|---|
+{rows}
+
+{paired_note}
+### {label}: success vs online episodes
+
+| online episodes | BC | PostBC | BC per seed ({' '.join(seeds)}) | PostBC per seed |
+|---|---|---|---|---|
+{curve_rows}
+"""
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def render_report(r: dict) -> str:
+    """The results dict (with summary_line, coverage, timings_s, machine) -> report.md's Markdown: the summary, the
+    methods side by side, one section per online algorithm, the recipe, the coverage experiment, ending with
+    pipeline_notes.md."""
+    r = by_algorithm(r)
+    cfg = r["config"]
+    seeds = [str(s) for s in r["seeds"]]
+    labels = [ALGORITHM_LABELS.get(a, a) for a in r["algorithms"]]
     timings = ", ".join(f"{k} {v:.0f} {'CPU s' if k.endswith('cpu') else 's'}" for k, v in r["timings_s"].items())
     m = r["machine"]
     cov = r.get("coverage")
@@ -207,39 +355,6 @@ def render_report(r: dict) -> str:
                 f"{cov.get('one_demo', {}).get('spread_ratio', float('nan')):.2f}, two demos "
                 f"{cov.get('two_demos', {}).get('spread_ratio', float('nan')):.2f} (metrics: {cov['json']}).\n")
     notes = NOTES.read_text() if NOTES.exists() else "(pipeline_notes.md not found)\n"
-    paired_text = "(paired final evaluation skipped: --paired-episodes 0)\n"
-    if r.get("paired"):
-        p = r["paired"]
-        rows = "\n".join(
-            f"| {LABELS[m]} | {_rate(p[m]['pretrained'])} | {_rate(p[m]['agent'])} | "
-            f"{p[m]['agent_vs_pretrained']['gained']} / {p[m]['agent_vs_pretrained']['lost']} | "
-            f"{format_p(p[m]['agent_vs_pretrained']['mcnemar_exact_p'])} | "
-            + " ".join(f"{a}->{b}" for a, b in p[m]["per_seed"].values()) + " |" for m in names)
-        vs = "; ".join(f"{st}: PostBC succeeds where BC fails in {c['gained']}, BC where PostBC fails in {c['lost']} "
-                       f"(p = {format_p(c['mcnemar_exact_p'])})" for st, c in p["postbc_vs_bc"].items())
-        paired_text = f"""The pretrained policy and the agent after {r['finetune_episodes']} online episodes of each method,
-on the same {p['episodes_per_seed']} initial states and noise seeds per seed (greedy agent, as `postbc finetune-eval`);
-Wilson 95% over the pooled episodes; McNemar's exact test on the pairs.
-
-| method | pretrained | agent | gained / lost | McNemar p | per seed ({' '.join(seeds)}) |
-|---|---|---|---|---|---|
-{rows}
-
-BC vs PostBC on the same episodes, {vs}.
-"""
-    if r["algorithm"] == "dppo":
-        d = cfg["dppo"]
-        method = "DPPO"
-        settings = (f"{d['envs']} lockstep environments, {d['episodes_per_iteration']} episodes per PPO iteration, "
-                    f"actor lr {d['actor_lr']}, {d['critic_warmup_iterations']} critic warm-up iterations, "
-                    f"eta {d['eta']}, minimum std {d['min_sampling_std']}")
-        later = "later points the fine-tuned policy as deployed (deterministic DDIM)"
-    else:
-        dsrl = cfg["dsrl"]
-        method = "DSRL"
-        settings = (f"{dsrl['warmup_episodes']} warm-up episodes of the pretrained policy, UTD {dsrl['utd']}, batch "
-                    f"{dsrl['batch_size']}, hidden {dsrl['hidden']}")
-        later = "later points the greedy noise policy"
     recipe_text = "(the Best-of-N recipe was skipped: --recipe-rollouts 0)\n"
     if r.get("recipe"):
         rc = r["recipe"]
@@ -264,7 +379,7 @@ per seed labelled 0/1 by success, one IQL critic fitted on them offline ({rc['fi
 {rc['discount']}, expectile {rc['expectile']}, no further collection), then at every decision the critic picks the
 best of N chunks sampled from the frozen policy.
 sigma-BC is the paper's baseline: the same average noise magnitude as PostBC's posterior, for every state. All are
-evaluated on the same {rc['episodes_per_seed']} initial states and noise seeds per seed as the {method} comparison.
+evaluated on the same {rc['episodes_per_seed']} initial states and noise seeds per seed as the online comparison.
 
 | method | {head} | successes per seed ({' / '.join(stages)}) | rollout success per seed |
 |---|{'---|' * (len(stages) + 2)}
@@ -274,39 +389,29 @@ evaluated on the same {rc['episodes_per_seed']} initial states and noise seeds p
 |---|{'---|' * len(stages)}
 {vs_rows}
 """
-    return f"""# PostBC vs BC: pretraining and {method} finetuning on {r['task']}
+    sections = "\n".join(_algorithm_section(r, a) for a in r["algorithms"])
+    return f"""# PostBC vs BC: pretraining and {' / '.join(labels)} finetuning on {r['task']}
 
 **Result:** {r['summary_line']}
 
 Setup: per seed ({', '.join(seeds)}), {r['demos']} scripted demonstrations (operator quality {cfg['quality']}) ->
 BC (alpha 0) and PostBC (alpha {r['alpha']}, K = {cfg['ensemble_size']}, {cfg['ensemble_steps']} ensemble steps) with
-{cfg['steps']} diffusion steps each, the same seed for both -> {r['algorithm']} finetuning of each for
-{r['finetune_episodes']} online episodes ({settings}). Every point evaluates {r['eval_episodes']}
-episodes per seed on the same fixed initial states (never trained on); episode 0 is the pretrained policy
-(w ~ N(0, I)), {later}. Intervals: Wilson 95% over the episodes pooled across seeds
+{cfg['steps']} diffusion steps each, the same seed for both -> finetuning of each with {_and(labels)} for
+{r['finetune_episodes']} online episodes (the same seeds for every algorithm; each one's settings in its section). Every
+point evaluates {r['eval_episodes']} episodes per seed on the same fixed initial states (never trained on); episode 0
+is the pretrained policy (w ~ N(0, I)). Intervals: Wilson 95% over the episodes pooled across seeds
 (n = {len(seeds)} x {r['eval_episodes']}); they ignore between-seed variance, which the per-seed columns show.
 Scripted demonstrator success per seed: {', '.join(f'{v:.0%}' for v in r['demo_success_rate'].values())}.
 
 ![success vs online episodes](success_vs_episodes.png)
 
-## Success vs online episodes
+## Finetuning methods side by side
 
-| online episodes | BC | PostBC | BC per seed ({' '.join(seeds)}) | PostBC per seed |
-|---|---|---|---|---|
-{curve_rows}
-
-## Paired final evaluation
-
-{paired_text}
+{_side_by_side(r)}
+{sections}
 ## The paper's WidowX recipe: offline IQL on labelled rollouts, Best-of-N
 
 {recipe_text}
-## Online episodes to reach {r['target_success']:.0%} success
-
-| method | pooled over seeds | per seed ({' '.join(seeds)}; - = not reached within {r['finetune_episodes']}) |
-|---|---|---|
-{reach_rows}
-
 ## Coverage (1-D problem, analysis/coverage.py)
 
 {cov_text}
@@ -314,4 +419,3 @@ Wall time ({m['cpus']} CPUs, {m['workers']} worker processes, 1-min load average
 start and {m['load_avg_1min'][1]:.1f} at the end): {timings}.
 
 {notes}"""
-
