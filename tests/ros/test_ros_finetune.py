@@ -232,7 +232,8 @@ def test_bad_parameters_fail_clearly(ros_context, tmp_path):
     with pytest.raises(ConfigError, match="algorithm='ppo'"):
         FinetuneManager(context=ros_context, parameter_overrides=[Parameter("checkpoint", value="x"),
                                                                   Parameter("algorithm", value="ppo")])
-    with pytest.raises(ConfigError, match="algorithm='dppo' is not run by the finetune manager: DPPO is on-policy"):
+    with pytest.raises(ConfigError, match="algorithm='dppo' is not run by the finetune manager: DPPO is on-policy.*"
+                                          "--set finetune_manager.algorithm=dsrl_sac"):
         FinetuneManager(context=ros_context, parameter_overrides=[Parameter("checkpoint", value="x"),
                                                                   Parameter("algorithm", value="dppo")])
     with pytest.raises(PostBCError, match="nope.safetensors"):

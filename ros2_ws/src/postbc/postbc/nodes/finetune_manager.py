@@ -59,8 +59,9 @@ DPPO_REFUSAL = (
     "iteration for 300 iterations; the measured lift_cube runs here use 16 episodes per update and still need "
     "hundreds of episodes), and uses each batch once, while one real arm with operator resets and labels collects "
     "tens of episodes an hour; it also moves the policy's own weights, so every update changes what the arm does "
-    "next, unlike DSRL / Best-of-N which keep the deployed policy frozen. Finetune on the robot with "
-    "algorithm:=dsrl_sac, dsrl_na or best_of_n, or run DPPO in the twin (postbc finetune --algorithm dppo) and deploy "
+    "next, unlike DSRL / Best-of-N which keep the deployed policy frozen. Finetune on the robot with this node's "
+    "algorithm parameter set to dsrl_sac, dsrl_na or best_of_n (in the params_file, or --set "
+    "finetune_manager.algorithm=dsrl_sac), or run DPPO in the twin (postbc finetune --algorithm dppo) and deploy "
     "its <out>/policy.safetensors with the policy node")
 RESET_TIMEOUT_S = 30.0  # wall seconds before a reset / go-home request is sent again (go_home takes a few seconds)
 STATES = ("idle", "resetting", "waiting_start", "running", "labelling", "updating", "paused", "done", "error")
