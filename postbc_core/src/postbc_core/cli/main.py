@@ -4,7 +4,7 @@
   postbc data      info|validate|merge|split|drop|export|import|view ...
   postbc ros       run|graph sim|record_demos|policy|finetune [--set key=value]  (ROS 2 graph in one process)
   postbc coverage  BC vs PostBC action samples on the 1-D coverage problem -> PNG + JSON
-  postbc pipeline  demos -> BC / PostBC -> DSRL finetuning -> report (what `make demo` runs)
+  postbc pipeline  demos -> BC / PostBC -> DSRL / DPPO (--algorithms) finetuning -> report (what `make demo` runs)
   postbc demo      the same with --out runs/demo --overwrite (what `make demo` runs)
 
 User errors (PostBCError, a full disk / read-only / forbidden path, and any command line tyro rejects, flag-range
@@ -194,7 +194,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str], str], int], str]] = {
                       "evaluate a finetuning run's agent (postbc finetune or the manager) vs its pretrained policy"),
     "coverage": (_coverage, "plot BC vs PostBC samples on the 1-D coverage problem"),
     "pipeline": (_single("postbc_core.analysis.pipeline", "pipeline"),
-                 "demos -> BC and PostBC -> DSRL finetuning of both -> report (the main job)"),
+                 "demos -> BC and PostBC -> DSRL and/or DPPO (--algorithms) finetuning of both -> report (main job)"),
     "demo": (_demo, "run the main job on the embedded default (= pipeline --out runs/demo --overwrite)"),
 }
 
