@@ -257,6 +257,8 @@ def test_pipeline_cli_takes_several_algorithms_and_the_old_single_flag():
     ({"algorithms": ("dsrl_sac", "best_of_n")}, "'best_of_n' is not an online finetuning algorithm"),
     ({"algorithms": ()}, "algorithms is empty"),
     ({"algorithms": ("dppo", "dppo")}, "algorithms=dppo dppo repeats an algorithm"),
+    ({"algorithms": ("dsrl_sac", "dppo"), "finetune_episodes": 32}, "finetune_episodes=32 with DPPO: its first 2 "
+                                                                    "iterations x 16 episodes train only the critic"),
     ({"seeds": ()}, "seeds is empty"),
     ({"seeds": (1, 1)}, "repeats a seed"),
     ({"finetune_episodes": 0}, "finetune_episodes=0"),
@@ -299,10 +301,11 @@ def _fake_runs(algorithms: dict[str, dict[str, tuple]]) -> dict:
 def _results(tmp_path, algorithms: dict) -> dict:
     """aggregate -> what run_pipeline adds -> a round trip through results.json."""
     from postbc_core.analysis.pipeline_report import aggregate, summary_line
+    from postbc_core.rl.dppo import DPPOConfig
 
     cfg = PipelineConfig(out=tmp_path, seeds=(0, 1), algorithms=tuple(algorithms), finetune_episodes=4, eval_every=2,
                          eval_episodes=10, paired_episodes=5, recipe_rollouts=0, coverage=False,
-                         target_success=0.8)
+                         target_success=0.8, dppo=DPPOConfig(episodes_per_iteration=2, critic_warmup_iterations=1))
     r = aggregate(cfg, _fake_runs(algorithms))
     r.update(coverage=None, timings_s={"total": 1.0}, machine={"cpus": 2, "workers": 1, "load_avg_1min": [0, 0]})
     r["summary_line"] = summary_line(r)

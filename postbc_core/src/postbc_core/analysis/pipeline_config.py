@@ -211,6 +211,14 @@ class PipelineConfig:
                                   "(Best-of-N runs as the recipe, --recipe-rollouts)")
         if len(set(self.algorithms)) != len(self.algorithms):
             raise ConfigError(f"algorithms={' '.join(self.algorithms)} repeats an algorithm; give each once")
+        critic_only = self.dppo.critic_warmup_iterations * self.dppo.episodes_per_iteration
+        if "dppo" in self.algorithms and self.finetune_episodes <= critic_only:
+            # its table would show a policy DPPO never changed
+            raise ConfigError(f"finetune_episodes={self.finetune_episodes} with DPPO: its first "
+                              f"{self.dppo.critic_warmup_iterations} iterations x {self.dppo.episodes_per_iteration} "
+                              f"episodes train only the critic, so the policy would never change; give "
+                              f"--finetune-episodes above {critic_only}, or lower --dppo.critic-warmup-iterations or "
+                              "--dppo.episodes-per-iteration")
 
     def sim_demo(self, seed: int):
         """The pretraining settings for one seed (analysis/sim_demo.py; evaluation happens in finetuning)."""
