@@ -171,7 +171,7 @@ def finetune_job(args) -> tuple:
     if path.exists():
         return json.loads(path.read_text())
     t0 = time.time()
-    _, _, ft, _, _ = finetune_method(cfg, seed, arm, checkpoint)
+    _, _, _, ft, _, _ = finetune_method(cfg, seed, cfg.algorithms[0], arm, checkpoint)
     _, _, rec, _, _ = recipe_method(cfg, seed, arm, checkpoint) if cfg.recipe_rollouts else (0, 0, None, 0, 0)
     text = json.dumps({"dsrl": ft, "recipe": rec, "wall_s": round(time.time() - t0, 1)}, indent=2)
     path.write_text(text)
@@ -197,7 +197,7 @@ def run_finetuning(a, src: dict, specs: dict, timings: dict) -> dict:
     for job, r in zip(jobs, pool_map(finetune_job, jobs, a.workers)):
         per.setdefault(job[2], {})[job[1]] = r
     timings["finetuning"] = round(time.time() - t0, 1)
-    out = {"settings": {"algorithm": cfg.algorithm, "finetune_episodes": a.finetune_episodes,
+    out = {"settings": {"algorithm": cfg.algorithms[0], "finetune_episodes": a.finetune_episodes,
                         "paired_episodes": a.paired_episodes, "recipe_rollouts": a.recipe_rollouts,
                         "best_of": list(cfg.best_of)}, "arms": {}}
     for arm, by_seed in per.items():
