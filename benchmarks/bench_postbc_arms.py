@@ -337,12 +337,8 @@ def main() -> int:
             if "clip" in s:
                 eff["sample_clip"] = "data" if s["clip"] == 1.0 else "posterior"
             cov_jobs.append((a.out, arm, {k: eff[k] for k in COVERAGE_FIELDS if k in eff}, a.seeds[0]))
-    for job, r in zip(train_jobs + cov_jobs, pool_map(_dispatch, [("train", j) for j in train_jobs]
-                                                        + [("coverage", j) for j in cov_jobs], a.workers)):
-        kind = "train" if len(job) == 5 else "coverage"
-        timings[f"{kind}_{job[2] if kind == 'train' else job[1]}" + (f"_seed_{job[4]}" if kind == "train" else "")] = \
-            r[-1]
-    coverage = {j[1]: json.loads((a.out / "coverage" / j[1] / "coverage.json").read_text()) for j in cov_jobs}
+    for job, r in zip(train_jobs, pool_map(train_job, train_jobs, a.workers)):
+        timings[f"train_{job[2]}_seed_{job[4]}"] = r[-1]
 
     for arm, s in specs.items():
         if "clip" in s:
@@ -358,6 +354,9 @@ def main() -> int:
     for job, r in zip(eval_jobs, pool_map(eval_job, eval_jobs, a.workers)):
         arm = Path(job[1]).stem[len("eval_"):]
         evals[arm][job[3]] = r
+    for job, r in zip(cov_jobs, pool_map(coverage_job, cov_jobs, a.workers)):
+        timings[f"coverage_{job[1]}"] = r[-1]
+    coverage = {j[1]: json.loads((a.out / "coverage" / j[1] / "coverage.json").read_text()) for j in cov_jobs}
     finetuned = {}
     if a.finetune_arms:
         finetuned = run_finetuning(a, src, {arm: specs[arm] for arm in a.finetune_arms}, timings)
@@ -376,11 +375,6 @@ def main() -> int:
     write_result(a.json_name, res)
     print(render(res))
     return 0
-
-
-def _dispatch(item):
-    kind, job = item
-    return train_job(job) if kind == "train" else coverage_job(job)
 
 
 if __name__ == "__main__":
