@@ -369,7 +369,8 @@ def test_cli_verbs(tmp_path, capsys):
     def run(verb, *args):
         return tyro.cli(DATA_COMMANDS[verb], args=[str(a) for a in args])
 
-    assert set(DATA_COMMANDS) == {"info", "validate", "merge", "split", "drop", "export", "import", "view"}
+    assert set(DATA_COMMANDS) == {"info", "validate", "merge", "split", "drop", "export", "import", "view",
+                                  "convert-ee-delta"}
     assert run("info", tmp_path / "a.zarr") == 0
     out = capsys.readouterr().out
     assert "episodes: 3   steps: 12" in out and "front_rgb" in out and "success: 1   failure: 1   unknown: 1" in out

@@ -18,6 +18,7 @@ from postbc_core.cli.main import main  # noqa: E402
 from postbc_core.data import EpisodeStore, validate_store  # noqa: E402
 from postbc_core.errors import ConfigError, StoreError  # noqa: E402
 from postbc_core.robots import kinematics as K  # noqa: E402
+from postbc_core.robots.actions import EEDeltaExecutor  # noqa: E402
 from postbc_core.robots.safety import SafetyLayer  # noqa: E402
 from postbc_core.sim import make  # noqa: E402
 from postbc_core.sim.base import yaw_quat  # noqa: E402
@@ -187,12 +188,13 @@ def test_recorded_store_keys_labels_and_commands(task, tmp_path):
         # Observation is recorded BEFORE the command: the first step is the reset pose.
         np.testing.assert_allclose(ep["joint_pos"][0], K.HOME_QPOS, atol=1e-4)
         np.testing.assert_allclose(ep["timestamp"][1:] - ep["timestamp"][:-1], 0.1, atol=1e-9)
-        # cmd_joint_pos = the teleop path applied to the recorded command: IK from the measured joints + safety.
-        safety = SafetyLayer()
-        for t in range(0, len(ep["timestamp"]), 5):
+        # cmd_joint_pos = the teleop path applied to the recorded commands: each delta chained from the previous
+        # step's target (EEDeltaExecutor, fed the measured joints of every step) + safety.
+        safety, chain = SafetyLayer(), EEDeltaExecutor()
+        for t in range(len(ep["timestamp"])):
             q = ep["joint_pos"][t].astype(np.float64)
-            sent = safety.filter(K.apply_ee_delta(q, ep["cmd_ee_delta"][t, :6].astype(np.float64)),
-                                 float(ep["cmd_ee_delta"][t, 6]), q)
+            target, g = chain.step(ep["cmd_ee_delta"][t].astype(np.float64), "ee_delta", q)
+            sent = safety.filter(target, g, q)
             np.testing.assert_allclose(ep["cmd_joint_pos"][t, :6], sent.joint_pos, atol=2e-3)
             assert ep["cmd_joint_pos"][t, 6] == pytest.approx(sent.gripper, abs=1e-6)
     # ... and it is what the robot executed: replaying cmd_joint_pos open loop reproduces the free-space motion

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from postbc import topics
 from postbc.conversions import joint_state_msg, pose_array_msg, to_sec, trajectory_chunk
-from postbc_core.robots.actions import joint_targets
 from postbc_core.control.runner import TemporalEnsembler
 from postbc_core.errors import CheckpointError, ConfigError
 from postbc_core.robots import kinematics
@@ -312,18 +311,48 @@ def test_frames_received_used_dropped_per_camera(graph, feed, tmp_path):
              what="the frame counts in /postbc/policy/diagnostics")
 
 
-def test_ee_delta_policies_chain_apply_ee_delta_from_the_measured_joints(ros_context, tmp_path):
-    from postbc.nodes.policy import Policy
+def test_ee_delta_chunks_run_a_tick_at_a_time_with_the_twin_envs_targets(ros_context, tmp_path):
+    """An EE-delta policy's chunk, through the node's own path (worker: _infer plans it; control ticks:
+    _step_command converts each tick's action with that tick's measured joints and publishes one point due now),
+    gives exactly the targets the twin's env computes for the same chunk and measured joints."""
+    from postbc.conversions import trajectory_chunk
+    from postbc.nodes.policy import Policy, _Request
+    from postbc_core.sim import make
 
-    ckpt = tiny_checkpoint(tmp_path / "ee.safetensors", action_key="cmd_ee_delta")
-    node = Policy(context=ros_context, parameter_overrides=[_p("checkpoint", str(ckpt)), _p("device", "cpu")])
+    chunk = np.array([[0.02, 0.01, -0.02, 0, 0, 0.05, 0.03], [0.02, 0.01, -0.02, 0, 0, 0.05, 0.02],
+                      [0.0, 0.0, -0.05, 0, 0, 0, 0.02], [0.0, 0.0, -0.05, 0, 0, 0, 0.02]], np.float32)  # as predicted
+    env = make("lift_cube", action_mode="ee_delta", safety=False, terminate_on_success=False)
     try:
-        assert node.runner.action_mode == "ee_delta"
-        deltas = np.array([[0.01, 0, 0, 0, 0, 0, 0.03], [0, 0.01, 0, 0, 0, 0, 0.02]])
-        q, g = joint_targets(deltas, node.runner.spec.action_mode, Q0)  # the conversion _infer publishes
-        q1 = kinematics.apply_ee_delta(Q0, deltas[0, :6])
-        np.testing.assert_allclose(q, [q1, kinematics.apply_ee_delta(q1, deltas[1, :6])])
-        np.testing.assert_allclose(g, [0.03, 0.02])
+        obs = env.reset(seed=0)
+        qs, env_targets = [], []
+        for a in chunk:
+            qs.append(obs["joint_pos"].astype(np.float64))
+            obs, *_, info = env.step(a)
+            env_targets.append(info["joint_target"])
+    finally:
+        env.close()
+    ckpt = tiny_checkpoint(tmp_path / "ee.safetensors", action_key="cmd_ee_delta")
+    node = Policy(context=ros_context, parameter_overrides=[_p("checkpoint", str(ckpt)), _p("device", "cpu"),
+                                                            _p("enabled_on_start", False)])
+    try:
+        assert node.runner.action_mode == "ee_delta" and node.stepwise
+        node._enabled = True  # as ~/enable true does, without a running timer
+        node.policy.predict_action = lambda obs, noise=None: chunk[None]
+        sent = []
+        node._cmd_pub.publish = sent.append
+        node._infer(_Request(node._epoch, 0, node.now(), {}, qs[0], None, len(chunk)))
+        assert not sent and node.counts["chunks_published"] == 1  # planned, not published ahead
+        with node._lock:
+            for tick, q in enumerate(qs):
+                node._step_command(tick, 12.5, q)
+        points = [trajectory_chunk(m) for m in sent]
+        assert [c.joint_pos.shape for c in points] == [(1, 6)] * len(chunk)  # one point per tick, due now
+        assert all(c.stamp == 12.5 and c.times[0] == 0.0 for c in points)
+        np.testing.assert_allclose(np.concatenate([c.joint_pos for c in points]), env_targets, rtol=0, atol=1e-12)
+        np.testing.assert_allclose([c.gripper[0] for c in points], chunk[:, 6], atol=1e-7)
+        with node._lock:
+            node._step_command(len(chunk), 12.6, qs[-1])  # past the plan: nothing sent, counted
+        assert len(sent) == len(chunk) and node.counts["ticks_without_action"] == 1
     finally:
         node.destroy_node()
 
@@ -369,7 +398,9 @@ def test_policy_on_the_sim_tasks_recommended_keys(ros_context, recommended_keys_
         probe.create_subscription(JointTrajectory, topics.COMMAND, commands.append, topics.COMMAND_QOS)
         comp.start()
         drv, node = comp["robot_driver"], comp["policy"]
-        wait_for(lambda: len(commands) >= 3, 60.0, what="commands of the recommended-keys policy")
+        # EE-delta actions go out one point per tick: wait for 3 planned chunks as well as commands
+        wait_for(lambda: len(commands) >= 3 and node.counts["chunks_published"] >= 3, 60.0,
+                 what="commands of the recommended-keys policy")
         obs, _, _ = node.observation()
         with drv.executor_core.lock:
             want = drv.robot.task.observation(render=False)

@@ -123,6 +123,21 @@ def drop(src: Positional[str], episodes: tuple[int, ...], out: str | None = None
     return 0
 
 
+def convert_ee_delta(src: Positional[str], out: str) -> int:
+    """Rewrite a store recorded before cmd_ee_delta had one meaning: cmd_ee_delta recomputed from cmd_joint_pos as
+    deltas chained from the previous command (the convention every executor uses now), recorded in the new store.
+
+    Args:
+        src: The store (left unchanged).
+        out: The new store.
+    """
+    from postbc_core.control.rows import convert_ee_delta_store
+
+    path = convert_ee_delta_store(src, out)
+    print(f"wrote {path}: {tools.info(path)['episodes']} episodes, cmd_ee_delta chained from the previous command")
+    return 0
+
+
 def export(src: Positional[str], out_path: Annotated[Positional[str | None], tyro.conf.arg(metavar="OUT")] = None,
            out: str | None = None, format: ExportFormat = "zarr", episodes: tuple[int, ...] = (),
            overwrite: bool = False, keys: tuple[str, ...] | None = None, rename: tuple[str, ...] = (),
@@ -245,6 +260,7 @@ DATA_COMMANDS: dict[str, Callable[..., int]] = {
     "merge": merge,
     "split": split,
     "drop": drop,
+    "convert-ee-delta": convert_ee_delta,
     "export": export,
     "import": import_,
     "view": view,

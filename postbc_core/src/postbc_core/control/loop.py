@@ -162,9 +162,9 @@ def run_episodes(envs: Sequence, actor: Actor, seeds: Sequence[int], *, record: 
                 res.safety_altered += bool(info.get("safety_altered", False))
                 row = None
                 if record and "joint_target" in info:
-                    ee = executed if env.config.action_mode == "ee_delta" else None
-                    row = step_row(prev, info["joint_target"], info["gripper_target"], ee_delta=ee, reward=reward,
-                                   done=terminated)  # a time-limit truncation is not terminal
+                    # cmd_ee_delta: the task's chained delta of this step (data.layout.EE_DELTA_CONVENTION)
+                    row = step_row(prev, info["joint_target"], info["gripper_target"], ee_delta=info.get("ee_delta"),
+                                   reward=reward, done=terminated)  # a time-limit truncation is not terminal
                     if actor.action_row_key is not None:
                         row[actor.action_row_key] = np.asarray(a, np.float32)
                 step = Step(prev, a, executed, float(reward), bool(terminated), bool(truncated), info, obs[j], row)

@@ -3,7 +3,9 @@
 Every writer of episodes (scripted demos, sim evaluation with --record-to, finetuning's replay store, the ROS
 recorder) stores one row per control step with the same keys: the observation keys (store dtypes), `cmd_joint_pos`
 (7,) the joint targets + gripper the arm was sent (after the safety layer), `cmd_ee_delta` (7,) the end-effector
-delta + gripper (the commanded delta when the command was a delta, else the delta to the sent joint target),
+delta + gripper in data.layout.EE_DELTA_CONVENTION (relative to the previous step's target: the sim tasks give it
+as info["ee_delta"], teleop publishes it; without one, the delta from the measured joints to the sent target, which
+is that convention only at a chain's first step),
 `reward` and `done` (terminal: a time-limit truncation is not). Callers add their own keys (policy_action, noise,
 stamps).
 """
@@ -11,6 +13,7 @@ stamps).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +21,30 @@ from postbc_core.robots.actions import ee_delta_between
 from postbc_core.control.spec import store_dtype
 
 NOT_RECORDED = ("success",)  # the twin's privileged success flag: the row's reward / done carry it
+
+
+def chained_ee_deltas(joint_pos, cmd_joint_pos) -> np.ndarray:
+    """One recorded episode's commands as chained EE deltas (T, 7) (data.layout.EE_DELTA_CONVENTION): step 0 from
+    the measured joints joint_pos[0] (6,) rad, step t from the previous command cmd_joint_pos[t - 1]; the gripper
+    column is the command's. joint_pos (T, 6), cmd_joint_pos (T, 7) (the sent targets + gripper). Replayed through
+    robots.actions.EEDeltaExecutor they give back the sent targets (while the chain is not cut)."""
+    q0 = np.asarray(joint_pos, np.float64)[0, :6]
+    cmd = np.asarray(cmd_joint_pos, np.float64)
+    refs = np.vstack([q0[None], cmd[:-1, :6]])
+    return np.stack([np.r_[ee_delta_between(r, c[:6]), c[6]] for r, c in zip(refs, cmd)])
+
+
+def convert_ee_delta_store(src, out) -> Path:
+    """Rewrite store `src` into `out` with cmd_ee_delta recomputed from cmd_joint_pos (`chained_ee_deltas`) and
+    recorded as data.layout.EE_DELTA_CONVENTION: the way to train on a store recorded before the convention was
+    fixed. Returns `out`."""
+    from postbc_core.data import tools
+    from postbc_core.data.layout import EE_DELTA_CONVENTION
+
+    def compute(ep):
+        return chained_ee_deltas(ep["joint_pos"], ep["cmd_joint_pos"])
+
+    return tools.rewrite_key(src, out, "cmd_ee_delta", compute, ("joint_pos", "cmd_joint_pos"), EE_DELTA_CONVENTION)
 
 
 def step_row(obs: Mapping[str, np.ndarray], sent_q, sent_gripper: float, *, ee_delta=None, reward: float = 0.0,

@@ -5,7 +5,8 @@ for one action chunk per environment whenever that environment's queue is empty 
 batched `predict_action` call) and executes the first `n_action_steps` actions of each chunk before replanning, as
 diffusion_policy's env runners do. Used by the episode loop's policy actor (sim evaluation, chunk analysis) and by the
 ROS policy node, so it imports no sim or ROS code. `TemporalEnsembler` is ACT's alternative execution (a chunk every
-step, overlapping predictions averaged).
+step, overlapping predictions averaged). `ChunkStepper` executes planned chunks one control tick at a time with the
+twin's EE-delta reference rule (the ROS policy node).
 
 Shape legend: N environments, To obs steps, Ta action steps (chunk), Da action dim (7 for the WidowX).
 """
@@ -21,6 +22,7 @@ from postbc_core.control.history import ChunkQueue, ObsHistory
 from postbc_core.control.loop import Actor
 from postbc_core.control.spec import ControlSpec
 from postbc_core.errors import ConfigError
+from postbc_core.robots.actions import ActionMode, EEDeltaExecutor
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +135,49 @@ class TemporalEnsembler:
             return None
         w = np.exp(-self.decay * np.arange(len(preds)))
         return (w[:, None] * np.stack(preds)).sum(0) / w.sum()
+
+
+class ChunkStepper:
+    """Executes action chunks one control tick at a time with the twin task's reference rule: the chunk planned
+    from the observation of tick T0 holds the actions of ticks T0, T0 + 1, ... (`plan`); `command(tick, q_meas)`
+    converts the action of `tick` given the joints measured at that tick through one robots.actions.EEDeltaExecutor
+    (EE deltas chain from the previous tick's target, cut back to q_meas as the task cuts them), so for the same
+    actions and measured joints it gives exactly the targets the twin's `Task.step` computes. A newer plan replaces
+    the older from its first tick on. The ROS policy node's EE-delta path (the node cannot convert a chunk ahead of
+    time: a cut depends on the joints measured at each step)."""
+
+    def __init__(self, mode: ActionMode):
+        self.mode = mode
+        self.executor = EEDeltaExecutor()
+        self._start: int | None = None
+        self._actions: np.ndarray | None = None
+
+    def reset(self) -> None:
+        """Episode start: no plan; the next delta applies to the measured joints."""
+        self.executor.reset()
+        self._start = self._actions = None
+
+    def plan(self, start_tick: int, actions) -> None:
+        """actions (n, Da): the actions of ticks start_tick .. start_tick + n - 1."""
+        a = np.asarray(actions, np.float64)
+        if a.ndim != 2 or len(a) == 0:
+            raise ConfigError(f"a plan needs actions of shape (n >= 1, Da), got {a.shape}")
+        self._start, self._actions = int(start_tick), a
+
+    def action(self, tick: int) -> np.ndarray | None:
+        """The planned action (Da,) of `tick`, or None (no plan covers it)."""
+        if self._start is None or not 0 <= tick - self._start < len(self._actions):
+            return None
+        return self._actions[tick - self._start]
+
+    def command(self, tick: int, q_meas, action=None) -> tuple[np.ndarray, float] | None:
+        """(joint targets (6,) rad, gripper target m) of `tick` given the joints q_meas (6,) rad measured at it, or
+        None when no action is planned for it. `action` (Da,): execute this one instead of the plan's (e.g. a
+        temporal ensemble's)."""
+        a = self.action(tick) if action is None else action
+        if a is None:
+            return None
+        return self.executor.step(a, self.mode, q_meas)
 
 
 class PolicyActor(Actor):

@@ -4,7 +4,8 @@ store is committed.
 Layout (zarr format 2, readable by zarr-python 2 and 3 and by diffusion_policy's ReplayBuffer):
 
     <store>/.zattrs              {"format": "postbc-episodes", "format_version": 1, "created_by": ..., "store_id": ...,
-                                  "image_codecs": {"*": "jpeg:90"} (camera codecs, codecs.py; absent or {} = raw)}
+                                  "image_codecs": {"*": "jpeg:90"} (camera codecs, codecs.py; absent or {} = raw),
+                                  "cmd_ee_delta_convention": "chained" (what data/cmd_ee_delta is relative to)}
     <store>/data/<key>           (T_total, ...) every step of every episode, concatenated along axis 0
     <store>/meta/episode_ends    (N,) int64 cumulative end index of each episode (written LAST on commit)
     <store>/meta/<field>         (N,) per-episode metadata: success, source, task, operator, start/end_time
@@ -34,6 +35,14 @@ FORMAT_VERSION = 1
 CODECS_ATTR = "image_codecs"
 """Root attribute: the camera codec choice {key or "*": codec} the store was created with (data/codecs.py); each
 array's `.zarray` compressor records what its chunks actually hold."""
+EE_DELTA_CONVENTION_ATTR = "cmd_ee_delta_convention"
+EE_DELTA_CONVENTION = "chained"
+"""Root attribute and its one accepted value: every stored cmd_ee_delta (m, rad) is relative to the PREVIOUS STEP'S
+TARGET (robots.actions.EEDeltaExecutor; Bridge's and the Interbotix SDK's convention), so replaying it reproduces the
+recorded targets whatever the tracking lag was. Stores created before the convention was fixed lack the attribute:
+their twin demos' deltas were relative to the joints measured at each step, their ROS teleop deltas already chained.
+Training on, or appending to, such a store's cmd_ee_delta is refused (`postbc data convert-ee-delta` rewrites it from
+cmd_joint_pos); a store created here records the attribute (`EpisodeStore.create`)."""
 SOURCES = ("teleop", "policy", "finetune", "scripted", "import", "synthetic")
 """Accepted values of the per-episode `source` field ("" means unknown)."""
 

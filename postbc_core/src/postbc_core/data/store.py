@@ -50,6 +50,8 @@ import numpy as np
 from postbc_core.data.codecs import codec_for_key, codec_of_array, describe_choice, image_compressor, parse_codecs
 from postbc_core.data.layout import (
     CODECS_ATTR,
+    EE_DELTA_CONVENTION,
+    EE_DELTA_CONVENTION_ATTR,
     FORMAT_NAME,
     FORMAT_VERSION,
     META_FIELDS,
@@ -138,11 +140,13 @@ class EpisodeStore:
     # ---- construction ----
     @classmethod
     def create(cls, path: str | os.PathLike, *, overwrite: bool = False,
-               codecs: str | Mapping[str, str] | None = None) -> EpisodeStore:
+               codecs: str | Mapping[str, str] | None = None,
+               ee_delta_convention: str | None = EE_DELTA_CONVENTION) -> EpisodeStore:
         """Create an empty store at `path` (error if something is there, unless `overwrite`: then an existing episode
         store is replaced, and anything else there is refused). Through a symlink the store is created in the
         link's target. `codecs`: how camera keys are compressed (data/codecs.py: "jpeg", {"front_rgb": "jpeg:85"},
-        ...; None = raw), recorded in the store and fixed by its first episode."""
+        ...; None = raw), recorded in the store and fixed by its first episode. ee_delta_convention: recorded as
+        the EE_DELTA_CONVENTION_ATTR attribute (layout.py); None = unknown (a copy of a store that does not say)."""
         path = Path(path)
         choice = parse_codecs(codecs)  # an unknown codec is refused before anything is created
         for codec in set(choice.values()):
@@ -152,13 +156,14 @@ class EpisodeStore:
         lock.acquire()
         try:
             with storage_errors(f"creating the store {path}"):
-                return cls._create_locked(path, lock, overwrite, choice)
+                return cls._create_locked(path, lock, overwrite, choice, ee_delta_convention)
         except BaseException:
             lock.release()
             raise
 
     @classmethod
-    def _create_locked(cls, path: Path, lock: WriterLock, overwrite: bool, choice: dict[str, str]) -> EpisodeStore:
+    def _create_locked(cls, path: Path, lock: WriterLock, overwrite: bool, choice: dict[str, str],
+                       ee_delta_convention: str | None = EE_DELTA_CONVENTION) -> EpisodeStore:
         real = real_path(path)
         refuse_if_backup(path)
         remove_leftover_temporaries(path)
@@ -171,6 +176,8 @@ class EpisodeStore:
         root = open_group(real, "w")
         root.attrs.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "created_by": _version_string(),
                            "store_id": uuid.uuid4().hex, CODECS_ATTR: choice})
+        if ee_delta_convention is not None:
+            root.attrs[EE_DELTA_CONVENTION_ATTR] = ee_delta_convention
         root.require_group("data")
         meta = root.require_group("meta")
         for name in ("episode_ends", *META_FIELDS):
@@ -221,6 +228,8 @@ class EpisodeStore:
             if mode == "a":
                 remove_leftover_temporaries(path)
             store = cls(path, mode, root, lock)
+            if mode == "a":
+                store.check_ee_delta_convention("appending to")
             store._recover()
             if choice is not None:
                 store._set_codecs(choice)
@@ -232,6 +241,25 @@ class EpisodeStore:
             if lock is not None:
                 lock.release()
             raise
+
+    @property
+    def ee_delta_convention(self) -> str | None:
+        """What data/cmd_ee_delta is relative to (layout.EE_DELTA_CONVENTION_ATTR); None: the store does not say."""
+        return self.attrs.get(EE_DELTA_CONVENTION_ATTR)
+
+    def check_ee_delta_convention(self, doing: str) -> None:
+        """StoreError when the store holds cmd_ee_delta in another (or an unrecorded) convention than
+        EE_DELTA_CONVENTION; `doing` names the use ("training on", "appending to")."""
+        if "cmd_ee_delta" not in self._arrays or self.ee_delta_convention == EE_DELTA_CONVENTION:
+            return
+        said = (f"says {EE_DELTA_CONVENTION_ATTR}={self.ee_delta_convention!r}" if self.ee_delta_convention is not None
+                else f"was recorded before cmd_ee_delta had one meaning (no {EE_DELTA_CONVENTION_ATTR} attribute: its "
+                     "twin demos' deltas were relative to the joints measured at each step)")
+        raise StoreError(
+            f"{self.path} {said}; every recorder and executor now chains each delta from the previous step's target "
+            f"({EE_DELTA_CONVENTION!r}). Refusing {doing} it rather than reinterpreting its deltas: rewrite it with "
+            f"`postbc data convert-ee-delta {self.path} --out NEW` (cmd_ee_delta recomputed from cmd_joint_pos), or "
+            "record it again")
 
     # ---- state ----
     def _load_state(self) -> None:

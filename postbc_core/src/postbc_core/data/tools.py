@@ -147,6 +147,46 @@ def _copy_episodes(src: EpisodeStore, dst: EpisodeStore, episodes: Iterable[int]
     return n
 
 
+def rewrite_key(src: str | os.PathLike, out: str | os.PathLike, key: str, compute, needs: Sequence[str],
+                ee_delta_convention: str | None) -> Path:
+    """Copy `src` into a new store `out` (metadata, codecs, every other key as stored) with data/<key> replaced per
+    episode by compute({k: (T, ...) array for k in needs}) -> (T, ...) of the same per-step shape; `out` records
+    `ee_delta_convention` (layout.EE_DELTA_CONVENTION_ATTR). The caller owns what the new values mean."""
+    out = Path(out)
+    _check_output(out, [src])
+    with _open_validated(src) as store:
+        schema = store.schema()
+        missing = [k for k in (key, *needs) if k not in schema]
+        if missing:
+            raise StoreError(f"{src} has no data key(s) {missing} (it records {sorted(schema)})")
+        shape, dtype = schema[key]
+        keys = [k for k in store.keys if k != key]
+        block = _block_rows(store.data(k) for k in keys)
+
+        def fill(dst: EpisodeStore) -> None:
+            for i in range(store.n_episodes):
+                meta = store.episode_meta(i)
+                new = np.asarray(compute(store.episode(i, list(needs))))
+                if new.shape != (meta["end"] - meta["start"], *shape):
+                    raise StoreError(f"{src} episode {i}: the new {key} has shape {new.shape}, expected "
+                                     f"{(meta['end'] - meta['start'], *shape)}")
+                w = dst.episode_writer(task=meta["task"], source=meta["source"], operator=meta["operator"],
+                                       start_time=meta["start_time"], flush_bytes=COPY_BLOCK_BYTES)
+                try:
+                    for a in range(meta["start"], meta["end"], block):
+                        b = min(meta["end"], a + block)
+                        w.extend({**{k: store.rows(k, a, b) for k in keys},
+                                  key: new[a - meta["start"]: b - meta["start"]].astype(dtype)})
+                    w.commit(meta["success"], end_time=meta["end_time"])
+                except BaseException:
+                    w.discard()
+                    raise
+
+        with _outputs([out], [src]):
+            _build(out, fill, camera_codecs(store), ee_delta_convention)
+    return out
+
+
 def _schema_str(schema) -> str:
     return ", ".join(f"{k} {shape} {dt}" for k, (shape, dt) in sorted(schema.items()))
 
@@ -238,13 +278,13 @@ def camera_codecs(store: EpisodeStore) -> dict[str, str]:
     return {k: c for k, c in store.codecs().items() if k.endswith(IMAGE_SUFFIX) and is_known_codec(c)}
 
 
-def _build(out: Path, fill, codecs: Mapping[str, str] | None = None) -> Path:
-    """Create a store (camera `codecs`) under a temporary sibling of `out`, fill it with `fill(store)`, rename into
-    place (the caller holds `out`'s writer lock: see _outputs)."""
+def _build(out: Path, fill, codecs: Mapping[str, str] | None = None, ee_delta_convention: str | None = None) -> Path:
+    """Create a store (camera `codecs`; `ee_delta_convention`: the sources', None = unknown) under a temporary sibling
+    of `out`, fill it with `fill(store)`, rename into place (the caller holds `out`'s writer lock: see _outputs)."""
     tmp = temporary_sibling(out)
     try:
         with storage_errors(f"writing {out}"):
-            with EpisodeStore.create(tmp, codecs=codecs) as dst:
+            with EpisodeStore.create(tmp, codecs=codecs, ee_delta_convention=ee_delta_convention) as dst:
                 fill(dst)
             os.rename(tmp, out)
     except BaseException:
@@ -294,12 +334,21 @@ def merge(sources: Sequence[str | os.PathLike], out: str | os.PathLike, allow_re
                                  "needs the same keys, per-step shapes and dtypes (drop or rename keys with `postbc "
                                  "data export --keys/--rename` and re-import, or merge only matching stores)")
 
+        # A copy keeps what its cmd_ee_delta means (data/layout.py EE_DELTA_CONVENTION_ATTR): sources that disagree
+        # would give one store two meanings.
+        conventions = {st.ee_delta_convention for st in stores if st.n_episodes and "cmd_ee_delta" in st.keys}
+        if len(conventions) > 1:
+            raise StoreError(f"cannot merge stores whose cmd_ee_delta conventions differ "
+                             f"({sorted(map(str, conventions))}; None = recorded before the convention was fixed): "
+                             "convert the older ones with `postbc data convert-ee-delta` first")
+        convention = conventions.pop() if conventions else (ref.ee_delta_convention if ref is not None else None)
+
         def fill(dst):
             for st in stores:
                 _copy_episodes(st, dst, range(st.n_episodes))
 
         with _outputs([out], sources):
-            _build(out, fill, camera_codecs(ref) if ref is not None else None)
+            _build(out, fill, camera_codecs(ref) if ref is not None else None, convention)
         log.info("merged %d store(s) (%d episodes) into %s", len(stores), sum(s.n_episodes for s in stores), out)
         return out
     finally:
@@ -329,7 +378,8 @@ def split(src: str | os.PathLike, out_dir: str | os.PathLike, val_fraction: floa
                 with storage_errors(f"writing the split into {out_dir}"):
                     for name, mask in (("train", ~val), ("val", val)):
                         tmps[name] = temporary_sibling(paths[name])
-                        with EpisodeStore.create(tmps[name], codecs=camera_codecs(store)) as dst:
+                        with EpisodeStore.create(tmps[name], codecs=camera_codecs(store),
+                                                 ee_delta_convention=store.ee_delta_convention) as dst:
                             _copy_episodes(store, dst, np.nonzero(mask)[0].tolist())
                     for name in paths:
                         os.rename(tmps[name], paths[name])
@@ -390,7 +440,8 @@ def drop(src: str | os.PathLike, episodes: Iterable[int], out: str | os.PathLike
             n = store.n_episodes
             keep = [i for i in range(n) if i not in set(episodes_to_drop(episodes, n, src))]
             with _outputs([out], [src]):
-                _build(out, lambda dst: _copy_episodes(store, dst, keep), camera_codecs(store))
+                _build(out, lambda dst: _copy_episodes(store, dst, keep), camera_codecs(store),
+                       store.ee_delta_convention)
         log.info("%s: wrote %d of %d episodes to %s", src, len(keep), n, out)
         return out
     restore_backup(src)  # a previous in-place drop killed between its renames: finish it backwards first
@@ -411,7 +462,8 @@ def drop(src: str | os.PathLike, episodes: Iterable[int], out: str | os.PathLike
             tmp = temporary_sibling(src)
             try:
                 with storage_errors(f"rewriting {src} in place (the store is unchanged)"):
-                    with EpisodeStore.create(tmp, codecs=camera_codecs(store)) as dst:
+                    with EpisodeStore.create(tmp, codecs=camera_codecs(store),
+                                             ee_delta_convention=store.ee_delta_convention) as dst:
                         _copy_episodes(store, dst, keep)
             except BaseException:
                 _remove(tmp)
@@ -557,6 +609,6 @@ def import_diffusion_policy(src: str | os.PathLike, out: str | os.PathLike,
             start = int(end)
 
     with _outputs([out], [src]):
-        _build(out, fill)
+        _build(out, fill)  # a foreign store's cmd_ee_delta, if any, has no known convention
     log.info("imported %s (%d episodes, %d steps) into %s", src, len(ends), int(ends[-1]) if len(ends) else 0, out)
     return out

@@ -351,7 +351,8 @@ def _write(pa, pq, av, store: EpisodeStore, picked: list[int], plan: _Plan, fps:
     (root / "meta/postbc.json").write_text(json.dumps({
         "store": str(src), "features": {f: k for f, k in mapping.items() if f in plan.features},
         "shapes": {k: [list(schema[k][0]), str(np.dtype(schema[k][1]))] for k in schema},
-        "not_exported": plan.skipped, "episodes": postbc_meta}, indent=2))
+        "not_exported": plan.skipped, "episodes": postbc_meta,
+        "ee_delta_convention": store.ee_delta_convention}, indent=2))
     return {"episodes": picked, "frames": index, "fps": fps, "features": list(plan.features)}
 
 
@@ -439,7 +440,9 @@ def import_lerobot(src: str | os.PathLike, out: str | os.PathLike, *, task: str 
     data_files: dict[tuple[int, int], object] = {}
     steps = 0
     keys: list[str] = []
-    with atomic_output(out) as tmp, EpisodeStore.create(tmp) as store:
+    # A postbc export's cmd_ee_delta keeps its recorded convention; anything else's is unknown (None).
+    convention = (ours or {}).get("ee_delta_convention")
+    with atomic_output(out) as tmp, EpisodeStore.create(tmp, ee_delta_convention=convention) as store:
         for row in sorted(episodes, key=lambda r: r["episode_index"]):
             e = int(row["episode_index"])
             where = (int(row["data/chunk_index"]), int(row["data/file_index"]))

@@ -24,6 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from postbc_core.data.layout import EE_DELTA_CONVENTION, EE_DELTA_CONVENTION_ATTR
 from postbc_core.errors import CheckpointError, ConfigError, storage_errors
 
 log = logging.getLogger(__name__)
@@ -135,9 +136,12 @@ def read_checkpoint(path: str | Path, kind: str, default_file: str) -> tuple[dic
 
 
 def save_policy(policy, path: str | Path, info: dict[str, Any] | None = None) -> Path:
-    """Saves a DiffusionPolicy (pass the EMA copy for deployment)."""
+    """Saves a DiffusionPolicy (pass the EMA copy for deployment). An EE-delta policy records the convention its
+    actions follow (data/layout.py EE_DELTA_CONVENTION: training only reads stores in it)."""
     body = {"policy_config": policy.config.to_dict(), "action_key": policy.action_key,
             "normalizer_keys": policy.normalizer.keys, **(info or {})}
+    if policy.action_key == "cmd_ee_delta":
+        body[EE_DELTA_CONVENTION_ATTR] = EE_DELTA_CONVENTION
     return save_checkpoint(path, "policy", policy.state_dict(), body)
 
 
@@ -151,12 +155,29 @@ def load_policy(path: str | Path, device: str | torch.device = "auto"):
     from postbc_core.policies.diffusion import DiffusionPolicy, PolicyConfig
 
     tensors, info = read_checkpoint(path, "policy", POLICY_FILE)
+    check_ee_delta_convention(info, path)
     config = PolicyConfig.from_dict(info["policy_config"])
     policy = DiffusionPolicy(config, LinearNormalizer())
     policy.action_key = info["action_key"]
     _load_strict(policy, tensors, path)
     policy.info = info
     return policy.to(resolve_device(device)).eval()
+
+
+def check_ee_delta_convention(info: dict[str, Any], path) -> None:
+    """CheckpointError for an EE-delta policy whose actions are not recorded in EE_DELTA_CONVENTION (one trained
+    before the convention was fixed): executing it would reinterpret its deltas."""
+    if info.get("action_key") != "cmd_ee_delta" or info.get(EE_DELTA_CONVENTION_ATTR) == EE_DELTA_CONVENTION:
+        return
+    said = info.get(EE_DELTA_CONVENTION_ATTR)
+    what = (f"{EE_DELTA_CONVENTION_ATTR}={said!r}" if said is not None else
+            "trained before cmd_ee_delta had one meaning: its twin demos' deltas were relative to the joints measured "
+            "at each step")
+    raise CheckpointError(
+        f"{path}: an EE-delta policy ({what}); every executor now chains each delta from the previous step's target "
+        f"({EE_DELTA_CONVENTION!r}), so its actions would mean another motion. Refused rather than reinterpreted: "
+        "retrain it on a store recorded now or rewritten with `postbc data convert-ee-delta STORE --out NEW` (the twin "
+        "tracks a target within ~1 mm per step, so a retrained policy should behave much the same)")
 
 
 def _load_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path) -> None:

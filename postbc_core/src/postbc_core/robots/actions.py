@@ -2,15 +2,25 @@
 
 A 7-vector action is either absolute joint targets + gripper ("joint") or a Bridge-style end-effector delta
 [dx dy dz (m), droll dpitch dyaw (rad)] + gripper ("ee_delta"), applied with `kinematics.apply_ee_delta` (base-frame
-translation, extrinsic rpy pre-multiplied, damped-least-squares IK). `joint_targets` is that conversion for one action
-or a sequence: the first delta applies to the reference joints `q_ref` (the measured joints: the twin, the finetune
-manager, the policy node; teleop: `chained_reference`), each later one to the previous target (the points of one
-chunk sent ahead, as the policy node does). The twin's tasks, the robot backends' SafetyLayer, the ROS nodes and the
-scripted operators all convert here.
+translation, extrinsic rpy pre-multiplied, damped-least-squares IK).
 
-`ee_delta_between` is the inverse used for stored rows: the delta that moves FK(q) to FK(q_target).
-`chained_reference` decides which joints an operator's next delta applies to when deltas chain from the previous
-target (teleop); GRIPPER_CLOSED / GRIPPER_OPEN are the gripper targets of a binary gripper command.
+What an EE delta is relative to ("chained": data/layout.py EE_DELTA_CONVENTION, the meaning of every stored
+`cmd_ee_delta`, recorded in stores and checkpoints): the PREVIOUS TARGET, not the measured pose. Step t's target is
+target_{t-1} + delta_t; the chain starts at (and is cut back to) the measured joints when there is no previous target
+or the previous target's EE leads the measured EE by more than a bound (blocked by an object, clamped by the safety
+layer, reset, homed: `chained_reference`). Why: a delta recorded this way replays into the same targets whatever the
+tracking lag and the latency between observation and command were when it was recorded (through the ROS graph the
+measured joints are a command behind; in the twin they are not), and it is Bridge's convention (widowx_envs
+RobotBaseEnv._next_qpos: the delta is pre-multiplied onto `_previous_target_qpos`, re-read from the arm only at reset;
+VRTeleopPolicy records new target x previous target^-1) and the Interbotix SDK's (set_ee_cartesian_trajectory moves
+from T_sb, the last COMMANDED pose; capture_joint_positions re-reads the encoders). `EEDeltaExecutor` holds that
+chain: one per arm and episode, fed every action with the joints measured at its step. The twin's tasks, the scripted
+demos (through the tasks), the policy node (one point per control tick), the finetune manager, teleop and the robot
+backends' SafetyLayer all execute deltas through it.
+
+`joint_targets` is the stateless conversion of a sequence chained from given joints (the executor's kernel, and
+replays). `ee_delta_between` is the inverse used for stored rows: the delta that moves FK(q) to FK(q_target).
+GRIPPER_CLOSED / GRIPPER_OPEN are the gripper targets of a binary gripper command.
 
 Units: rad, m. Shape legend: T actions.
 """
@@ -33,6 +43,14 @@ ENV_ACTION_DIM = 7  # 6 joint targets (or EE delta) + gripper
 EE_DELTA_MAX = np.array([0.05, 0.05, 0.05, 0.25, 0.25, 0.25])
 # Gripper targets (m, the left finger's slide) of a binary open / close command: the ends of its range.
 GRIPPER_CLOSED, GRIPPER_OPEN = (float(g) for g in kinematics.GRIPPER_LIMITS)
+
+# The chain is cut back to the measured joints when the previous target's EE leads the measured EE by more than one
+# step's largest delta (EE_DELTA_MAX: 5 cm / 0.25 rad) or any joint by more than 0.5 rad (another IK branch). The
+# twin tracks a target to ~1 mm within one control period (measured: lead median 0.6 mm, max 1.1 mm over scripted
+# lift_cube demos at 10 Hz), so only a blocked, clamped, reset or homed arm crosses these.
+CHAIN_MAX_LEAD_M = float(EE_DELTA_MAX[0])
+CHAIN_MAX_LEAD_RAD = float(EE_DELTA_MAX[3])
+CHAIN_MAX_JOINT_RAD = 0.5
 
 
 def action_bounds(mode: ActionMode) -> tuple[np.ndarray, np.ndarray]:
@@ -58,7 +76,8 @@ def check_action(action, what: str = "action") -> np.ndarray:
 
 def joint_targets(actions, mode: ActionMode, q_ref) -> tuple[np.ndarray, np.ndarray]:
     """Actions (T, 7) in `mode` -> joint targets (T, 6) rad and gripper targets (T,) m. "ee_delta": the first delta
-    applies to q_ref (6,) rad, each later one to the previous target (see the module docstring)."""
+    applies to q_ref (6,) rad, each later one to the previous target, never cut (an EEDeltaExecutor that is fed
+    measured joints within the lead bounds gives the same targets)."""
     actions = np.asarray(actions, np.float64).reshape(-1, ENV_ACTION_DIM)
     if mode == "joint":
         return actions[:, :6].copy(), actions[:, 6].copy()
@@ -103,3 +122,55 @@ def chained_reference(q_prev, q_meas, max_lead_m: float, max_lead_rad: float, ma
     if lead_m > max_lead_m or lead_rad > max_lead_rad or float(np.max(np.abs(q_prev - q_meas))) > max_joint_rad:
         return q_meas.copy()
     return q_prev
+
+
+class EEDeltaExecutor:
+    """The chain of one arm's EE-delta commands (data.layout.EE_DELTA_CONVENTION, module docstring): `step(action, mode,
+    q_meas)` converts the action of the current control step given the joints measured at that step; each delta
+    applies to the previous step's target (`chained_reference`: the measured joints at the start, after `reset`, and
+    whenever the previous target leads them by more than the max_lead_* bounds). Joint actions pass through and become
+    the chain's previous target. Executors fed the same actions and the same measured joints give identical targets:
+    the twin's task and the ROS policy node each hold one."""
+
+    def __init__(self, max_lead_m: float = CHAIN_MAX_LEAD_M, max_lead_rad: float = CHAIN_MAX_LEAD_RAD,
+                 max_joint_rad: float = CHAIN_MAX_JOINT_RAD):
+        for name, v in (("max_lead_m", max_lead_m), ("max_lead_rad", max_lead_rad), ("max_joint_rad", max_joint_rad)):
+            if not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"EEDeltaExecutor {name}={v!r}: give a positive bound")
+        self.max_lead_m, self.max_lead_rad, self.max_joint_rad = float(max_lead_m), float(max_lead_rad), float(
+            max_joint_rad)
+        self.q_prev: np.ndarray | None = None
+        """(6,) rad: the previous step's joint target (None: the next delta applies to the measured joints)."""
+        self.cuts = 0
+        """Times the chain was cut back to the measured joints with a previous target present (not counting starts)."""
+
+    def reset(self) -> None:
+        """Episode start (or the arm was moved by something else): the next delta applies to the measured joints."""
+        self.q_prev = None
+
+    def reference(self, q_meas) -> np.ndarray:
+        """The joints (6,) rad the next delta applies to, given the measured joints q_meas (6,) rad."""
+        q_meas = np.asarray(q_meas, np.float64).reshape(6)
+        ref = chained_reference(self.q_prev, q_meas, self.max_lead_m, self.max_lead_rad, self.max_joint_rad)
+        if self.q_prev is not None and ref is not self.q_prev:
+            self.cuts += 1
+        return ref
+
+    def step(self, action, mode: ActionMode, q_meas) -> tuple[np.ndarray, float]:
+        """One control step's action (7,) in `mode` -> (joint targets (6,) rad, gripper target m); q_meas (6,) rad:
+        the joints measured at this step. The target becomes the chain's previous target."""
+        a = check_action(action)
+        if mode == "joint":
+            q, g = a[:6].copy(), float(a[6])
+        elif mode == "ee_delta":
+            q, g = kinematics.apply_ee_delta(self.reference(q_meas), a[:6]), float(a[6])
+        else:
+            raise ConfigError(f"action mode {mode!r}: use 'joint' or 'ee_delta'")
+        self.q_prev = q.copy()
+        return q, g
+
+    def hold(self, q_meas) -> np.ndarray:
+        """The target (6,) rad of a zero delta this step (an idle operator): the chain's reference, kept as the
+        previous target."""
+        self.q_prev = self.reference(q_meas).copy()
+        return self.q_prev.copy()

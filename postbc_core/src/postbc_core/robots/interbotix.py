@@ -401,6 +401,7 @@ class InterbotixRobot(Robot):
         PostBCError when the SDK refuses the move or the arm does not arrive within home_tolerance."""
         home = self.safety.check_finite(kinematics.HOME_QPOS, "home pose")
         c = self.config
+        self.safety.ee_executor.reset()  # the next EE delta applies to the joints measured at home
         with self._lock:
             # The SDK checks a move's speed over its *current* moving_time before applying the new one: after
             # streaming (moving_time 2 / control_hz) a move home would be refused as too fast. Set the timing first.

@@ -23,7 +23,7 @@ import numpy as np
 
 from postbc_core.errors import ConfigError, PostBCError
 from postbc_core.robots import kinematics
-from postbc_core.robots.actions import joint_target
+from postbc_core.robots.actions import EEDeltaExecutor
 from postbc_core.robots.base import JOINT_NAMES, N_JOINTS, EEDeltaAction, JointAction, SentCommand
 
 logger = logging.getLogger(__name__)
@@ -116,6 +116,8 @@ class SafetyLayer:
         self.limits = limits or SafetyLimits()
         self.stats = SafetyStats()
         self.log_level = log_level
+        self.ee_executor = EEDeltaExecutor()
+        """The chain EE-delta actions apply to (data.layout.EE_DELTA_CONVENTION); a backend resets it per episode."""
 
     def check_finite(self, q: np.ndarray, what: str) -> np.ndarray:
         q = np.asarray(q, dtype=np.float64)
@@ -146,18 +148,20 @@ class SafetyLayer:
         return g
 
     def command(self, action: JointAction | EEDeltaAction, current_q) -> SentCommand:
-        """Resolves a robot action against the measured joints (EE deltas through robots.actions.joint_target, the
-        one conversion teleop, the twin and the policies use) and filters it: the one path every backend uses."""
+        """Resolves a robot action against the measured joints (EE deltas through `ee_executor`, chained from the
+        previous command's target: the one rule teleop, the twin and the policies use) and filters it: the one path
+        every backend uses."""
         if isinstance(action, EEDeltaAction):
             delta = np.asarray(action.delta, dtype=np.float64).reshape(6)
             if not np.all(np.isfinite(delta)):
                 self.stats.rejected += 1
                 raise PostBCError(f"EE delta {delta} has non-finite values; command rejected, nothing sent")
             # The gripper is filtered below (check_gripper names a bad value); here only the joints are converted.
-            requested, _ = joint_target(np.r_[delta, 0.0], "ee_delta", self.check_finite(current_q,
-                                                                                         "current joint state"))
+            requested, _ = self.ee_executor.step(np.r_[delta, 0.0], "ee_delta",
+                                                 self.check_finite(current_q, "current joint state"))
         elif isinstance(action, JointAction):
             requested = action.joint_pos
+            self.ee_executor.q_prev = np.asarray(requested, np.float64).copy()  # a later delta continues from it
         else:
             raise PostBCError(f"expected a JointAction or EEDeltaAction, got {type(action).__name__}")
         return self.filter(requested, action.gripper, current_q)

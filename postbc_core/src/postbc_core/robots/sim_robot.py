@@ -94,6 +94,7 @@ class SimRobot(Robot):
         """Start a new episode (task randomisation from `seed`); returns the first observation."""
         if not self._connected:
             self.connect()
+        self.safety.ee_executor.reset()
         return self.task.reset(seed=seed)
 
     def get_observation(self) -> dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from postbc_core.robots.actions import ACTION_MODES, action_bounds, check_action, joint_target
+from postbc_core.robots.actions import ACTION_MODES, EEDeltaExecutor, action_bounds, check_action, ee_delta_between
 from postbc_core.robots.observation import robot_observation
 from postbc_core.errors import ConfigError, PostBCError
 from postbc_core.robots import kinematics
@@ -440,6 +440,8 @@ class Task:
         # The task's one safety layer: step() filters through it, and a SimRobot and the scripted demonstrators
         # driving this task use it too. Alterations are counted in safety.stats and reported per episode
         # (info["safety_altered"]), not logged per step: evaluation and finetuning summarise them.
+        # The chain of EE-delta targets (robots.actions: what a cmd_ee_delta is relative to); reset every episode.
+        self.ee_executor = EEDeltaExecutor()
         self.safety = (make_safety_layer(config.control_hz, config.max_joint_speed, limits, log_level=logging.DEBUG)
                        if config.safety else None)
 
@@ -449,10 +451,12 @@ class Task:
         return action_bounds(self.config.action_mode)
 
     def action_to_joint_target(self, action) -> tuple[np.ndarray, float]:
-        """Action (7,) -> (joint targets (6,) rad, gripper target m) for the configured action mode: EE deltas apply
-        to the measured joints (robots.actions.joint_target, the one conversion)."""
+        """This control step's action (7,) -> (joint targets (6,) rad, gripper target m) for the configured action
+        mode: EE deltas chain from the previous step's target (robots.actions.EEDeltaExecutor, the one conversion
+        the ROS policy node, teleop and the finetune manager use; cut back to the measured joints at reset and when
+        the arm lags the target by more than the chain's bounds). Advances the chain: call once per step."""
         a = check_action(action, f"{self.name}: action")
-        return joint_target(a, self.config.action_mode, self.sim.joint_pos())
+        return self.ee_executor.step(a, self.config.action_mode, self.sim.joint_pos())
 
     # -- episode ----------------------------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> dict[str, np.ndarray]:
@@ -461,11 +465,16 @@ class Task:
         self.sim.reset()
         self._randomize(self.np_random)
         self.steps = 0
+        self.ee_executor.reset()
         return self.observation()
 
     def step(self, action):
         """One control step: returns (obs, reward, terminated, truncated, info)."""
+        ref = self.ee_executor.reference(self.sim.joint_pos()) if self.config.action_mode == "joint" else None
         q, g = self.action_to_joint_target(action)
+        # The step's command as a chained EE delta (data.layout.EE_DELTA_CONVENTION), what a row stores as
+        # cmd_ee_delta: the action itself, or for a joint action the delta from the chain's reference to its target.
+        ee = (np.asarray(action, np.float64).reshape(-1)[:6].copy() if ref is None else ee_delta_between(ref, q))
         altered = False
         if self.safety is not None:
             sent = self.safety.filter(q, g, self.sim.joint_pos())
@@ -476,8 +485,10 @@ class Task:
         reward = 1.0 if ok else (self.dense_reward() if self.config.reward_type == "dense" else 0.0)
         terminated = ok and self.config.terminate_on_success
         truncated = self.steps >= self.config.max_steps and not terminated
-        # joint_target / gripper_target: the command executed (after the safety layer; the demos' cmd_joint_pos)
-        info = {"success": ok, "is_success": ok, "joint_target": q, "gripper_target": g, "safety_altered": altered}
+        # joint_target / gripper_target: the command executed (after the safety layer; the demos' cmd_joint_pos);
+        # ee_delta (6,): the command as a chained EE delta before the safety layer (the rows' cmd_ee_delta)
+        info = {"success": ok, "is_success": ok, "joint_target": q, "gripper_target": g, "safety_altered": altered,
+                "ee_delta": ee}
         return self.observation(), float(reward), bool(terminated), bool(truncated), info
 
     def observation(self, render: bool = True) -> dict[str, np.ndarray]:

@@ -55,6 +55,8 @@ def load_training_data(cfg: TrainConfig):
         if store.n_episodes == 0:
             raise ConfigError(f"{cfg.dataset} holds no committed episodes")
         check_action_key(cfg, store.schema())
+        if "cmd_ee_delta" in wanted:  # its deltas must mean what every executor does with them (data/layout.py)
+            store.check_ee_delta_convention("training on")
         check_split(cfg, store.n_episodes)
         tasks = store_tasks(store)
         warn_uncovered_randomization(cfg, tasks)

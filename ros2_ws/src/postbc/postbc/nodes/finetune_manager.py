@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from postbc_core.robots.actions import joint_target
+from postbc_core.robots.actions import EEDeltaExecutor
 from postbc_core.errors import ConfigError
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
@@ -156,6 +156,7 @@ class FinetuneManager(Node):
             self._acted = False
             self._success = False  # latest /postbc/sim/success
             self._label: bool | None = None
+            self._ee = EEDeltaExecutor()  # the episode's chain of EE-delta targets
             self._reset_future = None
             self._reset_sent = 0.0
             self._stop = threading.Event()
@@ -358,6 +359,7 @@ class FinetuneManager(Node):
 
     def _begin_episode(self) -> None:
         self.ft.start_episode()
+        self._ee.reset()  # the episode's first delta applies to the measured joints
         self._steps, self._acted, self._success, self._label = 0, False, False, None
         self.state = "running"
 
@@ -380,8 +382,9 @@ class FinetuneManager(Node):
                     self._finish_running("success" if success else "time limit")
                     return
             a = self.ft.act(step.obs)
-            # the policy's action (7,) -> joint target (6,) rad and gripper m (EE deltas apply to the measured joints)
-            q, g = joint_target(a, self.ft.noise_policy.spec.action_mode, step.joint_pos)
+            # the policy's action (7,) -> joint target (6,) rad and gripper m: EE deltas chain from the previous
+            # step's target given this step's measured joints (robots.actions.EEDeltaExecutor: the twin's rule)
+            q, g = self._ee.step(a, self.ft.noise_policy.spec.action_mode, step.joint_pos)
             self._cmd_pub.publish(trajectory_msg(q, g, step.stamp))
             self._acted = True
 

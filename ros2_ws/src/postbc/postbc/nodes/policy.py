@@ -11,9 +11,13 @@ start: the padding `postbc eval` uses), and when a plan is due hand the stacked 
 through a one-slot mailbox (the newest request replaces one not yet started).
 
 Worker thread: predict_action -> chunk (Ta, Da) -> drop it (logged, counted) when now - observation stamp >
-max_action_age -> joint targets (postbc_core.robots.actions.joint_targets: cmd_joint_pos policies: the chunk's
-joints; cmd_ee_delta policies: the deltas chained from the measured joints of that observation) -> /postbc/command
-with header.stamp = the observation's stamp and point i due at i / control_hz:
+max_action_age -> cmd_joint_pos policies: the chunk's joint targets -> /postbc/command with header.stamp = the
+observation's stamp and point i due at i / control_hz (below). cmd_ee_delta policies: the chunk becomes the plan of
+the ticks it covers (postbc_core.control.runner.ChunkStepper), and every control tick converts ITS action with the
+joints measured at that tick through one postbc_core.robots.actions.EEDeltaExecutor (the delta applies to the previous
+tick's target, cut back to the measured joints as the twin's task cuts it: the reference rule of `postbc eval`, so the
+same chunk and measured joints give the twin's targets) and publishes that single point, due now, stamped with the
+tick's observation; the schedule below decides which chunk covers which tick in the same way:
   receding           PolicyRunner's schedule (n_action_steps actions of each chunk, then replan) made latency-aware:
                      when a chunk is published its first L points are already due (L = 1 + floor(age / dt), the
                      median over recent chunks; usually 1, because the observation is sampled at a control step and
@@ -25,7 +29,8 @@ with header.stamp = the observation's stamp and point i due at i / control_hz:
   temporal_ensemble  plan every tick; publish one point: the ACT-weighted mean of every stored prediction for the
                      first control step still ahead (runner.TemporalEnsembler, weights exp(-k i), i = 0 oldest).
 Diagnostics JSON on /postbc/policy/diagnostics (~1 Hz): inference ms and obs->command ms (observation stamp to
-publish, node clock) p50/p99, chunks published, stale drops, device, and per camera the frames received / used /
+publish, node clock; EE-delta policies: to the chunk's plan being ready) p50/p99, chunks published (EE-delta: planned),
+ticks_without_action (EE-delta), stale drops, device, and per camera the frames received / used /
 dropped / refused / pending (ObservationSource.frames: a 30 Hz camera under a 10 Hz control rate uses about one frame
 in three). ~/enable (SetBool): false publishes nothing (the driver's watchdog holds); true starts afresh (history and
 ensemble cleared, as at an episode start).
@@ -42,7 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from postbc_core.robots.actions import joint_targets
-from postbc_core.control.runner import PolicyRunner, TemporalEnsembler
+from postbc_core.control.runner import ChunkStepper, PolicyRunner, TemporalEnsembler
 from postbc_core.errors import ConfigError
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
@@ -151,8 +156,10 @@ class Policy(Node):
         self._mailbox: _Request | None = None
         self._cond = threading.Condition()
         self._stop = threading.Event()
+        # chunks_published: EE-delta policies count the chunks planned (their points go out one per tick);
+        # ticks_without_action: EE-delta ticks no chunk covered (the driver held the last target)
         self.counts = {"ticks": 0, "requests": 0, "superseded": 0, "chunks_published": 0, "stale_drops": 0,
-                       "errors": 0}
+                       "errors": 0, "ticks_without_action": 0}
         self._inference_s: deque = deque(maxlen=LATENCY_WINDOW)
         self._latency_s: deque = deque(maxlen=LATENCY_WINDOW)
         self._leads: deque = deque([1], maxlen=LEAD_WINDOW)  # points already due at publish, recent chunks
@@ -185,6 +192,9 @@ class Policy(Node):
         self.dt = 1.0 / p.control_hz
         self.Ta, self.Da = self.runner.action_horizon, self.policy.config.action_dim
         self.ensembler = TemporalEnsembler(self.Ta, p.ensemble_decay)
+        # EE-delta policies execute one action per tick against that tick's measured joints (module docstring)
+        self.stepwise = self.runner.action_mode == "ee_delta"
+        self.stepper = ChunkStepper(self.runner.action_mode)
         # subscriptions for the policy's keys; ConfigError naming any key no topic provides
         self.source = ObservationSource(self, self.runner.obs_shapes, p.cameras, p.task)
 
@@ -208,6 +218,7 @@ class Policy(Node):
             self._epoch += 1  # chunks in flight belong to the previous run: dropped
             self.runner.reset()
             self.ensembler.reset()
+            self.stepper.reset()
             self._next_plan = self._tick_no
         resp.success = True
         resp.message = "enabled (history cleared)" if req.data else "disabled: publishing nothing"
@@ -239,23 +250,39 @@ class Policy(Node):
             tick = self._tick_no
             self._tick_no += 1
             self.counts["ticks"] += 1
-            if p.execution == "receding" and tick < self._next_plan:
-                return
-            n_points = 1
-            if p.execution == "receding":
-                lead = self.lead_ticks()
-                n_points = min(self.runner.n_action_steps + lead, self.Ta)
-                self._next_plan = tick + max(1, n_points - lead)
-            noise = None
-            if self._noise is not None and self.now() - self._noise[0] <= p.max_action_age:
-                noise = self._noise[1][None]
-            req = _Request(self._epoch, tick, stamp, self.runner.stacked_history(), q, noise, n_points)
+            req = None
+            if p.execution != "receding" or tick >= self._next_plan:
+                n_points = 1
+                if p.execution == "receding":
+                    lead = self.lead_ticks()
+                    n_points = min(self.runner.n_action_steps + lead, self.Ta)
+                    self._next_plan = tick + max(1, n_points - lead)
+                noise = None
+                if self._noise is not None and self.now() - self._noise[0] <= p.max_action_age:
+                    noise = self._noise[1][None]
+                req = _Request(self._epoch, tick, stamp, self.runner.stacked_history(), q, noise, n_points)
+            if self.stepwise:
+                self._step_command(tick, stamp, q)
+        if req is None:
+            return
         with self._cond:
             if self._mailbox is not None:
                 self.counts["superseded"] += 1
             self._mailbox = req
             self.counts["requests"] += 1
             self._cond.notify()
+
+    def _step_command(self, tick: int, stamp: float, q: np.ndarray) -> None:
+        """Lock held, EE-delta policies: convert and publish the action planned for `tick` (q: its measured joints)."""
+        action = self.ensembler.action(tick) if self.params.execution == "temporal_ensemble" else None
+        if self.params.execution == "temporal_ensemble" and action is None:
+            cmd = None
+        else:
+            cmd = self.stepper.command(tick, q, action)
+        if cmd is None:
+            self.counts["ticks_without_action"] += 1
+            return
+        self._cmd_pub.publish(trajectory_msg(cmd[0], cmd[1], stamp))  # one point, due now
 
     # -- inference worker ---------------------------------------------------------------------------------------
     def _work(self):
@@ -291,6 +318,14 @@ class Policy(Node):
             if req.epoch != self._epoch or not self._enabled:
                 return  # disabled or restarted while inferring
             self._leads.append(lead)
+            if self.stepwise:  # the control ticks execute it (_step_command)
+                if p.execution == "temporal_ensemble":
+                    self.ensembler.add(req.tick, chunk)
+                else:
+                    self.stepper.plan(req.tick, chunk[: req.n_points])
+                self.counts["chunks_published"] += 1
+                self._latency_s.append(self.now() - req.stamp)
+                return
             if p.execution == "temporal_ensemble":
                 self.ensembler.add(req.tick, chunk)
                 action = self.ensembler.action(req.tick + lead)  # the first control step still ahead
@@ -299,7 +334,7 @@ class Policy(Node):
                 actions, times = action[None], np.array([lead * self.dt])
             else:
                 actions, times = chunk[: req.n_points], np.arange(req.n_points) * self.dt
-        q, g = joint_targets(actions, self.runner.spec.action_mode, req.q)
+        q, g = joint_targets(actions, self.runner.spec.action_mode, req.q)  # "joint": the chunk's own targets
         msg = trajectory_msg(q, g, req.stamp, times=times)
         with self._lock:
             if req.epoch != self._epoch or not self._enabled:

@@ -12,13 +12,14 @@ GRIPPER_CLOSED), and the delta itself as TwistStamped on
 refuses non-finite input (log line) and publishes nothing before the first /joint_states.
 
 q_ref, the joints the delta is applied to: the joint target teleop commanded on the previous tick while that is
-close to the measured joints, else the measured joints. Why not always the measured joints, as the scripted operators
-do inside the sim (where a command runs for the whole period right after the observation)? Through the graph a
-command reaches the driver after its control step at that observation's time, so the measured joints are one command
-behind, and re-applying each delta to them moves the EE at about half the commanded speed (measured: 0.047 m for
-0.11 m commanded). Chaining from the pending target makes the EE move speed * time; the chain is cut (q_ref :=
-measured) whenever the target's EE leads the measured EE by more than five steps of full-speed motion (blocked by an
-object, clamped by the driver's workspace box, reset, homed, e-stopped), so commands never wind up far ahead.
+close to the measured joints, else the measured joints (robots.actions.EEDeltaExecutor: the convention every stored
+cmd_ee_delta follows, the twin's tasks, scripted operators and policies included). Why not always the measured
+joints? Through the graph a command reaches the driver after its control step at that observation's time, so the
+measured joints are one command behind, and re-applying each delta to them moves the EE at about half the commanded
+speed (measured: 0.047 m for 0.11 m commanded), and a recorded delta would not replay into the same motion. Chaining
+from the pending target makes the EE move speed * time; the chain is cut (q_ref := measured) whenever the target's EE
+leads the measured EE by more than five steps of full-speed motion (blocked by an object, clamped by the driver's
+workspace box, reset, homed, e-stopped), so commands never wind up far ahead.
 
 Idle (no fresh input): with `hold_when_idle` (default) teleop keeps publishing the hold target (q_ref with a zero EE
 delta) every tick, so the driver's watchdog never fires mid-episode, the arm does not creep under gravity and the
@@ -63,7 +64,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from geometry_msgs.msg import Twist, TwistStamped
-from postbc_core.robots.actions import GRIPPER_CLOSED, GRIPPER_OPEN, chained_reference, joint_target
+from postbc_core.robots.actions import GRIPPER_CLOSED, GRIPPER_OPEN, EEDeltaExecutor
 from postbc_core.errors import ConfigError
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
@@ -244,7 +245,10 @@ class Teleop(Node):
         self._keys_time = np.full(6, -np.inf)  # keyboard: per-axis time of the last motion key press
         self._keys_sign = np.zeros(6)
         self._gripper_closed: bool | None = None  # initialised from the first /joint_states
-        self._hold_q: np.ndarray | None = None
+        # The chain of EE-delta targets (data.layout.EE_DELTA_CONVENTION: what the published and recorded delta is
+        # relative to), cut when the target's EE leads the measured EE by RESYNC_STEPS steps of full-speed motion.
+        self._ee = EEDeltaExecutor(max(0.01, RESYNC_STEPS * self.params.linear_speed * self.dt),
+                                   max(0.05, RESYNC_STEPS * self.params.angular_speed * self.dt), RESYNC_RAD)
         self._episode_running = False
         self._prev_buttons: dict[str, list[int]] = {}
         self._homing = False
@@ -388,7 +392,7 @@ class Teleop(Node):
             r = f.result()
             with self._lock:
                 self._homing = False
-                self._hold_q = None  # re-anchor to wherever the arm ended up
+                self._ee.reset()  # re-anchor to wherever the arm ended up
             # One call site per severity: rclpy's logger refuses a call site whose severity changes
             # ("Logger severity cannot be changed between calls", Humble through Kilted).
             if r is not None and r.success:
@@ -411,9 +415,7 @@ class Teleop(Node):
 
     def reference_joints(self, q_meas: np.ndarray) -> np.ndarray:
         """q_ref: the previous tick's target while it is close to the measured joints, else the measured joints."""
-        p = self.params
-        return chained_reference(self._hold_q, q_meas, max(0.01, RESYNC_STEPS * p.linear_speed * self.dt),
-                                 max(0.05, RESYNC_STEPS * p.angular_speed * self.dt), RESYNC_RAD)
+        return self._ee.reference(q_meas)
 
     def _tick(self):
         p, log = self.params, self.get_logger()
@@ -427,20 +429,18 @@ class Teleop(Node):
         if homing:
             return
         delta = self.velocity(self.now()) * self.dt
-        q_ref = self.reference_joints(js.joint_pos)
         gripper = GRIPPER_CLOSED if closed else GRIPPER_OPEN
         if np.any(delta != 0.0):
             try:
-                q, _ = joint_target(np.r_[delta, gripper], "ee_delta", q_ref)
+                q, _ = self._ee.step(np.r_[delta, gripper], "ee_delta", js.joint_pos)
             except ValueError as e:
                 log.error(f"EE delta not applied: {e}")
                 return
         elif p.hold_when_idle:
-            q = q_ref
+            q = self._ee.hold(js.joint_pos)
         else:
-            self._hold_q = None  # the next motion starts from the measured joints
+            self._ee.reset()  # the next motion starts from the measured joints
             return
-        self._hold_q = q
         self._cmd_pub.publish(trajectory_msg(q, gripper, js.stamp))
         self._delta_pub.publish(twist_stamped_msg(delta, js.stamp))
         self.n_commands += 1
