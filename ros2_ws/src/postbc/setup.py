@@ -38,7 +38,7 @@ class BuildPy(build_py):
         super().run()
 
 
-NODES = ("robot_driver", "camera", "teleop", "keyboard", "recorder", "policy", "finetune_manager")
+NODES = ("robot_driver", "camera", "teleop", "keyboard", "recorder", "policy", "finetune_manager", "console")
 
 setup(
     name=PACKAGE,
@@ -56,7 +56,7 @@ setup(
     zip_safe=True,
     maintainer="PostBC robot stack",
     maintainer_email="dev@postbc.example",
-    description="ROS 2 nodes for PostBC on the WidowX 250s (driver, cameras, teleop, recorder, policy, finetune)",
+    description="ROS 2 nodes for PostBC on the WidowX 250s (driver, cameras, teleop, recorder, policy, finetune, console)",
     license="Apache-2.0",
     entry_points={
         "console_scripts": [f"{n} = {PACKAGE}.nodes.{n}:main" for n in NODES]

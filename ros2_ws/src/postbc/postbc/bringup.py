@@ -8,7 +8,8 @@
 
 Profiles: sim (driver + cameras), record_demos (+ teleop + recorder), policy (+ policy, optionally a recorder of the
 rollouts), finetune (+ teleop for episode keys / labels on the real arm, + the finetune manager, which runs the
-frozen policy itself). Node parameters are checked against each node's `Params` dataclass
+frozen policy itself). Every profile also starts the operator's console (nodes/console.py; `console:=false` leaves
+it out). Node parameters are checked against each node's `Params` dataclass
 here, so a typo fails before anything starts.
 
 Teleop input: `teleop:=joy` adds joy's `game_controller_node` (apt ros-humble-joy), `teleop:=spacemouse` spacenav's
@@ -89,6 +90,17 @@ class Bringup:
     """sim: seed of the first episode (the driver's ~/reset uses seed, seed+1, ...)."""
     finetune_out: str = "runs/finetune"
     """finetune profile: run directory (checkpoints, replay store, metrics)."""
+    console: bool = True
+    """Start the operator's browser console (camera views, status, episode buttons, e-stop) on
+    http://<console_host>:<console_port>/; false leaves it out."""
+    console_host: str = "127.0.0.1"
+    """Interface the console serves on: 127.0.0.1 = this machine only (reach it through an SSH tunnel); any other
+    address needs console_token."""
+    console_port: int = 8080
+    """TCP port of the console (0 = any free port; the console logs its URL)."""
+    console_token: str = ""
+    """Access token the console requires on every request (open http://host:port/?token=...); empty =
+    $POSTBC_CONSOLE_TOKEN, else none (allowed on 127.0.0.1 only)."""
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -230,10 +242,18 @@ def _nodes(profile: str, s: Bringup) -> list[NodeSpec]:
                               {"checkpoint": s.checkpoint, "out": s.finetune_out, "task": s.task, "device": s.device,
                                "control_hz": s.control_hz, "backend": s.backend, "auto_start": s.sim,
                                "cameras": list(s.cameras), **({"codec": s.codec} if s.codec else {})}))
+    if s.console:
+        specs.append(_console(s, profile))
     if s.sim:
         specs = [dataclasses.replace(n, parameters={**n.parameters, "use_sim_time": True}) if n.ours else n
                  for n in specs]
     return specs
+
+
+def _console(s: Bringup, profile: str) -> NodeSpec:
+    """The operator's console (nodes/console.py): it shows the profile's cameras and status topics."""
+    return NodeSpec("console", "console", {"host": s.console_host, "port": s.console_port, "token": s.console_token,
+                                           "cameras": list(s.cameras), "profile": profile})
 
 
 def _apply_overrides(specs: list[NodeSpec], overrides: dict[str, dict[str, Any]]) -> list[NodeSpec]:

@@ -461,6 +461,7 @@ class FinetuneManager(Node):
                     "mode": self.ft.mode, "steps": self._steps, "successes": int(sum(succ)),
                     "success_rate": (sum(succ) / len(succ)) if succ else None,
                     "success_rate_last10": (sum(recent) / len(recent)) if recent else None,
+                    "episode_success": succ,  # per finished episode, in order: the console's success curve
                     "updates": self.ft.updates, "replay_transitions": len(self.ft.replay),
                     "last_update": self.last_update, "paused_requested": self._pause_requested,
                     "error": self.error, "out": self.params.out}
