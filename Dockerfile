@@ -110,7 +110,7 @@ COPY requirements /opt/postbc/requirements
 RUN python3 -m pip install "pip==24.3.1" \
     && python3 -m pip install -c /opt/postbc/requirements/robot-constraints.txt "torch==${TORCH_VERSION}" \
         --extra-index-url "${TORCH_INDEX}" \
-    && python3 -m pip install -c /opt/postbc/requirements/robot-constraints.txt -e "/opt/postbc/postbc_core[realsense,codecs]"
+    && python3 -m pip install -c /opt/postbc/requirements/robot-constraints.txt -e "/opt/postbc/postbc_core[realsense,codecs,console]"
 
 # The ROS 2 package (nodes + launch files) in its own workspace, overlaid on Interbotix's. setup.py installs the
 # top-level launch/ files (../../../launch from the package), so the repository layout is kept under /opt/postbc.

@@ -23,7 +23,8 @@ def test_record_demos_profile_end_to_end(ros_context, tmp_path):
     store = tmp_path / "demos.zarr"
     specs = runner.build("record_demos", [f"store={store}", "image_width=64", "image_height=64",
                                           "real_time_factor=0.4", "task=lift_cube"])
-    assert [s.name for s in specs] == ["robot_driver", "camera_front", "camera_wrist", "teleop", "recorder"]
+    assert [s.name for s in specs] == ["robot_driver", "camera_front", "camera_wrist", "teleop", "recorder",
+                                          "console"]
     with runner.Composition(specs, context=ros_context) as comp:
         comp.start()
         from rclpy.node import Node

@@ -47,7 +47,8 @@ def _run_profile(ros_context, ckpt, out, episodes: int, timeout: float, cameras:
             "finetune_manager.max_episode_s=1.2", "finetune_manager.device=cpu", "finetune_manager.utd=2",
             "finetune_manager.torch_threads=1", *(("image_width=64", "image_height=48") if cameras else ())]
     specs = runner.build("finetune", sets)
-    assert [s.name for s in specs] == ["robot_driver", *(f"camera_{c}" for c in cameras), "finetune_manager"]
+    assert [s.name for s in specs] == ["robot_driver", *(f"camera_{c}" for c in cameras), "finetune_manager",
+                                          "console"]
     statuses: list[dict] = []
     with runner.Composition(specs, context=ros_context) as comp:
         from postbc import topics

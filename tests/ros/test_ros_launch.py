@@ -130,10 +130,10 @@ PROFILE_ARGS = {  # the README's lines, on the sim backend (paths into the test'
     "finetune": lambda tmp, ck: [f"checkpoint:={ck}", f"finetune_out:={tmp}/ft", "cameras:=none"],
 }
 PROFILE_NODES = {
-    "sim": ["robot_driver", "camera_front", "camera_wrist"],
-    "record_demos": ["robot_driver", "camera_front", "camera_wrist", "teleop", "recorder"],
-    "policy": ["robot_driver", "policy", "recorder"],
-    "finetune": ["robot_driver", "finetune_manager"],
+    "sim": ["robot_driver", "camera_front", "camera_wrist", "console"],
+    "record_demos": ["robot_driver", "camera_front", "camera_wrist", "teleop", "recorder", "console"],
+    "policy": ["robot_driver", "policy", "recorder", "console"],
+    "finetune": ["robot_driver", "finetune_manager", "console"],
 }
 
 
@@ -221,7 +221,7 @@ def test_readme_cli_lines_run_as_written(env, graph, tmp_path):
     assert lines and all(covered.values()), f"README CLI lines without a check here: {covered}"
     probe = graph.node("launch_probe")
     store = tmp_path / "demos.zarr"
-    names = ["robot_driver", "teleop", "recorder"]
+    names = ["robot_driver", "teleop", "recorder", "console"]
     with upstream.Launch(["record_demos.launch.py", f"store:={store}", "cameras:=none"], env) as launch:
         wait_nodes_up(probe, launch, names)
         for ln in lines:
@@ -247,7 +247,7 @@ def test_keyboard_teleop_from_its_own_terminal(env, graph, tmp_path):
     assert r.returncode == 2 and "ros2 run postbc keyboard" in r.stderr and "Traceback" not in r.stderr, r.stderr
     probe = graph.node("launch_probe")
     store = tmp_path / "kb.zarr"
-    names = ["robot_driver", "teleop", "recorder"]
+    names = ["robot_driver", "teleop", "recorder", "console"]
     with upstream.Launch(["record_demos.launch.py", f"store:={store}", "cameras:=none"], env) as launch:
         wait_nodes_up(probe, launch, names)
         assert "/teleop/keys" in _graph_of(probe, "teleop")["sub"]
@@ -351,7 +351,7 @@ def test_joy_and_spacemouse_start_their_input_node(device, package, executable, 
     probe = graph.node("launch_probe")
     deltas: list[float] = []
     probe.create_subscription(TwistStamped, topics.TELEOP_EE_DELTA, lambda m: deltas.append(m.twist.linear.x), 50)
-    names = ["robot_driver", "teleop", "recorder"]
+    names = ["robot_driver", "teleop", "recorder", "console"]
     with upstream.Launch(["record_demos.launch.py", f"teleop:={device}", f"store:={tmp_path}/d.zarr",
                           "cameras:=none"], env) as launch:
         wait_nodes_up(probe, launch, names)
@@ -377,7 +377,7 @@ def test_launch_stops_when_a_node_exits_and_shows_its_error_last(env, graph, tmp
     del rc  # ros2 launch's own exit code is 0 after a Shutdown action (upstream behaviour)
 
     probe = graph.node("launch_probe")
-    names = ["robot_driver", "teleop", "recorder"]
+    names = ["robot_driver", "teleop", "recorder", "console"]
     with upstream.Launch(["record_demos.launch.py", f"store:={tmp_path}/d.zarr", "cameras:=none"], env) as launch:
         wait_nodes_up(probe, launch, names)
         driver = next(p for p in upstream.processes_in_group(launch.pgid) if "lib/postbc/robot_driver" in p)

@@ -15,7 +15,7 @@ from postbc import bringup
 from postbc_core.errors import ConfigError
 
 PROFILES = bringup.PROFILES
-EXECUTABLES = ("robot_driver", "camera", "teleop", "recorder", "policy", "finetune_manager")
+EXECUTABLES = ("robot_driver", "camera", "teleop", "recorder", "policy", "finetune_manager", "console")
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_cli_graph_and_errors():
                 "--set", "record=true", "--set", "recorder.max_episode_s=20")
     assert r.returncode == 0, r.stderr
     nodes = {n["name"]: n for n in json.loads(r.stdout)}
-    assert list(nodes) == ["robot_driver", "camera_front", "camera_wrist", "policy", "recorder"]
+    assert list(nodes) == ["robot_driver", "camera_front", "camera_wrist", "policy", "recorder", "console"]
     assert nodes["recorder"]["parameters"]["max_episode_s"] == 20
     assert nodes["recorder"]["parameters"]["source"] == "policy"
     r = _postbc("graph", "sim", "--set", "robot_driver.nope=1")

@@ -390,7 +390,7 @@ def test_policy_on_the_sim_tasks_recommended_keys(ros_context, recommended_keys_
     assert recommended_obs_keys("lift_cube") == tuple(REC_SHAPES)
     specs = runner.build("policy", [f"checkpoint={recommended_keys_policy}", "cameras=[]", "task=lift_cube",
                                     "real_time_factor=2.0", "policy.device=cpu"])
-    assert [s.name for s in specs] == ["robot_driver", "policy"] and specs[1].parameters["task"] == "lift_cube"
+    assert [s.name for s in specs] == ["robot_driver", "policy", "console"] and specs[1].parameters["task"] == "lift_cube"
     with runner.Composition(specs, context=ros_context) as comp:
         probe = Node("probe", context=ros_context)
         comp.executor.add_node(probe)
