@@ -211,6 +211,9 @@ def test_console_node_sees_the_graph_and_a_stuck_client_does_not_stop_it(graph, 
     estops: list[bool] = []
     probe.create_subscription(Bool, topics.ESTOP, lambda m: estops.append(m.data), topics.LATCHED_QOS)
     pub = probe.create_publisher(Image, topics.image_topic("front"), topics.SENSOR_QOS)
+    seen = [0]
+    probe.create_subscription(Image, topics.image_topic("front"), lambda m: seen.__setitem__(0, seen[0] + 1),
+                              topics.SENSOR_QOS)
     img = np.random.default_rng(1).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     stop = threading.Event()
 
@@ -223,7 +226,16 @@ def test_console_node_sees_the_graph_and_a_stuck_client_does_not_stop_it(graph, 
     t.start()
     try:
         url = node.server.url
-        wait_for(lambda: node.hub.received["front"] > 3, 20, what="camera frames at the console")
+        # Nobody watches: the console is not even subscribed (frames reach another subscriber, not it).
+        wait_for(lambda: seen[0] > 10, 20, what="camera frames on the topic")
+        assert node.hub.received["front"] == 0 and node.count_subscribers(topics.image_topic("front")) == 1
+        c = http.client.HTTPConnection("127.0.0.1", node.server.port, timeout=20)
+        c.request("GET", "/stream/front.mjpg")
+        r = c.getresponse()
+        head = r.read(200)
+        assert r.status == 200 and b"Content-Type: image/jpeg" in head
+        c.close()  # the last watcher leaves: unsubscribed again
+        wait_for(lambda: node.count_subscribers(topics.image_topic("front")) == 1, 20, what="the unsubscribe")
         stuck = socket.create_connection(("127.0.0.1", node.server.port))
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stuck.sendall(b"GET /stream/front.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -303,3 +315,32 @@ def test_browser_runs_a_recording_session(ros_context, tmp_path):
     assert s.n_episodes == 1  # the discarded one is not there
     assert s.episode_meta(0)["success"] is True and s.episode_meta(0)["source"] == "teleop"
     assert len(s.episode(0)["timestamp"]) >= 5
+
+
+@pytest.mark.slow
+def test_browser_shows_a_finetuning_run(ros_context, tmp_path):
+    """The finetune profile on the sim: the page follows the manager's status to the end of its budget and draws
+    the success curve, one dot per episode (slow: trains a weak policy and runs three episodes)."""
+    exe = _browser()
+    sync_playwright = _playwright()
+    from _policies import weak_lift_policy
+
+    ckpt = weak_lift_policy(tmp_path / "ckpt", steps=60)
+    sets = [f"checkpoint={ckpt}", f"finetune_out={tmp_path / 'ft'}", "cameras=[front, wrist]", "image_width=64",
+            "image_height=64", "finetune_manager.episodes=3", "finetune_manager.warmup_episodes=1",
+            "finetune_manager.max_episode_s=1.2", "finetune_manager.device=cpu", "finetune_manager.utd=2",
+            "finetune_manager.torch_threads=1", "console_port=0"]
+    with runner.Composition(runner.build("finetune", sets), context=ros_context) as comp, sync_playwright() as pw:
+        comp.start()
+        mgr = comp["finetune_manager"]
+        browser = pw.chromium.launch(executable_path=exe, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(comp["console"].server.url)
+        page.wait_for_function("document.getElementById('ft-state').textContent !== '?'", timeout=60000)
+        assert page.locator("#sec-recorder").is_hidden() and page.locator("#sec-finetune").is_visible()
+        wait_for(lambda: mgr.status()["state"] in ("done", "error"), 240, what="the finetuning budget")
+        assert mgr.status()["state"] == "done", mgr.status()
+        page.wait_for_function("document.getElementById('ft-state').textContent === 'done'", timeout=20000)
+        page.wait_for_function("document.querySelectorAll('#curve circle').length === 3", timeout=20000)
+        page.screenshot(path=str(_shots(tmp_path) / "console_finetune.png"))
+        browser.close()

@@ -77,7 +77,8 @@ class FrameHub:
     frame, encoding it only if it is newer than the cached one and the camera's last encode is at least 1/max_hz old;
     several clients of one camera share the encode."""
 
-    def __init__(self, cameras, max_hz: float, quality: int, to_rgb: Callable[[Any], Any]):
+    def __init__(self, cameras, max_hz: float, quality: int, to_rgb: Callable[[Any], Any], width: int = 0,
+                 on_watch: Callable[[str, bool], None] | None = None):
         if max_hz <= 0:
             raise ConfigError(f"stream_hz={max_hz}: give a positive rate (Hz) for the camera views")
         if not 1 <= quality <= 100:
@@ -86,11 +87,23 @@ class FrameHub:
         self.max_hz = float(max_hz)
         self.quality = int(quality)
         self._to_rgb = to_rgb
+        self.width = int(width)  # views wider than this are downscaled before encoding (0 = native size)
+        self._on_watch = on_watch or (lambda camera, on: None)
+        self.watchers = dict.fromkeys(self.cameras, 0)
+        self._watch_lock = threading.Lock()
         self._latest: dict[str, tuple[int, Any]] = {c: (0, None) for c in self.cameras}
         self._cache: dict[str, tuple[int, bytes, float]] = {c: (0, b"", -1e9) for c in self.cameras}
         self._locks = {c: threading.Lock() for c in self.cameras}
         self.received = dict.fromkeys(self.cameras, 0)
         self.encodes = dict.fromkeys(self.cameras, 0)
+
+    def watch(self, camera: str, on: bool) -> None:
+        """A client starts (on) / stops watching `camera`: the first one turns the camera's subscription on, the
+        last one off (`on_watch`), so no frame is even received while nobody looks."""
+        with self._watch_lock:
+            n = self.watchers[camera] = self.watchers[camera] + (1 if on else -1)
+            if n == (1 if on else 0):
+                self._on_watch(camera, on)
 
     def put(self, camera: str, msg: Any) -> None:
         seq = self._latest[camera][0] + 1  # one writer per camera (its subscription's callback)
@@ -109,6 +122,9 @@ class FrameHub:
             import cv2
 
             rgb = self._to_rgb(msg)
+            if self.width and rgb.shape[1] > self.width:
+                h = max(1, round(rgb.shape[0] * self.width / rgb.shape[1]))
+                rgb = cv2.resize(rgb, (self.width, h), interpolation=cv2.INTER_AREA)
             ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
                                    [int(cv2.IMWRITE_JPEG_QUALITY), self.quality])
             if not ok:
@@ -231,13 +247,17 @@ def make_app(backend: Backend, token: str, loopback: bool, stopping: threading.E
         async def frames():
             last = -1
             period = 1.0 / backend.hub.max_hz
-            while not stopping.is_set():
-                out = await anyio.to_thread.run_sync(backend.hub.jpeg, cam)
-                if out is not None and out[0] != last:
-                    last, data = out
-                    yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
-                           .encode() + data + b"\r\n")
-                await anyio.sleep(period)
+            await anyio.to_thread.run_sync(backend.hub.watch, cam, True)
+            try:
+                while not stopping.is_set():
+                    out = await anyio.to_thread.run_sync(backend.hub.jpeg, cam)
+                    if out is not None and out[0] != last:
+                        last, data = out
+                        yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
+                               .encode() + data + b"\r\n")
+                    await anyio.sleep(period)
+            finally:  # the client left (or the server stops): the last one turns the camera's subscription off
+                backend.hub.watch(cam, False)
 
         return StreamingResponse(frames(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
                                  headers={"Cache-Control": "no-store"})
@@ -266,7 +286,7 @@ def bind(host: str, port: int) -> socket.socket:
 class ConsoleServer:
     """uvicorn serving `make_app` on its own thread; the socket is bound in __init__ so a bad address fails there."""
 
-    def __init__(self, backend: Backend, host: str, port: int, token: str):
+    def __init__(self, backend: Backend, host: str, port: int, token: str, nice: int = 10):
         try:
             import uvicorn  # noqa: F401
             import starlette  # noqa: F401
@@ -280,6 +300,7 @@ class ConsoleServer:
         self.host = host
         self.port = self.sock.getsockname()[1]
         self.token = token
+        self.nice = int(nice)
         self.app = make_app(backend, token, is_loopback(host), self.stopping)
         self._server = None
         self._thread: threading.Thread | None = None
@@ -296,10 +317,19 @@ class ConsoleServer:
                                 timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(config)
         # uvicorn installs signal handlers only on the main thread: here the node's own handlers stay in charge.
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self.sock]},
-                                        name="postbc_console_web", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="postbc_console_web", daemon=True)
         self._thread.start()
         return self
+
+    def _run(self) -> None:
+        if self.nice:
+            # Linux schedules threads as tasks: this one, and the worker threads it starts (they inherit it), yield
+            # the CPU to the control threads of the same process when the machine is busy.
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except (AttributeError, OSError):
+                pass  # not Linux / not permitted: runs at the process's priority
+        self._server.run(sockets=[self.sock])
 
     def stop(self) -> None:
         self.stopping.set()  # ends the camera streams at their next frame

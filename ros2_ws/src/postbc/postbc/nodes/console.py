@@ -11,8 +11,10 @@ are the README's two CLI lines: publish False there, then call /robot_driver/ena
 
 Never blocking the graph: every subscription callback stores a reference to the newest message and returns (no
 conversion, no encoding, no locks shared with the web server beyond a dict assignment); the web server
-(postbc/console_web.py) runs on its own thread and encodes camera frames only while a browser shows them, at most
-`stream_hz` per camera. Service calls wait for their answer on web worker threads, never on the executor.
+(postbc/console_web.py) runs on its own thread, at a lower scheduling priority (`nice`). A camera is subscribed to
+only while some browser shows it, and its frames are downscaled (`view_width`) and JPEG-encoded at most `stream_hz`
+times a second, one encode shared by every browser. Service calls wait for their answer on web worker threads, never
+on the executor. benchmarks/bench_ros_console.py measures what two browsers cost the control loop.
 
 Access: bound to 127.0.0.1 by default; another interface needs an access token (`token`, or $POSTBC_CONSOLE_TOKEN),
 checked before anything starts (postbc.console_web.check_bind).
@@ -75,6 +77,12 @@ class Params:
     """Most camera frames per second JPEG-encoded and sent per camera, however many browsers watch (0.1..60)."""
     jpeg_quality: int = 75
     """JPEG quality of the camera views (1..100)."""
+    view_width: int = 320
+    """Camera views wider than this (pixels) are downscaled before encoding (0 = native size: ~4x the encode time
+    and bandwidth of a 640x480 camera at 320)."""
+    nice: int = 10
+    """Scheduling niceness of the web server's threads (0..19; Linux): under load they yield the CPU to the control
+    threads of the same process (`postbc ros run` composes every node in one)."""
     profile: str = ""
     """The launch profile (sim, record_demos, policy, finetune): which panels the page opens with."""
     service_timeout: float = 10.0
@@ -86,6 +94,10 @@ class Params:
             raise ConfigError(f"stream_hz={self.stream_hz}: give 0.1..60 frames per second per camera")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"jpeg_quality={self.jpeg_quality}: give 1..100")
+        if self.view_width < 0:
+            raise ConfigError(f"view_width={self.view_width}: give pixels >= 0 (0 = native size)")
+        if not 0 <= self.nice <= 19:
+            raise ConfigError(f"nice={self.nice}: give 0..19 (0 = the process's own priority)")
         if self.service_timeout <= 0:
             raise ConfigError(f"service_timeout={self.service_timeout}: give seconds > 0")
 
@@ -107,7 +119,10 @@ class Console(Node):
         self.server: ConsoleServer | None = None
         self.params = p = declare(self, Params)
         group = ReentrantCallbackGroup()
-        self.hub = FrameHub(p.cameras, p.stream_hz, p.jpeg_quality, to_rgb)
+        self._group = group
+        self._camera_subs: dict[str, object] = {}
+        self.hub = FrameHub(p.cameras, p.stream_hz, p.jpeg_quality, to_rgb, width=p.view_width,
+                            on_watch=self._watch_camera)
         self._lock = threading.Lock()
         self._status: dict[str, tuple[dict, float]] = {}
         self._joints: JointState | None = None
@@ -117,9 +132,6 @@ class Console(Node):
         self._episodes: dict[int, dict] = {}
         self.create_subscription(JointState, topics.JOINT_STATES, self._on_joints, topics.STATE_QOS,
                                  callback_group=group)
-        for cam in p.cameras:
-            self.create_subscription(Image, topics.image_topic(cam), lambda m, c=cam: self.hub.put(c, m),
-                                     topics.SENSOR_QOS, callback_group=group)
         for key, topic in STATUS_TOPICS.items():
             self.create_subscription(String, topic, lambda m, k=key: self._on_status(k, m), topics.STATUS_QOS,
                                      callback_group=group)
@@ -128,7 +140,7 @@ class Console(Node):
         self._estop_pub = self.create_publisher(Bool, topics.ESTOP, topics.LATCHED_QOS)
         self._action_clients = {name: self.create_client(t, f"/{node}/{srv}", callback_group=group)
                          for name, (node, srv, t) in ACTIONS.items()}
-        self.server = ConsoleServer(self, p.host, p.port, resolve_token(p.token))  # bind errors: ConfigError here
+        self.server = ConsoleServer(self, p.host, p.port, resolve_token(p.token), nice=p.nice)  # bind errors: ConfigError here
         self.server.start()
         self.get_logger().info(f"operator console on {self.server.url}"
                                + (" (token required: open it with ?token=...)" if self.server.token else ""))
@@ -137,6 +149,18 @@ class Console(Node):
     def _on_joints(self, msg: JointState) -> None:
         self._joints = msg
         self._joint_times.append(time.monotonic())
+
+    def _watch_camera(self, camera: str, on: bool) -> None:
+        """Subscribe to `camera` while a browser shows it (FrameHub.watch): unwatched frames are not even
+        deserialized in this process (2 x 640x480 at 30 Hz: ~0.3 of a core here)."""
+        if on:
+            self._camera_subs[camera] = self.create_subscription(
+                Image, topics.image_topic(camera), lambda m, c=camera: self.hub.put(c, m), topics.SENSOR_QOS,
+                callback_group=self._group)
+        else:
+            sub = self._camera_subs.pop(camera, None)
+            if sub is not None and self.context.ok():  # a stream that ends at shutdown: the node goes anyway
+                self.destroy_subscription(sub)
 
     def _on_status(self, key: str, msg: String) -> None:
         try:
