@@ -1,13 +1,15 @@
 """The operator console's cost to the control loop: control-tick jitter and /joint_states rate with the console off,
 on with no browser, and on with two headless Chromium pages each showing both camera views at the full camera rate.
 
-Worst case for the console: `postbc ros run record_demos` composes the sim driver (100 Hz /joint_states, its control
-step), teleop (one command per control tick, 10 Hz), the recorder and the console in ONE process (one GIL). Two
-640x480 RGB camera streams at 30 Hz come from a second process (what RealSense camera nodes are), the console
-streams them at stream_hz 30 (every frame), and a probe node in the control process records the arrival time of
-every /joint_states and /postbc/command message. Per phase: /joint_states rate (Hz), the command (control tick)
-interval's deviation from 1/control_hz (p50 / p99 / max ms), the driver's real-time factor, the CPU of the control
-process and of the browsers (% of one core, /proc), and the JPEG encodes per second. Ratios are against the
+`postbc ros run record_demos` composes the sim driver (100 Hz /joint_states, its control step), teleop (one command
+per control tick, 10 Hz) and the recorder in ONE process (one GIL) and starts the console as a process of its own
+(NodeSpec.own_process). Two 640x480 RGB camera streams at 30 Hz come from another process (what RealSense camera
+nodes are); the console streams them at stream_hz 30 (every frame). A probe node in the control process records the
+arrival time of every /joint_states and /postbc/command message. Per phase: /joint_states rate (Hz), the command
+(control tick) interval's deviation from 1/control_hz (p50 / p99 / max ms), the driver's real-time factor, the CPU
+of the control process and of the console + browser processes (% of one core, /proc), and the JPEG encodes per
+second (composed console only). The last phase is the design the runner does not use, kept as the evidence for
+own_process: the console composed into the control process, same two browsers. Ratios are against the
 "no browser" phase of the same run; absolute numbers depend on the machine and its load.
 
     python benchmarks/bench_ros_console.py [--quick] [--seconds 20]
@@ -86,17 +88,19 @@ def tree_cpu(root: int) -> float:
     return total
 
 
-def phase(name: str, console: bool, browsers: int, seconds: float, store: Path, browser_exe: str | None) -> dict:
+def phase(name: str, console: bool | str, browsers: int, seconds: float, store: Path, browser_exe: str) -> dict:
     import rclpy
     from postbc import runner, topics
     from rclpy.node import Node
     from sensor_msgs.msg import JointState
     from trajectory_msgs.msg import JointTrajectory
 
+    # console True: as `postbc ros run` starts it (a process of its own); "composed": in the control process
     specs = runner.build("record_demos", [f"store={store}", "cameras=[]", f"control_hz={CONTROL_HZ}",
-                                          f"console={'true' if console else 'false'}", "console_port=0",
+                                          f"console={'true' if console is True else 'false'}", "console_port=0",
                                           *([f"console.cameras=[{', '.join(CAMERAS)}]", "console.stream_hz=30.0"]
-                                            if console else [])])
+                                            if console is True else [])])
+    url = ""
     ctx = rclpy.context.Context()
     rclpy.init(context=ctx)
     js_t: list[float] = []
@@ -111,10 +115,23 @@ def phase(name: str, console: bool, browsers: int, seconds: float, store: Path, 
             probe.create_subscription(JointTrajectory, topics.COMMAND, lambda m: cmd_t.append(time.monotonic()),
                                       topics.COMMAND_QOS)
             comp.start()
-            con = comp.nodes.get("console")
+            con = None
+            if console == "composed":  # the rejected design: the console's web server in the control process
+                from functools import partial
+
+                from postbc.node_main import construct
+                from postbc.nodes.console import Console
+                from rclpy.parameter import Parameter
+
+                con = construct(partial(Console, "console", context=ctx, parameter_overrides=[
+                    Parameter("port", value=0), Parameter("cameras", value=list(CAMERAS)),
+                    Parameter("stream_hz", value=30.0), Parameter("profile", value="record_demos")]))
+                comp.executor.add_node(con)
+                url = con.server.url
+            elif console:
+                url = comp["console"].url
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not (js_t and cmd_t and (
-                    con is None or all(con.hub.received.values()))):
+            while time.monotonic() < deadline and not (js_t and cmd_t):
                 time.sleep(0.1)
             if browsers:
                 from playwright.sync_api import sync_playwright
@@ -123,7 +140,7 @@ def phase(name: str, console: bool, browsers: int, seconds: float, store: Path, 
                 browser = pw.chromium.launch(executable_path=browser_exe, headless=True)
                 pages = [browser.new_page(viewport={"width": 1280, "height": 1000}) for _ in range(browsers)]
                 for pg in pages:
-                    pg.goto(con.server.url)
+                    pg.goto(url, timeout=60000)
                 for pg in pages:
                     pg.wait_for_function("['front', 'wrist'].every(c => { const i = document.getElementById("
                                          "'cam-' + c); return i && i.naturalWidth > 0; })", timeout=60000)
@@ -131,16 +148,19 @@ def phase(name: str, console: bool, browsers: int, seconds: float, store: Path, 
             enc0 = sum(con.hub.encodes.values()) if con else 0
             js0, cmd0 = len(js_t), len(cmd_t)
             c0, w0 = time.process_time(), time.monotonic()
-            b0 = browser_cpu() if browser else 0.0
+            b0 = browser_cpu()
             time.sleep(seconds)
             wall = time.monotonic() - w0
             cpu = (time.process_time() - c0) / wall
-            bcpu = (browser_cpu() - b0) / wall if browser else 0.0
+            bcpu = (browser_cpu() - b0) / wall
             rtf = comp["robot_driver"].status().get("real_time_factor")
             enc = (sum(con.hub.encodes.values()) - enc0) / wall if con else 0.0
             js = js_t[js0:]
             cmd = np.diff(cmd_t[cmd0:])
             probe.destroy_node()
+            if con is not None:
+                comp.executor.remove_node(con)
+                con.destroy_node()
         dev = np.abs(cmd - 1.0 / CONTROL_HZ) * 1e3
         row = {"phase": name, "console": console, "browsers": browsers, "seconds": round(wall, 2),
                "joint_states_hz": round(len(js) / wall, 2),
@@ -149,7 +169,7 @@ def phase(name: str, console: bool, browsers: int, seconds: float, store: Path, 
                "tick_dev_max_ms": round(float(dev.max()), 2), "ticks": int(cmd.size + 1),
                "control_hz_measured": round(float(1.0 / cmd.mean()), 3),
                "real_time_factor": rtf, "control_process_cpu_pct": round(100 * cpu, 1),
-               "browser_cpu_pct": round(100 * bcpu, 1), "jpeg_encodes_per_s": round(enc, 1)}
+               "console_and_browser_cpu_pct": round(100 * bcpu, 1), "jpeg_encodes_per_s": round(enc, 1)}
     finally:
         if browser is not None:
             browser.close()
@@ -163,8 +183,8 @@ CAMERA_PID = [0]  # the camera publisher: a child of this process that is not a 
 
 
 def browser_cpu() -> float:
-    """CPU seconds of the processes under this one other than the camera publisher: Playwright's driver and the
-    chromium processes it started."""
+    """CPU seconds of the processes under this one other than the camera publisher: the console's process (as
+    `postbc ros run` starts it), Playwright's driver and the chromium processes it started."""
     kids = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
     return sum(tree_cpu(int(k)) for k in kids if int(k) != CAMERA_PID[0])
 
@@ -191,7 +211,8 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for i, (name, console, browsers) in enumerate((("console off", False, 0), ("no browser", True, 0),
-                                                           ("two browsers", True, 2))):
+                                                           ("two browsers", True, 2),
+                                                           ("2 br. composed", "composed", 2))):
                 rows.append(phase(name, console, browsers, seconds, Path(tmp) / f"d{i}.zarr", exe))
                 print(rows[-1], flush=True)
     finally:
@@ -202,12 +223,12 @@ def main() -> int:
         r["joint_states_rate_ratio"] = round(r["joint_states_hz"] / base["joint_states_hz"], 3)
         r["tick_dev_p99_ratio"] = round(r["tick_dev_p99_ms"] / max(base["tick_dev_p99_ms"], 1e-3), 2)
     print(f"\n{'phase':14s} {'js Hz':>7s} {'ratio':>6s} {'tick dev p50/p99/max ms':>24s} {'p99 ratio':>9s} "
-          f"{'rtf':>5s} {'ctl cpu%':>8s} {'browser cpu%':>12s} {'enc/s':>6s}")
+          f"{'rtf':>5s} {'ctl cpu%':>8s} {'cons+br cpu%':>12s} {'enc/s':>6s}")
     for r in rows:
         print(f"{r['phase']:14s} {r['joint_states_hz']:7.1f} {r['joint_states_rate_ratio']:6.3f} "
               f"{r['tick_dev_p50_ms']:7.2f} / {r['tick_dev_p99_ms']:6.2f} / {r['tick_dev_max_ms']:6.2f} "
               f"{r['tick_dev_p99_ratio']:9.2f} {r['real_time_factor'] or 0:5.2f} {r['control_process_cpu_pct']:8.1f} "
-              f"{r['browser_cpu_pct']:12.1f} {r['jpeg_encodes_per_s']:6.1f}")
+              f"{r['console_and_browser_cpu_pct']:12.1f} {r['jpeg_encodes_per_s']:6.1f}")
     write_result("ros_console", {"cameras": {"n": len(CAMERAS), "width": W, "height": H, "hz": CAM_HZ},
                                  "control_hz": CONTROL_HZ, "stream_hz": 30.0, "seconds_per_phase": seconds,
                                  "baseline": "no browser", "rows": rows}, quick=args.quick)

@@ -271,7 +271,7 @@ def test_browser_runs_a_recording_session(ros_context, tmp_path):
         rec, driver, console = comp["recorder"], comp["robot_driver"], comp["console"]
         browser = pw.chromium.launch(executable_path=exe, headless=True)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(console.server.url)
+        page.goto(console.url)
         page.wait_for_function("document.getElementById('rec-state').textContent === 'idle'", timeout=30000)
         # Both camera views show frames (the MJPEG streams decode in the browser).
         page.wait_for_function("['front', 'wrist'].every(c => { const i = document.getElementById('cam-' + c); "
@@ -335,7 +335,7 @@ def test_browser_shows_a_finetuning_run(ros_context, tmp_path):
         mgr = comp["finetune_manager"]
         browser = pw.chromium.launch(executable_path=exe, headless=True)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(comp["console"].server.url)
+        page.goto(comp["console"].url)
         page.wait_for_function("document.getElementById('ft-state').textContent !== '?'", timeout=60000)
         assert page.locator("#sec-recorder").is_hidden() and page.locator("#sec-finetune").is_visible()
         wait_for(lambda: mgr.status()["state"] in ("done", "error"), 240, what="the finetuning budget")

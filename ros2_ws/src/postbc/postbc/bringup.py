@@ -130,6 +130,9 @@ class NodeSpec:
     name: str
     parameters: dict[str, Any] = field(default_factory=dict)
     package: str = "postbc"
+    own_process: bool = False
+    """The in-process runner starts this node as a process of its own instead of composing it (the console: its
+    web server would share the control nodes' GIL; benchmarks/bench_ros_console.py)."""
 
     @property
     def ours(self) -> bool:
@@ -253,7 +256,7 @@ def _nodes(profile: str, s: Bringup) -> list[NodeSpec]:
 def _console(s: Bringup, profile: str) -> NodeSpec:
     """The operator's console (nodes/console.py): it shows the profile's cameras and status topics."""
     return NodeSpec("console", "console", {"host": s.console_host, "port": s.console_port, "token": s.console_token,
-                                           "cameras": list(s.cameras), "profile": profile})
+                                           "cameras": list(s.cameras), "profile": profile}, own_process=True)
 
 
 def _apply_overrides(specs: list[NodeSpec], overrides: dict[str, dict[str, Any]]) -> list[NodeSpec]:

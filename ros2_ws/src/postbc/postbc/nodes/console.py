@@ -32,6 +32,7 @@ import numpy as np
 from postbc_core.errors import ConfigError
 from rcl_interfaces.msg import Log
 from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
@@ -58,6 +59,7 @@ STATUS_TOPICS = {"driver": topics.DRIVER_STATUS, "recorder": topics.RECORDER_STA
                  "finetune": topics.FINETUNE_STATUS, "policy": topics.POLICY_DIAGNOSTICS}
 ROSOUT_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)  # rcl's /rosout keeps recent lines for joiners
+IDLE_S = 5.0  # a page that has not polled for this long is gone: /joint_states is unsubscribed
 WARN = 30  # rcl_interfaces/Log levels: 10 debug, 20 info, 30 warn, 40 error, 50 fatal
 
 
@@ -130,8 +132,13 @@ class Console(Node):
         self._estop_input: bool | None = None
         self._log: deque[dict] = deque(maxlen=60)
         self._episodes: dict[int, dict] = {}
-        self.create_subscription(JointState, topics.JOINT_STATES, self._on_joints, topics.STATE_QOS,
-                                 callback_group=group)
+        # /joint_states (100 Hz) only while a page polls: an unwatched console costs the control process nothing
+        # but its few status subscriptions (2 Hz each).
+        self._joint_sub = None
+        self._last_poll = -1e9
+        self._sub_lock = threading.Lock()
+        self.create_timer(1.0, self._drop_idle_joint_sub, callback_group=group,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         for key, topic in STATUS_TOPICS.items():
             self.create_subscription(String, topic, lambda m, k=key: self._on_status(k, m), topics.STATUS_QOS,
                                      callback_group=group)
@@ -139,8 +146,9 @@ class Console(Node):
         self.create_subscription(Log, "/rosout", self._on_rosout, ROSOUT_QOS, callback_group=group)
         self._estop_pub = self.create_publisher(Bool, topics.ESTOP, topics.LATCHED_QOS)
         self._action_clients = {name: self.create_client(t, f"/{node}/{srv}", callback_group=group)
-                         for name, (node, srv, t) in ACTIONS.items()}
-        self.server = ConsoleServer(self, p.host, p.port, resolve_token(p.token), nice=p.nice)  # bind errors: ConfigError here
+                                for name, (node, srv, t) in ACTIONS.items()}
+        # The socket is bound here: a bad address or a busy port is a ConfigError before the node runs.
+        self.server = ConsoleServer(self, p.host, p.port, resolve_token(p.token), nice=p.nice)
         self.server.start()
         self.get_logger().info(f"operator console on {self.server.url}"
                                + (" (token required: open it with ?token=...)" if self.server.token else ""))
@@ -149,6 +157,14 @@ class Console(Node):
     def _on_joints(self, msg: JointState) -> None:
         self._joints = msg
         self._joint_times.append(time.monotonic())
+
+    def _drop_idle_joint_sub(self) -> None:
+        with self._sub_lock:
+            if self._joint_sub is not None and time.monotonic() - self._last_poll > IDLE_S:
+                self.destroy_subscription(self._joint_sub)
+                self._joint_sub = None
+                self._joints = None
+                self._joint_times.clear()
 
     def _watch_camera(self, camera: str, on: bool) -> None:
         """Subscribe to `camera` while a browser shows it (FrameHub.watch): unwatched frames are not even
@@ -190,6 +206,11 @@ class Console(Node):
     # -- what the web server reads (its threads) ----------------------------------------------------------------
     def snapshot(self) -> dict:
         now = time.monotonic()
+        with self._sub_lock:
+            self._last_poll = now
+            if self._joint_sub is None:
+                self._joint_sub = self.create_subscription(JointState, topics.JOINT_STATES, self._on_joints,
+                                                           topics.STATE_QOS, callback_group=self._group)
         status = {k: {"data": v, "age_s": round(now - t, 2)} for k, (v, t) in list(self._status.items())}
         js = self._joints
         times = list(self._joint_times)
