@@ -284,7 +284,8 @@ def test_browser_runs_a_recording_session(ros_context, tmp_path):
         wait_for(lambda: rec.status()["recording"], 20, what="recording to start")
         wait_for(lambda: rec.status().get("episode", {}).get("steps", 0) >= 5, 30, what="steps")
         page.wait_for_function("document.getElementById('rec-state').textContent.startsWith('RECORDING')")
-        page.screenshot(path=str(_shots(tmp_path) / "console_record.png"))
+        page.wait_for_function("/steps\\s*[1-9]/.test(document.getElementById('rec-table').innerText)")
+        page.screenshot(path=str(_shots(tmp_path) / "console_record.png"), full_page=True)
         page.click("#btn-record-stop")
         wait_for(lambda: rec.last_episode and rec.last_episode.get("committed"), 20, what="the commit")
         page.click("#btn-record-success")
@@ -300,6 +301,8 @@ def test_browser_runs_a_recording_session(ros_context, tmp_path):
         page.click("#btn-estop")
         wait_for(lambda: driver.status()["estop"], 10, what="the driver's e-stop")
         page.wait_for_function("document.getElementById('drv').textContent === 'E-STOP LATCHED'", timeout=20000)
+        # The driver's own error line (its /rosout) is on the page.
+        page.wait_for_function("document.getElementById('log').innerText.includes('E-STOP latched')", timeout=20000)
         page.click("#btn-rearm")
         page.wait_for_function("document.getElementById('result').textContent.includes('publish false there first')",
                                timeout=20000)
@@ -342,5 +345,5 @@ def test_browser_shows_a_finetuning_run(ros_context, tmp_path):
         assert mgr.status()["state"] == "done", mgr.status()
         page.wait_for_function("document.getElementById('ft-state').textContent === 'done'", timeout=20000)
         page.wait_for_function("document.querySelectorAll('#curve circle').length === 3", timeout=20000)
-        page.screenshot(path=str(_shots(tmp_path) / "console_finetune.png"))
+        page.screenshot(path=str(_shots(tmp_path) / "console_finetune.png"), full_page=True)
         browser.close()

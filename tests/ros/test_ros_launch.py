@@ -49,6 +49,10 @@ README_NODES = {
                          "sub": {"/joint_states", "/postbc/sim/success", "/postbc/episode"},
                          "srv": {"/finetune_manager/start", "/finetune_manager/pause", "/finetune_manager/abort",
                                  "/finetune_manager/label"}},
+    # the camera images and /joint_states only while a page shows them
+    "console": {"pub": {"/postbc/estop"},  # and not subscribed to it: see nodes/console.py
+                "sub": {"/postbc/driver/status", "/postbc/recorder/status", "/postbc/finetune/status",
+                        "/postbc/policy/diagnostics", "/rosout"}},
 }
 BAD_LINES = ("Traceback", "RCLError", "[ERROR]", "[FATAL]", "KeyboardInterrupt", "sending signal 'SIGTERM'",
              "sending signal 'SIGKILL'", "process has died")

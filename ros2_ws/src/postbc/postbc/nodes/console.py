@@ -7,7 +7,8 @@ It uses the graph's own interfaces, nothing else: the status topics the nodes pu
 topics, /rosout (warnings and errors of the other nodes appear on the page), and the nodes' services
 (recorder ~/start ~/stop ~/discard ~/label; finetune_manager ~/start ~/pause ~/abort ~/label; robot_driver ~/go_home
 ~/reset ~/enable; policy ~/enable). The e-stop button publishes True on the latched /postbc/estop; release and re-arm
-are the README's two CLI lines: publish False there, then call /robot_driver/enable true.
+are the README's two CLI lines: publish False there, then call /robot_driver/enable true. The console publishes on
+/postbc/estop but does not subscribe to it (see __init__).
 
 Never blocking the graph: every subscription callback stores a reference to the newest message and returns (no
 conversion, no encoding, no locks shared with the web server beyond a dict assignment); the web server
@@ -129,7 +130,6 @@ class Console(Node):
         self._status: dict[str, tuple[dict, float]] = {}
         self._joints: JointState | None = None
         self._joint_times: deque[float] = deque(maxlen=300)
-        self._estop_input: bool | None = None
         self._log: deque[dict] = deque(maxlen=60)
         self._episodes: dict[int, dict] = {}
         # /joint_states (100 Hz) only while a page polls: an unwatched console costs the control process nothing
@@ -142,7 +142,9 @@ class Console(Node):
         for key, topic in STATUS_TOPICS.items():
             self.create_subscription(String, topic, lambda m, k=key: self._on_status(k, m), topics.STATUS_QOS,
                                      callback_group=group)
-        self.create_subscription(Bool, topics.ESTOP, self._on_estop, topics.LATCHED_QOS, callback_group=group)
+        # No subscription on /postbc/estop (the driver's status says whether it is latched): the README's
+        # `ros2 topic pub --once` publishes as soon as ONE subscriber matches and exits; were the console that one,
+        # the driver could miss the e-stop (tests/ros/test_ros_launch.py runs that line against this graph).
         self.create_subscription(Log, "/rosout", self._on_rosout, ROSOUT_QOS, callback_group=group)
         self._estop_pub = self.create_publisher(Bool, topics.ESTOP, topics.LATCHED_QOS)
         self._action_clients = {name: self.create_client(t, f"/{node}/{srv}", callback_group=group)
@@ -191,9 +193,6 @@ class Console(Node):
                                                     ("index", "steps", "duration_s", "success", "committed",
                                                      "reason", "missed_ticks")}
 
-    def _on_estop(self, msg: Bool) -> None:
-        self._estop_input = bool(msg.data)
-
     def _on_rosout(self, msg: Log) -> None:
         if msg.level >= WARN and msg.name != self.get_fully_qualified_name().lstrip("/"):
             self._note(int(msg.level), msg.name, msg.msg)
@@ -222,7 +221,7 @@ class Console(Node):
         with self._lock:
             log = list(self._log)
         return {"profile": self.params.profile, "cameras": list(self.hub.cameras), "status": status,
-                "joints": joints, "estop_input": self._estop_input,
+                "joints": joints,
                 "episodes": [self._episodes[i] for i in sorted(self._episodes, reverse=True)][:50],
                 "frames": {c: self.hub.received[c] for c in self.hub.cameras}, "log": log}
 
