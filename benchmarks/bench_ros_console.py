@@ -4,7 +4,7 @@ on with no browser, and on with two headless Chromium pages each showing both ca
 `postbc ros run record_demos` composes the sim driver (100 Hz /joint_states, its control step), teleop (one command
 per control tick, 10 Hz) and the recorder in ONE process (one GIL) and starts the console as a process of its own
 (NodeSpec.own_process). Two 640x480 RGB camera streams at 30 Hz come from another process (what RealSense camera
-nodes are); the console streams them at stream_hz 30 (every frame). A probe node in the control process records the
+nodes are); the console streams them at stream_hz 30 (every frame), and in one phase at its default of 10. A probe node in the control process records the
 arrival time of every /joint_states and /postbc/command message. Per phase: /joint_states rate (Hz), the command
 (control tick) interval's deviation from 1/control_hz (p50 / p99 / max ms), the driver's real-time factor, the CPU
 of the control process and of the console + browser processes (% of one core, /proc), and the JPEG encodes per
@@ -88,7 +88,8 @@ def tree_cpu(root: int) -> float:
     return total
 
 
-def phase(name: str, console: bool | str, browsers: int, seconds: float, store: Path, browser_exe: str) -> dict:
+def phase(name: str, console: bool | str, browsers: int, seconds: float, store: Path, browser_exe: str,
+          stream_hz: float = CAM_HZ) -> dict:
     import rclpy
     from postbc import runner, topics
     from rclpy.node import Node
@@ -98,8 +99,8 @@ def phase(name: str, console: bool | str, browsers: int, seconds: float, store: 
     # console True: as `postbc ros run` starts it (a process of its own); "composed": in the control process
     specs = runner.build("record_demos", [f"store={store}", "cameras=[]", f"control_hz={CONTROL_HZ}",
                                           f"console={'true' if console is True else 'false'}", "console_port=0",
-                                          *([f"console.cameras=[{', '.join(CAMERAS)}]", "console.stream_hz=30.0"]
-                                            if console is True else [])])
+                                          *([f"console.cameras=[{', '.join(CAMERAS)}]",
+                                             f"console.stream_hz={stream_hz}"] if console is True else [])])
     url = ""
     ctx = rclpy.context.Context()
     rclpy.init(context=ctx)
@@ -125,7 +126,7 @@ def phase(name: str, console: bool | str, browsers: int, seconds: float, store: 
 
                 con = construct(partial(Console, "console", context=ctx, parameter_overrides=[
                     Parameter("port", value=0), Parameter("cameras", value=list(CAMERAS)),
-                    Parameter("stream_hz", value=30.0), Parameter("profile", value="record_demos")]))
+                    Parameter("stream_hz", value=stream_hz), Parameter("profile", value="record_demos")]))
                 comp.executor.add_node(con)
                 url = con.server.url
             elif console:
@@ -162,7 +163,8 @@ def phase(name: str, console: bool | str, browsers: int, seconds: float, store: 
                 comp.executor.remove_node(con)
                 con.destroy_node()
         dev = np.abs(cmd - 1.0 / CONTROL_HZ) * 1e3
-        row = {"phase": name, "console": console, "browsers": browsers, "seconds": round(wall, 2),
+        row = {"phase": name, "console": console, "browsers": browsers, "stream_hz": stream_hz,
+               "seconds": round(wall, 2),
                "joint_states_hz": round(len(js) / wall, 2),
                "tick_dev_p50_ms": round(float(np.percentile(dev, 50)), 2),
                "tick_dev_p99_ms": round(float(np.percentile(dev, 99)), 2),
@@ -210,10 +212,11 @@ def main() -> int:
     rows = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            for i, (name, console, browsers) in enumerate((("console off", False, 0), ("no browser", True, 0),
-                                                           ("two browsers", True, 2),
-                                                           ("2 br. composed", "composed", 2))):
-                rows.append(phase(name, console, browsers, seconds, Path(tmp) / f"d{i}.zarr", exe))
+            for i, (name, console, browsers, hz) in enumerate((
+                    ("console off", False, 0, CAM_HZ), ("no browser", True, 0, CAM_HZ),
+                    ("two browsers", True, 2, CAM_HZ), ("2 br. 10 fps", True, 2, 10.0),
+                    ("2 br. composed", "composed", 2, CAM_HZ))):
+                rows.append(phase(name, console, browsers, seconds, Path(tmp) / f"d{i}.zarr", exe, hz))
                 print(rows[-1], flush=True)
     finally:
         cams.terminate()
@@ -230,7 +233,7 @@ def main() -> int:
               f"{r['tick_dev_p99_ratio']:9.2f} {r['real_time_factor'] or 0:5.2f} {r['control_process_cpu_pct']:8.1f} "
               f"{r['console_and_browser_cpu_pct']:12.1f} {r['jpeg_encodes_per_s']:6.1f}")
     write_result("ros_console", {"cameras": {"n": len(CAMERAS), "width": W, "height": H, "hz": CAM_HZ},
-                                 "control_hz": CONTROL_HZ, "stream_hz": 30.0, "seconds_per_phase": seconds,
+                                 "control_hz": CONTROL_HZ, "seconds_per_phase": seconds,
                                  "baseline": "no browser", "rows": rows}, quick=args.quick)
     return 0
 

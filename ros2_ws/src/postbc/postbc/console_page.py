@@ -146,7 +146,7 @@ function render() {
   else if (!d.enabled) badge("drv", "disabled", "warn");
   else badge("drv", "enabled · " + d.mode, "ok");
   if (d) rows("drv-table", [["backend", fmt(d.backend)], ["mode", fmt(d.mode)], ["e-stop latched", fmt(d.estop)],
-["commands", esc(JSON.stringify(d.commands))],
+["commands", Object.entries(d.commands || {}).map(([k, v]) => `${esc(k)} ${v}`).join(" · ")],
     ...(d.real_time_factor !== undefined ? [["real-time factor", fmt(d.real_time_factor)], ["seed", fmt(d.seed)]] : []),
     ["status age (s)", fmt(age("driver"))]]);
   // joints
