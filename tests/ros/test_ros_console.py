@@ -171,6 +171,7 @@ def test_a_stuck_browser_blocks_nothing(served):
 
     t = threading.Thread(target=camera, daemon=True)
     t.start()
+    stuck = None
     try:
         wait_for(lambda: b.hub.received["front"] > 10, 10, what="frames")
         assert b.hub.encodes["front"] == 0  # nobody watches: nothing encoded
@@ -189,10 +190,12 @@ def test_a_stuck_browser_blocks_nothing(served):
         r = c.getresponse()
         assert r.status == 200 and r.read(64).startswith(b"--" + console_web.BOUNDARY.encode())
         c.close()
-        stuck.close()
     finally:
+        if stuck is not None:
+            stuck.close()
         stop.set()
-        t.join()
+        t.join(timeout=10)
+    assert not t.is_alive(), "the camera thread is stuck in FrameHub.put"
 
 
 def test_console_node_sees_the_graph_and_a_stuck_client_does_not_stop_it(graph, served):
@@ -224,6 +227,7 @@ def test_console_node_sees_the_graph_and_a_stuck_client_does_not_stop_it(graph, 
 
     t = threading.Thread(target=camera, daemon=True)
     t.start()
+    stuck = None
     try:
         url = node.server.url
         # Nobody watches: the console is not even subscribed (frames reach another subscriber, not it).
@@ -250,10 +254,11 @@ def test_console_node_sees_the_graph_and_a_stuck_client_does_not_stop_it(graph, 
         # A button whose node is not running says so (no hang).
         status, _, body = _request(url, "/api/action/record_start", "POST", headers={"X-Postbc-Console": "1"})
         assert status == 409 and "/recorder/start is not available" in json.loads(body)["message"]
-        stuck.close()
     finally:
+        if stuck is not None:
+            stuck.close()
         stop.set()
-        t.join()
+        t.join(timeout=10)
 
 
 # -- the browser ----------------------------------------------------------------------------------------------------
