@@ -6,7 +6,9 @@
   postbc ros graph policy --set checkpoint=X        (print the nodes and parameters, start nothing)
 
 Same nodes and parameters as `ros2 launch postbc <profile>.launch.py` (both come from bringup.graph); this is how
-the stack runs where `ros2 launch` is not installed and how the tests run it. On the real arm start Interbotix's
+the stack runs where `ros2 launch` is not installed and how the tests run it. A node whose spec says own_process (the
+operator's console: a web server must not share the control nodes' GIL) runs as a child process next to the
+composition instead (NodeProcess); the runner prints its URL. On the real arm start Interbotix's
 xs_sdk first (`ros2 launch interbotix_xsarm_control xsarm_control.launch.py robot_model:=wx250s`), which the launch
 files include for you.
 """
