@@ -20,6 +20,8 @@ from typing import Literal
 
 import numpy as np
 
+from postbc_core.training.config import TrainConfig
+
 log = logging.getLogger(__name__)
 
 STYLE_HALF_WIDTH = 0.5  # w: half-width of the demonstrator's action range at every state
@@ -66,15 +68,15 @@ class CoverageConfig:
     """Output directory (runs, coverage.png, coverage.json)."""
     dataset: Path | None = None
     """Episode store to use; None writes the synthetic one into the output directory."""
-    alpha: float = 1.0
-    """PostBC posterior noise weight."""
+    alpha: float = TrainConfig.alpha
+    """PostBC posterior noise weight (`postbc train`'s default)."""
     ensemble_size: int = 32
     """K ensemble members."""
-    bootstrap: Literal["trajectory", "state_action"] = "trajectory"
+    bootstrap: Literal["trajectory", "state_action"] = TrainConfig.bootstrap
     """PostBC ensemble resampling (postbc train --bootstrap)."""
-    posterior_mix: float = 1.0
+    posterior_mix: float = TrainConfig.posterior_mix
     """Fraction of PostBC's training targets perturbed (postbc train --posterior-mix)."""
-    sample_clip: Literal["data", "posterior"] = "posterior"
+    sample_clip: Literal["data", "posterior"] = TrainConfig.sample_clip
     """PostBC's DDIM x0 clip (postbc train --sample-clip)."""
     ensemble_steps: int = 1500
     """Ensemble gradient steps."""

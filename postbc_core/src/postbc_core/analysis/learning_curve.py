@@ -26,6 +26,7 @@ from pathlib import Path
 from postbc_core.data.paths import make_output_dir
 from postbc_core.errors import ConfigError, check_seed
 from postbc_core.policies.settings import PolicySettings
+from postbc_core.training.config import TrainConfig
 from postbc_core.stats import paired_comparison, wilson_interval
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,8 @@ class CurveConfig:
     """Diffusion training budgets (gradient steps, each trained from scratch with its own cosine schedule)."""
     methods: tuple[str, ...] = ("bc",)
     """Any of bc, postbc, sigma_bc."""
-    alpha: float = 0.5
-    """PostBC / sigma-BC noise weight."""
+    alpha: float = TrainConfig.alpha
+    """PostBC / sigma-BC noise weight (`postbc train`'s default)."""
     episodes: int = 50
     """Evaluation episodes per policy (fixed initial states 1000000+ and noise seeds, shared by all policies)."""
     obs_keys: tuple[str, ...] = ()

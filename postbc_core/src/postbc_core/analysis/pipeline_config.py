@@ -15,6 +15,7 @@ from postbc_core.policies.settings import PolicySettings
 from postbc_core.rl.best_of_n import BestOfNConfig
 from postbc_core.rl.dppo import DPPOConfig
 from postbc_core.rl.dsrl import DSRLConfig
+from postbc_core.training.config import TrainConfig
 
 ONLINE_ALGORITHMS = ("dsrl_sac", "dsrl_na", "dppo")  # what --algorithms accepts (Best-of-N is the separate recipe)
 RECIPE_METHODS = ("bc", "postbc", "sigma_bc")  # the paper's WidowX recipe also runs the sigma-BC baseline
@@ -76,10 +77,9 @@ class PipelineConfig:
     """Camera keys: conv (robomimic's small conv stack, trains on a CPU) or resnet18 (the paper's, for a GPU)."""
     action_key: str = "cmd_ee_delta"
     """Policy action: cmd_ee_delta (end-effector deltas, the Bridge/WidowX convention) or cmd_joint_pos."""
-    alpha: float = 0.5
-    """PostBC posterior noise weight (paper: 0.25..4, default 1; BC is alpha 0). 0.5 here: with 10 demos and K = 10
-    the posterior std is ~0.19 of the normalized action range and alpha 1 pretrained at 0%; with 20 demos alpha 0.5
-    pretrains at BC's level (pipeline_notes.md)."""
+    alpha: float = TrainConfig.alpha
+    """PostBC posterior noise weight (paper: 0.25..4; BC is alpha 0): `postbc train`'s default (README "PostBC at 10
+    demos": what lower alphas and other variants trade between pretrained success and coverage)."""
     ensemble_size: int = 10
     """K ensemble members for the PostBC posterior (paper, WidowX: 10)."""
     ensemble_steps: int = 1000

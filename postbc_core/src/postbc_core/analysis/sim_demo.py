@@ -17,6 +17,7 @@ from pathlib import Path
 from postbc_core.data.paths import make_output_dir
 from postbc_core.errors import ConfigError
 from postbc_core.policies.settings import PolicySettings
+from postbc_core.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,8 @@ class SimDemoConfig:
     targets, 45 vs 43/50 with EE deltas)."""
     action_horizon: int = 4
     """Ta (paper, state-based: 4)."""
-    alpha: float = 1.0
-    """PostBC posterior noise weight."""
+    alpha: float = TrainConfig.alpha
+    """PostBC posterior noise weight (`postbc train`'s default)."""
     ensemble_size: int = 10
     """K."""
     ensemble_steps: int = 1500
@@ -117,7 +118,6 @@ def train_policy(cfg: SimDemoConfig, dataset: Path, name: str, alpha: float,
     """One policy from the demos (alpha 0 = BC, > 0 = PostBC, or sigma-BC with perturbation "isotropic"; everything
     else identical). `overrides`: other TrainConfig fields (bootstrap=..., posterior_mix=...; the PostBC ablations).
     Returns the run dir."""
-    from postbc_core.training.config import TrainConfig
     from postbc_core.training.train import train
 
     # Images: diffusion_policy's image batch (64) and 32 windows per ensemble member (bench_image.py's setting);
