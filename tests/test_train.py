@@ -13,6 +13,7 @@ from safetensors import safe_open
 
 from _paths import BIN
 from postbc_core import load_policy
+from postbc_core.training.config import TrainConfig
 
 TINY = ["--obs-keys", "state", "--action-key", "action", "--action-horizon", "2", "--ensemble-size", "4",
         "--ensemble-hidden", "32", "32", "--ensemble-steps", "20", "--ensemble-batch-size", "16",
@@ -43,7 +44,8 @@ def test_train_postbc_end_to_end(coverage_store, tmp_path):
     layout, meta = tensor_layout(out / "ensemble.safetensors")
     assert meta["num_members"] == 4 and all(shape[0] == 4 for shape in layout.values())
     policy = load_policy(out)
-    assert policy.info["train"]["alpha"] == 1.0 and policy.info["train"]["posterior"]["n_states"] > 0
+    assert policy.info["train"]["alpha"] == TrainConfig.alpha == 0.5  # the default alpha reaches the checkpoint
+    assert policy.info["train"]["posterior"]["n_states"] > 0
     a = policy.predict_action({"state": np.zeros((1, 1), np.float32)})
     assert a.shape == (2, 1) and np.isfinite(a).all()
 
@@ -199,7 +201,6 @@ def test_sample_clip_data_keeps_the_postbc_sampler_at_the_data_range(coverage_st
 
 def test_train_config_round_trips_through_its_json_with_overrides(coverage_store, tmp_path):
     from postbc_core.errors import ConfigError
-    from postbc_core.training.config import TrainConfig
 
     cfg = TrainConfig(dataset=coverage_store, out=tmp_path / "a", obs_keys=("state",), action_key="action",
                       ensemble_hidden=(32, 32), alpha=0.5)
