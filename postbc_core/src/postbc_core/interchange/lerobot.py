@@ -203,8 +203,11 @@ class _VideoWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.av = av
         self.container = av.open(str(path), "w")
+        # One encoder thread: x264's frame threads under CPU load gave different bytes for the same frames (a fresh
+        # clone's test run); an export must be a function of the store, so its files can be hashed and compared.
         self.stream = self.container.add_stream(VCODECS[codec], rate=fps,
-                                                options={"g": str(gop), "crf": str(crf), "preset": preset, "bf": "0"})
+                                                options={"g": str(gop), "crf": str(crf), "preset": preset, "bf": "0",
+                                                         "threads": "1"})
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
         self.time_base = Fraction(1, fps)
         self.frames = 0
