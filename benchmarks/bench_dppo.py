@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import write_result
+from common import pool_map, write_result
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -106,14 +106,7 @@ def main() -> int:
     jobs = [(cfg, s, name, str(a.pretrained / f"seed_{s}" / name)) for s in a.seeds for name in ("bc", "postbc")]
     t_start, load_start = time.time(), os.getloadavg()[0]
     timings, cpu = {}, 0.0
-    if a.workers > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(a.workers, mp_context=mp.get_context("spawn")) as pool:
-            results = list(pool.map(one, jobs))
-    else:
-        results = [one(j) for j in jobs]
+    results = pool_map(one, jobs, a.workers)
     for seed, _, name, run, t, _, wall, cpu_s in results:
         runs[seed]["online"]["dppo"][name] = run
         timings.update(t)

@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import write_result
+from common import pool_map, write_result
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -180,7 +180,7 @@ def finetune_job(args) -> tuple:
 
 def run_finetuning(a, src: dict, specs: dict, timings: dict) -> dict:
     """Every --finetune-arms arm and seed through finetune_job; pooled per arm: DSRL pretrained -> finetuned on the
-    paired episodes (McNemar), the last evaluation point, and Best-of-N per N against the pretrained policy."""
+    paired episodes (McNemar) and Best-of-N per N against the pretrained policy on the same episodes."""
     from postbc_core.analysis.pipeline_config import PipelineConfig
     from postbc_core.stats import paired_comparison, pooled_rate
 
@@ -213,16 +213,6 @@ def run_finetuning(a, src: dict, specs: dict, timings: dict) -> dict:
                 row["best_of"][str(n)] = {**pooled_rate(got), "vs_pretrained": paired_comparison(rpre, got)}
         out["arms"][arm] = row
     return out
-
-
-def pool_map(fn, jobs, workers: int) -> list:
-    if workers <= 1 or len(jobs) <= 1:
-        return [fn(j) for j in jobs]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
-        return list(pool.map(fn, jobs))
 
 
 def summarize(arms: dict, evals: dict, coverage: dict, seeds: list[int]) -> dict:

@@ -76,3 +76,15 @@ def time_steps(step, first: int, min_steps: int, min_seconds: float, max_steps: 
         times.append(time.perf_counter() - t0)
         i += 1
     return times, time.perf_counter() - t_start
+
+
+def pool_map(fn, jobs: list, workers: int) -> list:
+    """[fn(job) for job in jobs], over up to `workers` spawned processes (a clean interpreter each: no forked torch
+    or MuJoCo state) when there is more than one job and worker; in order."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [fn(j) for j in jobs]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
+        return list(pool.map(fn, jobs))
