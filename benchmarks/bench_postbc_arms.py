@@ -121,15 +121,15 @@ def coverage_job(args) -> tuple:
     import torch
 
     torch.set_num_threads(1)
-    from postbc_core.analysis.coverage import CoverageConfig, run_coverage
+    from postbc_core.analysis.coverage import SAMPLE_STORE, CoverageConfig, run_coverage
 
     out, arm, settings, seed = args
     path = out / "coverage" / arm
     if (path / "coverage.json").exists():
         return arm, json.loads((path / "coverage.json").read_text()), 0.0
-    sample = Path(__file__).resolve().parents[1] / "data" / "sample_coverage.zarr"
     t0 = time.time()
-    m = run_coverage(CoverageConfig(out=path, dataset=sample, seed=seed, device="cpu", progress=False, **settings))
+    m = run_coverage(CoverageConfig(out=path, dataset=SAMPLE_STORE if SAMPLE_STORE.exists() else None, seed=seed,
+                                    device="cpu", progress=False, **settings))
     return arm, m, round(time.time() - t0, 1)
 
 

@@ -24,6 +24,9 @@ from postbc_core.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
+SAMPLE_STORE = Path(__file__).resolve().parents[4] / "data" / "sample_coverage.zarr"
+"""The bundled coverage demonstrations in a source checkout (absent from an installed wheel: the experiment then
+writes the same synthetic store itself)."""
 STYLE_HALF_WIDTH = 0.5  # w: half-width of the demonstrator's action range at every state
 STEP_NOISE = 0.02
 

@@ -217,14 +217,13 @@ def finetune_method(cfg: PipelineConfig, seed: int, algorithm: str, name: str,
 
 def _run_coverage(cfg: PipelineConfig) -> tuple[dict, dict]:
     """The 1-D coverage experiment into OUT/coverage -> (its key metrics, wall time)."""
-    from postbc_core.analysis.coverage import CoverageConfig, run_coverage
+    from postbc_core.analysis.coverage import SAMPLE_STORE, CoverageConfig, run_coverage
 
     t0, c0 = time.time(), time.process_time()
-    sample = Path(__file__).resolve().parents[4] / "data" / "sample_coverage.zarr"
     steps = {} if cfg.coverage_steps is None else {"steps": cfg.coverage_steps,
                                                    "ensemble_steps": max(1, cfg.coverage_steps // 2)}
-    cov = CoverageConfig(out=cfg.out / "coverage", dataset=sample if sample.exists() else None, device=cfg.device,
-                         seed=cfg.seeds[0], alpha=cfg.alpha, progress=cfg.progress, **steps)
+    cov = CoverageConfig(out=cfg.out / "coverage", dataset=SAMPLE_STORE if SAMPLE_STORE.exists() else None,
+                         device=cfg.device, seed=cfg.seeds[0], alpha=cfg.alpha, progress=cfg.progress, **steps)
     m = run_coverage(cov)
     regions = [r for r in ("dense", "one_demo", "two_demos") if r in m]
     summary = {"figure": "coverage/coverage.png", "json": "coverage/coverage.json",
